@@ -1,0 +1,128 @@
+"""Plumbing shared by every command: options defined once, error translation, output.
+
+The library never prints and never imports click; this module is where its return
+values and errors meet the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+
+import click
+
+from imgkit.errors import ImgkitError
+
+
+class CommandError(click.ClickException):
+    """A library error shown as one line, with the library's exit code (1, or 3)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def is_verbose(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    if root is not None and isinstance(root.obj, dict) and root.obj.get("verbose"):
+        return True
+    return os.environ.get("IMGKIT_VERBOSE") == "1"
+
+
+@contextlib.contextmanager
+def translate_errors(ctx: click.Context):
+    """Turn an ImgkitError into a one-line CommandError; keep tracebacks for --verbose."""
+    try:
+        yield
+    except ImgkitError as e:
+        if is_verbose(ctx):
+            traceback.print_exc(file=sys.stderr)
+        raise CommandError(str(e), getattr(e, "exit_code", 1)) from e
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        raise click.exceptions.Exit(130) from None
+
+
+def run_cli(group: click.Group, argv=None) -> int:
+    """Run ``group`` as a program and return its exit code.
+
+    ``imgkit predict ... | head`` closes the pipe early: that is a normal way to stop
+    reading, not an error, so a broken pipe ends quietly with status 0.
+    """
+    try:
+        group.main(args=argv, prog_name="imgkit", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except BrokenPipeError:
+        # Python flushes stdout at exit; point it at devnull so that flush does not
+        # raise a second BrokenPipeError.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+# --- options defined once -------------------------------------------------------------
+
+seed_option = click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed (splits, shuffling, init)."
+)
+
+
+def batch_size_option(default: int | None = None, help_text: str = "Images per batch."):
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
+def output_option(required: bool = False, help_text: str = "Output path (- for stdout)."):
+    return click.option("-o", "--output", required=required, default=None, help=help_text)
+
+
+def stderr_console():
+    """A rich console on stderr (tables and logs never mix with data on stdout)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def show_progress() -> bool:
+    """Progress bars only when a person is watching stderr (never in CI logs or pipes)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def info(message: str) -> None:
+    """One line of information on stderr."""
+    click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    click.echo(f"warning: {message}", err=True)
+
+
+def parse_key_values(pairs, what: str) -> dict[str, float]:
+    """Parse ``NAME=VALUE`` pairs (``--fail-under accuracy=0.9``) into a dict."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint=what)
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r}: {value!r} is not a number", param_hint=what) from None
+    return out

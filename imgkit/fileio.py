@@ -1,0 +1,81 @@
+"""Atomic file output: write to a temporary name, rename when complete.
+
+A crash, a Ctrl-C or a full disk never leaves a half-written CSV, mask or model under
+its final name: readers see either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _tmp_sibling(path: Path, suffix: str = "") -> Path:
+    # The temporary file lives beside the target so the final rename stays on one
+    # file system (os.replace is atomic only there).
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the target's extension (some writers, like Keras and
+    matplotlib, choose the format from it). On an exception the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path, suffix="".join(path.suffixes[-1:]))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
+    """Open a temporary file for writing; rename it to ``path`` when the block ends."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8) and return the path."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_csv(df, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as CSV (no index) atomically and return the path."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        df.to_csv(f, index=False)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name; move it to ``path`` when complete.
+
+    ``path`` must not exist yet (callers check and say so first). On an exception the
+    partial folder is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
