@@ -89,7 +89,9 @@ def assign_splits(
         The split name per item.
     """
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise BadDatasetError(f"--val {val} and --test {test} must be fractions with val + test < 1")
+        raise BadDatasetError(
+            f"--val {val} and --test {test} must be fractions with val + test < 1"
+        )
     n = len(labels)
     out: list[str | None] = list(fixed) if fixed is not None else [None] * n
     for i in range(n):
@@ -232,7 +234,8 @@ class Dataset:
         mpath, ipath = root / MANIFEST, root / INFO
         if not mpath.is_file() or not ipath.is_file():
             raise BadDatasetError(
-                f"{root}: not a dataset folder (no {MANIFEST} or {INFO}; make one with `imgkit prep`)"
+                f"{root}: not a dataset folder (no {MANIFEST} or {INFO}; "
+                "make one with `imgkit prep`)"
             )
         try:
             manifest = pd.read_csv(mpath, dtype=str, keep_default_na=False, encoding="utf-8-sig")
@@ -283,12 +286,16 @@ class Dataset:
         labels = self.rows(split)["label"]
         unknown = sorted(set(labels) - set(index))
         if unknown:
-            raise BadDatasetError(f"{self.root}: split {split!r} has unlabeled or unknown labels {unknown[:5]}")
+            raise BadDatasetError(
+                f"{self.root}: split {split!r} has unlabeled or unknown labels {unknown[:5]}"
+            )
         return np.array([index[v] for v in labels], dtype=np.int64)
 
     # --- the decode-once cache ------------------------------------------------------
 
-    def cache_file(self, split: str, size: tuple[int, int], channels: int, resize: str = "stretch") -> Path:
+    def cache_file(
+        self, split: str, size: tuple[int, int], channels: int, resize: str = "stretch"
+    ) -> Path:
         h, w = size
         name = f"{split}-{h}x{w}x{channels}-{resize}-{self.hash}.npy"
         return self.root / CACHE_DIR / name
@@ -326,14 +333,18 @@ class Dataset:
         files = self.paths(split)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), *size, channels))
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(files), *size, channels)
+            )
 
             def decode(i_file):
                 i, f = i_file
                 try:
                     out[i] = load_array(f, size, channels, resize)
                 except BadImageError as e:
-                    raise BadDatasetError(f"{f}: {e.reason} (it was readable when the dataset was made)") from e
+                    raise BadDatasetError(
+                        f"{f}: {e.reason} (it was readable when the dataset was made)"
+                    ) from e
                 except FileNotFoundError as e:
                     raise BadDatasetError(f"{f}: file is gone since the dataset was made") from e
                 return 1
@@ -343,7 +354,6 @@ class Dataset:
                     if progress:
                         progress(n)
             out.flush()
-            del out
         return np.load(path, mmap_mode="r")
 
     def store_arrays(self, split: str, array: np.ndarray, resize: str = "stretch") -> Path:

@@ -14,11 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     # The temporary file lives beside the target so the final rename stays on one
     # file system (os.replace is atomic only there).
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); outputs should get the permissions any
+    # other new file would (0666 less the umask), so others can read a shared result.
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 
@@ -73,6 +82,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared dataset or bundle
     try:
         yield tmp
         os.replace(tmp, path)

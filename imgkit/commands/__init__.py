@@ -17,10 +17,19 @@ from imgkit import __version__
 # name -> (module, one-line help). The help is repeated here so that listing the
 # commands does not import any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prep": ("imgkit.commands.prep", "Make a dataset folder from images, CSVs, archives or fashion-mnist."),
-    "train": ("imgkit.commands.train", "Train a model on a dataset folder and write a model bundle."),
+    "prep": (
+        "imgkit.commands.prep",
+        "Make a dataset folder from images, CSVs, archives or fashion-mnist.",
+    ),
+    "train": (
+        "imgkit.commands.train",
+        "Train a model on a dataset folder and write a model bundle.",
+    ),
     "predict": ("imgkit.commands.predict", "Classify images with a model bundle; CSV out."),
-    "eval": ("imgkit.commands.eval", "Score predictions against the truth: metrics, confusion matrix."),
+    "eval": (
+        "imgkit.commands.eval",
+        "Score predictions against the truth: metrics, confusion matrix.",
+    ),
     "compare": ("imgkit.commands.compare", "Put several runs side by side: curves and a table."),
 }
 
@@ -65,6 +74,9 @@ def cli(ctx, verbose):
         imgkit train data/fashion -o runs/fashion --model fashion-cnn
         imgkit predict runs/fashion photos/ -o preds.csv
     """
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise on a
+    # command's stderr; real errors still come through as Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     if verbose:

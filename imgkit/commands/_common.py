@@ -44,6 +44,18 @@ def translate_errors(ctx: click.Context):
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         raise click.exceptions.Exit(130) from None
+    except BrokenPipeError:
+        # `imgkit predict ... | head` closes the pipe early: a normal way to stop
+        # reading, not an error. Point stdout at devnull so the flush at exit does not
+        # raise again, and end with status 0. (click's own main() would exit 1.)
+        _silence_stdout()
+        raise click.exceptions.Exit(0) from None
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def run_cli(group: click.Group, argv=None) -> int:
@@ -64,10 +76,7 @@ def run_cli(group: click.Group, argv=None) -> int:
         click.echo("Aborted.", err=True)
         return 1
     except BrokenPipeError:
-        # Python flushes stdout at exit; point it at devnull so that flush does not
-        # raise a second BrokenPipeError.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
 
 
@@ -124,5 +133,7 @@ def parse_key_values(pairs, what: str) -> dict[str, float]:
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise click.BadParameter(f"{pair!r}: {value!r} is not a number", param_hint=what) from None
+            raise click.BadParameter(
+                f"{pair!r}: {value!r} is not a number", param_hint=what
+            ) from None
     return out

@@ -1,0 +1,144 @@
+"""``imgkit eval``: score predictions against the truth (metrics, confusion matrix)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from imgkit.commands._common import output_option, parse_key_values, stderr_console, warn
+
+# How many unmatched paths a warning names before it just counts.
+SHOW_UNMATCHED = 3
+
+
+@click.command(name="eval")
+@click.argument("preds")
+@click.option(
+    "--truth",
+    required=True,
+    help="The true labels: a dataset folder, or a CSV with path,label columns.",
+)
+@output_option(
+    help_text="Folder for metrics.json, per_class.csv, confusion.csv and confusion.png "
+    "(default: print the JSON summary to stdout and write nothing)."
+)
+@click.option(
+    "--fail-under",
+    "fail_under",
+    multiple=True,
+    metavar="METRIC=VALUE",
+    help="Exit 3 when METRIC (a name from metrics.json: accuracy, macro_f1, weighted_f1, "
+    "balanced_accuracy, roc_auc, pr_auc, ...) is below VALUE. Repeatable.",
+)
+def command(preds, truth, output, fail_under):
+    """Score the predictions CSV PREDS (- for stdin) against the truth.
+
+    Rows are matched by path: the file each path names, or the path as written
+    relative to the dataset folder. Reports accuracy, precision/recall/F1 per class,
+    macro and weighted F1, log loss (from the p_<class> columns) and the confusion
+    matrix; for two classes also balanced accuracy, ROC AUC and PR AUC for the second
+    class. A table goes to stderr; the JSON summary to stdout, or with -o the files
+    go into a folder and its metrics.json path to stdout.
+
+    \b
+    Example:
+        imgkit eval preds.csv --truth data/fashion -o eval/ --fail-under accuracy=0.9
+        imgkit predict runs/cats data/cats | imgkit eval - --truth data/cats
+    """
+    from imgkit.errors import GateFailedError
+    from imgkit.metrics import (
+        GATE_METRICS,
+        check_gates,
+        evaluate_predictions,
+        load_truth,
+        read_predictions,
+    )
+
+    bars = parse_key_values(fail_under, "--fail-under")
+    for name in bars:
+        if name not in GATE_METRICS:
+            why = (
+                " (lower is better; it cannot be a --fail-under bar)" if name == "log_loss" else ""
+            )
+            raise click.BadParameter(
+                f"unknown metric {name!r}{why}; choose from {', '.join(GATE_METRICS)}",
+                param_hint="--fail-under",
+            )
+
+    source = click.get_binary_stream("stdin") if preds == "-" else preds
+    truth_set = load_truth(truth)
+    matched = evaluate_predictions(read_predictions(source), truth_set)
+    report = matched.report
+    if matched.unmatched:
+        first = ", ".join(matched.unmatched[:SHOW_UNMATCHED])
+        more = " ..." if len(matched.unmatched) > SHOW_UNMATCHED else ""
+        warn(
+            f"{len(matched.unmatched)} predicted path(s) are not in the truth {truth} "
+            f"and were not scored: {first}{more}"
+        )
+    if matched.duplicates:
+        warn(f"{len(matched.duplicates)} path(s) predicted more than once; the first row counts")
+
+    summary = {
+        "predictions": str(preds),
+        "truth": str(truth),
+        **report.summary,
+        "unmatched": len(matched.unmatched),
+    }
+    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    _show(report)
+    if output in (None, "-"):
+        click.echo(text, nl=False)
+    else:
+        click.echo(_write(output, text, report))
+
+    try:
+        failures = check_gates(summary, bars)
+    except KeyError as e:
+        raise click.UsageError(
+            f"--fail-under {e.args[0]}: not computed for these predictions (it needs two "
+            "classes and p_<class> columns)"
+        ) from None
+    if failures:
+        raise GateFailedError("quality gate failed: " + "; ".join(failures))
+
+
+def _write(folder, text: str, report) -> str:
+    from pathlib import Path
+
+    from imgkit.fileio import write_csv, write_text
+    from imgkit.plots import plot_confusion  # matplotlib only when a figure is drawn
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(report.per_class, out / "per_class.csv")
+    write_csv(report.confusion_frame(), out / "confusion.csv")
+    plot_confusion(report.confusion, report.classes, out / "confusion.png", normalize=True)
+    # metrics.json last: its presence says the folder is complete.
+    return str(write_text(out / "metrics.json", text))
+
+
+def _show(report) -> None:
+    from rich.table import Table
+
+    s = report.summary
+    overall = Table("metric", "value", title=f"{s['n']} images")
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
+        if name in s:
+            overall.add_row(name, f"{s[name]:.4f}")
+    for name in ("roc_auc", "pr_auc"):
+        if name in s:
+            overall.add_row(f"{name} ({s['positive_class']})", f"{s[name]:.4f}")
+    per_class = Table("class", "precision", "recall", "f1", "support")
+    for row in report.per_class.itertuples(index=False):
+        per_class.add_row(
+            str(row[0]),
+            f"{row.precision:.4f}",
+            f"{row.recall:.4f}",
+            f"{row.f1:.4f}",
+            str(row.support),
+        )
+    console = stderr_console()
+    console.print(overall)
+    console.print(per_class)

@@ -1,0 +1,481 @@
+"""Classification metrics in plain numpy: accuracy, per-class scores, log loss, AUCs.
+
+Labels are class indices into a ``classes`` list; probabilities are an (n, k) array
+whose columns follow the same order. Every function is a pure computation with no I/O,
+so ``imgkit eval`` stays free of TensorFlow and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgkit.dataset import Dataset
+from imgkit.errors import BadDatasetError, BadInputError
+
+LOG_LOSS_EPS = 1e-15
+
+# Summary metrics where higher is better: the names ``--fail-under`` accepts.
+GATE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "balanced_accuracy",
+    "roc_auc",
+    "pr_auc",
+)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Count (true, predicted) pairs: rows are true classes, columns predicted ones."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    # A class never predicted (or never present) scores 0 rather than NaN, as is usual.
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per class from a confusion matrix.
+
+    Returns:
+        Arrays of length k under "precision", "recall", "f1", "support" and
+        "predicted" (how often each class was predicted).
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    tp = np.diag(matrix)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": support,
+        "predicted": predicted,
+    }
+
+
+def log_loss(y_true: np.ndarray, proba: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
+    """Mean negative log-probability of the true class.
+
+    Probabilities are clipped to ``[eps, 1]`` and each row renormalised to sum to 1, so
+    a confident mistake costs about ``-log(eps)`` instead of infinity, and rounded CSV
+    values that do not sum exactly to 1 are still scored fairly.
+    """
+    proba = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    picked = proba[np.arange(len(y_true)), y_true]
+    return float(-np.mean(np.log(picked)))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    # Ranks from 1; tied values share the mean of their ranks (needed for a fair AUC).
+    order = np.argsort(values, kind="mergesort")
+    sorted_vals = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    start = 0
+    n = len(values)
+    # Boundaries of runs of equal values in the sorted array.
+    bounds = np.flatnonzero(np.diff(sorted_vals)) + 1
+    for end in [*bounds.tolist(), n]:
+        ranks[order[start:end]] = (start + 1 + end) / 2.0
+        start = end
+    return ranks
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance a random positive outscores a random negative.
+
+    Computed from ranks (the Mann-Whitney statistic), ties counting one half.
+
+    Returns:
+        The AUC, or None when only one class is present (it is then undefined).
+    """
+    pos = np.asarray(is_positive, dtype=bool)
+    n_pos = int(pos.sum())
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the precision-recall curve as average precision.
+
+    ``sum over thresholds of (R_i - R_{i-1}) * P_i``, one threshold per distinct score,
+    highest first (no interpolation).
+
+    Returns:
+        The average precision, or None when there is no positive example.
+    """
+    pos = np.asarray(is_positive, dtype=bool)
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return None
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, p = scores[order], pos[order]
+    tp = np.cumsum(p)
+    fp = np.cumsum(~p)
+    # Keep the last index of each run of equal scores: one point per threshold.
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    precision = tp[last] / (tp[last] + fp[last])
+    recall = tp[last] / n_pos
+    steps = np.diff(np.r_[0.0, recall])
+    return float(np.sum(steps * precision))
+
+
+@dataclass
+class Report:
+    """What ``evaluate`` found.
+
+    Attributes:
+        summary: JSON-ready dict: counts, overall metrics, per class, confusion.
+        per_class: one row per class: class, precision, recall, f1, support.
+        confusion: the confusion matrix, rows true and columns predicted classes.
+        classes: class names, in index order.
+    """
+
+    summary: dict
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    classes: list[str]
+
+    def confusion_frame(self) -> pd.DataFrame:
+        """The confusion matrix as a table: first column the true class."""
+        df = pd.DataFrame(self.confusion, columns=self.classes)
+        df.insert(0, "true", self.classes)
+        return df
+
+
+def evaluate(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[str],
+    proba: np.ndarray | None = None,
+) -> Report:
+    """Score predicted class indices (and probabilities, if any) against the truth.
+
+    Args:
+        y_true: true class index per image.
+        y_pred: predicted class index per image.
+        classes: class names; indices refer to this list.
+        proba: (n, k) predicted probabilities in ``classes`` order, or None; needed for
+            log loss, ROC AUC and PR AUC.
+
+    Returns:
+        A Report. Binary tasks (two classes) also get balanced accuracy, ROC AUC and PR
+        AUC, with ``classes[1]`` as the positive class.
+    """
+    classes = list(classes)
+    k = len(classes)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) == 0:
+        raise ValueError("no predictions to score")
+    matrix = confusion_matrix(y_true, y_pred, k)
+    scores = per_class_scores(matrix)
+    support = scores["support"]
+    # Macro averages run over the classes seen in the truth or the predictions, so a
+    # class absent from a small test set does not count as a zero.
+    seen = (support > 0) | (scores["predicted"] > 0)
+    summary: dict = {
+        "n": int(len(y_true)),
+        "classes": classes,
+        "accuracy": float(np.trace(matrix) / matrix.sum()),
+        "macro_precision": float(scores["precision"][seen].mean()),
+        "macro_recall": float(scores["recall"][seen].mean()),
+        "macro_f1": float(scores["f1"][seen].mean()),
+        "weighted_f1": float(np.sum(scores["f1"] * support) / support.sum()),
+    }
+    if proba is not None:
+        summary["log_loss"] = log_loss(y_true, proba)
+    if k == 2:
+        present = support > 0
+        summary["balanced_accuracy"] = float(scores["recall"][present].mean())
+        if proba is not None:
+            summary["positive_class"] = classes[1]
+            is_pos = y_true == 1
+            for name, fn in (("roc_auc", roc_auc), ("pr_auc", average_precision)):
+                value = fn(is_pos, proba[:, 1])
+                if value is not None:
+                    summary[name] = value
+    per_class = pd.DataFrame(
+        {
+            "class": classes,
+            "precision": scores["precision"],
+            "recall": scores["recall"],
+            "f1": scores["f1"],
+            "support": support.astype(np.int64),
+        }
+    )
+    summary["per_class"] = {
+        row["class"]: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1"]),
+            "support": int(row["support"]),
+        }
+        for row in per_class.to_dict("records")
+    }
+    summary["confusion"] = matrix.tolist()
+    return Report(summary=summary, per_class=per_class, confusion=matrix, classes=classes)
+
+
+def check_gates(summary: dict, bars: dict[str, float]) -> list[str]:
+    """Compare summary metrics with minimum values.
+
+    Args:
+        summary: a Report's summary.
+        bars: metric name -> the lowest acceptable value.
+
+    Returns:
+        One line per failed bar (empty when all pass).
+
+    Raises:
+        KeyError: a metric was not computed for this evaluation (its name is the key).
+    """
+    failures = []
+    for name, bar in bars.items():
+        if name not in summary:
+            raise KeyError(name)
+        value = summary[name]
+        if value < bar:
+            failures.append(f"{name} {value:.4f} is below the bar {bar:g}")
+    return failures
+
+
+# --- predictions against the truth -----------------------------------------------------
+
+
+class _PathKeys:
+    """Turns paths into the keys predictions and truth are matched on.
+
+    Most specific first: the absolute path with its folder's symlinks and ".." resolved,
+    then the path as written, normalised, for predictions made from another folder.
+    Each folder is resolved once (a 70,000-image truth stays fast); the cache lives as
+    long as one Truth, so a later change of folder or symlink is seen.
+    """
+
+    def __init__(self):
+        self._dirs: dict[str, str] = {}
+
+    def __call__(self, path: str, base: str | os.PathLike | None = None) -> list[str]:
+        full = os.path.join(base, path) if base is not None else path
+        head, name = os.path.split(os.path.abspath(full))
+        real = self._dirs.get(head)
+        if real is None:
+            real = self._dirs[head] = os.path.realpath(head)
+        return [os.path.join(real, name), os.path.normpath(path).replace("\\", "/")]
+
+
+@dataclass
+class Truth:
+    """Known labels to score predictions against, looked up by path.
+
+    Attributes:
+        classes: the class names of the task, in index order.
+        labels: label per truth row.
+        keys: path key -> row index (several keys may lead to one row).
+        source: where the truth came from, for messages.
+        exact_classes: True when the predictions must cover exactly ``classes`` (a
+            dataset); False when ``classes`` is just the labels a CSV happens to use.
+    """
+
+    classes: list[str]
+    labels: list[str]
+    keys: dict[str, int]
+    source: str
+    exact_classes: bool = True
+    path_keys: _PathKeys = field(default_factory=_PathKeys, repr=False)
+
+    def find(self, path: str) -> int | None:
+        """The truth row of a predicted path, or None."""
+        for key in self.path_keys(path):
+            if key in self.keys:
+                return self.keys[key]
+        return None
+
+
+def _truth_from_pairs(paths, labels, classes, source, bases, exact) -> Truth:
+    path_keys = _PathKeys()
+    keys: dict[str, int] = {}
+    kept_labels: list[str] = []
+    for path, label in zip(paths, labels, strict=True):
+        if not label:  # unlabeled rows cannot score anything
+            continue
+        i = len(kept_labels)
+        kept_labels.append(label)
+        for base in bases:
+            for key in path_keys(path, base):
+                keys.setdefault(key, i)
+    return Truth(list(classes), kept_labels, keys, source, exact, path_keys)
+
+
+def load_truth(source: str | os.PathLike) -> Truth:
+    """Read the truth from a dataset folder or a CSV with ``path,label`` columns.
+
+    A dataset's paths are matched as the files they name and as written in its
+    manifest (relative to the folder). A CSV's relative paths are tried relative to the
+    current folder and to the CSV's own folder.
+
+    Raises:
+        BadInputError: the source is neither, or has no labels.
+    """
+    source = Path(source)
+    if source.is_dir():
+        ds = Dataset.load(source)
+        if ds.task != "classification":
+            raise BadDatasetError(f"{source}: a {ds.task} dataset; eval scores classification here")
+        m = ds.manifest
+        return _truth_from_pairs(
+            m["path"], m["label"], ds.classes, str(source), [source], exact=True
+        )
+    if not source.exists():  # a pipe (<(...)) is fine: it is not a regular file
+        raise BadInputError(f"{source}: no such file or dataset folder")
+    df = _read_csv(source)
+    missing = {"path", "label"} - set(df.columns)
+    if missing:
+        raise BadInputError(
+            f"{source}: truth CSV needs columns path,label (missing {sorted(missing)})"
+        )
+    classes = sorted({v for v in df["label"] if v})
+    if not classes:
+        raise BadInputError(f"{source}: no labels in the truth CSV")
+    return _truth_from_pairs(
+        df["path"], df["label"], classes, str(source), [Path.cwd(), source.parent], exact=False
+    )
+
+
+def _read_csv(source) -> pd.DataFrame:
+    # Files and byte streams may start with a BOM (Excel); a text stream is decoded already.
+    encoding = None if isinstance(source, io.TextIOBase) else "utf-8-sig"
+    try:
+        return pd.read_csv(source, dtype=str, keep_default_na=False, encoding=encoding)
+    except (ValueError, OSError) as e:
+        name = getattr(source, "name", source)
+        raise BadInputError(f"{name}: cannot read the CSV ({e})") from e
+
+
+def read_predictions(source) -> pd.DataFrame:
+    """Read a predictions CSV (a path, or an open binary or text stream) as strings.
+
+    Raises:
+        BadInputError: unreadable, or without a ``path`` column and a label or ``p_``
+            columns.
+    """
+    df = _read_csv(source)
+    name = getattr(source, "name", source)
+    if "path" not in df.columns:
+        raise BadInputError(f"{name}: predictions need a path column (got {list(df.columns)})")
+    if "label" not in df.columns and not prob_columns(df):
+        raise BadInputError(f"{name}: predictions need a label column or p_<class> columns")
+    return df
+
+
+def prob_columns(df: pd.DataFrame) -> list[str]:
+    """The ``p_<class>`` columns of a predictions table, in file order."""
+    return [c for c in df.columns if c.startswith("p_")]
+
+
+@dataclass
+class Matched:
+    """Predictions paired with their truth rows.
+
+    Attributes:
+        report: the scores.
+        unmatched: predicted paths with no truth label, in file order.
+        duplicates: paths predicted more than once (only the first row is scored).
+    """
+
+    report: Report
+    unmatched: list[str]
+    duplicates: list[str]
+
+
+def evaluate_predictions(preds: pd.DataFrame, truth: Truth) -> Matched:
+    """Match predictions to the truth by path and score them.
+
+    Raises:
+        BadInputError: the predictions are for other classes than the truth, or no
+            predicted path is in the truth.
+    """
+    pcols = prob_columns(preds)
+    pred_classes = [c[2:] for c in pcols]
+    classes = _check_classes(pred_classes, preds, truth)
+    index = {c: i for i, c in enumerate(classes)}
+
+    rows, truth_rows, unmatched, duplicates = [], [], [], []
+    seen: set[int] = set()
+    for i, path in enumerate(preds["path"]):
+        t = truth.find(path)
+        if t is None:
+            unmatched.append(path)
+        elif t in seen:
+            duplicates.append(path)
+        else:
+            seen.add(t)
+            rows.append(i)
+            truth_rows.append(t)
+    if not rows:
+        example = f" (e.g. {unmatched[0]})" if unmatched else ""
+        raise BadInputError(f"no predicted path is in the truth {truth.source}{example}")
+
+    part = preds.iloc[rows]
+    y_true = np.array([index[truth.labels[t]] for t in truth_rows], dtype=np.int64)
+    proba = None
+    if pcols:
+        try:
+            # Columns in the truth's class order, whatever their order in the file.
+            proba = part[[f"p_{c}" for c in classes]].astype(np.float64).to_numpy()
+        except ValueError as e:
+            raise BadInputError(f"predictions: p_ columns must be numbers ({e})") from e
+    if "label" in part.columns:
+        unknown = sorted(set(part["label"]) - set(index))
+        if unknown:
+            raise BadInputError(
+                f"predicted labels {unknown[:5]} are not classes of the truth ({classes})"
+            )
+        y_pred = np.array([index[v] for v in part["label"]], dtype=np.int64)
+    else:
+        y_pred = proba.argmax(axis=1)
+    report = evaluate(y_true, y_pred, classes, proba)
+    return Matched(report, unmatched, duplicates)
+
+
+def _check_classes(pred_classes: list[str], preds: pd.DataFrame, truth: Truth) -> list[str]:
+    # A model from another task shows up here: its p_ columns name other classes.
+    truth_set = set(truth.classes)
+    if pred_classes:
+        pred_set = set(pred_classes)
+        ok = pred_set == truth_set if truth.exact_classes else truth_set <= pred_set
+        if not ok:
+            raise BadInputError(
+                f"the predictions are for classes {sorted(pred_set)} but the truth "
+                f"{truth.source} has classes {sorted(truth_set)}; was the model trained "
+                "for another task or dataset?"
+            )
+        return sorted(pred_set) if not truth.exact_classes else list(truth.classes)
+    if not truth.exact_classes and "label" in preds.columns:
+        # Labels only, against a CSV: a class may be missing from a small truth file.
+        return sorted(truth_set | {v for v in preds["label"] if v})
+    return list(truth.classes)

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny images written into tmp_path, so tests need no data files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Distinct, easy-to-tell-apart colours for the classes of class_folder().
+CLASS_COLOURS = {"cats": (200, 40, 40), "dogs": (40, 200, 40), "birds": (40, 40, 200)}
+
+
+def write_image(
+    path: str | os.PathLike,
+    size: tuple[int, int] = (8, 6),
+    mode: str = "RGB",
+    color=None,
+    fmt: str | None = None,
+    **save_options,
+) -> Path:
+    """Write a small image and return its path.
+
+    Args:
+        path: where to write (parent folders are made).
+        size: (width, height), as Pillow counts.
+        mode: any Pillow mode ("RGB", "L", "RGBA", "CMYK", "P", "1", "I;16", ...).
+        color: a fill colour in that mode, or None for a gradient (so resizing and
+            orientation have something to show).
+        fmt: Pillow format name ("PNG", "JPEG", ...); default: from the extension.
+        **save_options: passed to ``Image.save`` (``quality``, ``exif``, ...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if color is not None:
+        img = Image.new(mode, size, color)
+    else:
+        w, h = size
+        ramp = np.add.outer(np.arange(h) * 7, np.arange(w) * 13) % 256
+        if mode == "I;16":
+            img = Image.fromarray((ramp * 257).astype(np.uint16))
+        else:
+            gray = Image.fromarray(ramp.astype(np.uint8))
+            img = gray if mode == "L" else gray.convert("RGB").convert(mode)
+    img.save(path, format=fmt, **save_options)
+    return path
+
+
+@pytest.fixture
+def make_image():
+    """``make_image(path, size=(w, h), mode="RGB", color=None, fmt=None, **save_options)``."""
+    return write_image
+
+
+def make_class_folder(
+    root: str | os.PathLike,
+    classes: dict[str, tuple[int, int, int]] | None = None,
+    per_class: int = 6,
+    size: tuple[int, int] = (12, 10),
+) -> Path:
+    """Write ``root/<class>/<n>.png`` images, each class a different solid colour."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for name, colour in (classes or CLASS_COLOURS).items():
+        for n in range(per_class):
+            jitter = rng.integers(-20, 20, size=(size[1], size[0], 3))
+            pixels = np.clip(np.array(colour) + jitter, 0, 255).astype(np.uint8)
+            path = root / name / f"{n}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return root
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    """``tmp_path/photos`` with classes cats, dogs, birds: 6 small PNGs each."""
+    return make_class_folder(tmp_path / "photos")
