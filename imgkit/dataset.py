@@ -325,11 +325,11 @@ class Dataset:
         Returns:
             Array of shape (n, height, width, channels).
         """
-        from imgkit.images import load_array
-
         path = self.cache_file(split, size, channels, resize)
         if path.is_file():
             return np.load(path, mmap_mode="r")
+        from imgkit.images import load_array
+
         files = self.paths(split)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

@@ -1,0 +1,27 @@
+# Shortcuts; each target is one documented command from the README.
+.PHONY: install demo test test-all lint format bench
+
+install:
+	python3 -m pip install -e ".[cpu,dev]"
+
+demo: install
+	bash cli/fashion_mnist.sh
+
+test:
+	python3 -m pytest
+
+test-all:
+	python3 -m pytest -m "slow or not slow"
+
+lint:
+	python3 -m ruff check imgkit tests benchmarks
+	python3 -m ruff format --check imgkit tests benchmarks
+
+format:
+	python3 -m ruff format imgkit tests benchmarks
+	python3 -m ruff check --fix imgkit tests benchmarks
+
+bench:
+	python3 benchmarks/bench_help.py
+	python3 benchmarks/bench_train.py
+	python3 benchmarks/bench_predict.py

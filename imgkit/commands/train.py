@@ -1,0 +1,228 @@
+"""``imgkit train``: train a registered model on a dataset folder, write a bundle."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from imgkit.commands._common import (
+    batch_size_option,
+    info,
+    output_option,
+    seed_option,
+    show_progress,
+)
+
+
+def _list_models(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from imgkit.models import get_spec, list_models
+
+    # The list is data (a user may grep it), so it goes to stdout.
+    for name in list_models():
+        spec = get_spec(name)
+        h, w = spec.input_size
+        click.echo(
+            f"{name}\t{spec.task}\t{h}x{w}x{spec.channels}\t"
+            f"batch {spec.batch_size}\t{spec.description}"
+        )
+    ctx.exit(0)
+
+
+def _parse_size(_ctx, _param, value):
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+    if not m:
+        raise click.BadParameter(f"{value!r}: expected HxW or N (e.g. 28x28)")
+    h = int(m.group(1))
+    w = int(m.group(2) or h)
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"{value!r}: sides must be positive")
+    return (h, w)
+
+
+@click.command(name="train")
+@click.argument("data", type=click.Path(file_okay=False))
+@output_option(required=True, help_text="The model bundle folder to write.")
+@click.option(
+    "--model", "model", default=None, help="Model name from the registry (see --list-models)."
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most epochs to train.  [default: 15]",
+)
+@batch_size_option(help_text="Images per training step.  [default: the model's, 512 for the CNNs]")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate.  [default: the model's]",
+)
+@seed_option
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stop after this many epochs without a better val loss (train loss "
+    "without a val split); 0 never stops early. The best epoch is kept.  [default: 5]",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=None,
+    help="Dropout rate; 0 removes dropout. fashion-cnn: the last layer's rate, the "
+    "earlier one is 0.75 of it.  [default: the model's]",
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["stretch", "pad", "crop"]),
+    default=None,
+    help="How images are fitted to the model's input size.  [default: stretch]",
+)
+@click.option(
+    "--size",
+    "input_size",
+    callback=_parse_size,
+    default=None,
+    metavar="HxW",
+    help="Input size images are resized to.  [default: the model's]",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    default=None,
+    help="1 grayscale, 3 RGB.  [default: the model's]",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a bundle or interrupted run already in -o."
+)
+@click.option(
+    "--list-models",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_models,
+    help="List the models (name, task, input size, batch size, description) and exit.",
+)
+@click.pass_context
+def command(
+    ctx,
+    data,
+    output,
+    model,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    patience,
+    dropout,
+    resize,
+    input_size,
+    channels,
+    resume,
+    overwrite,
+):
+    """Train a model on a dataset folder DATA and write a model bundle to -o.
+
+    The bundle holds model.keras, imgkit.json (classes, input size, pixel scaling,
+    metrics: everything predict needs), history.csv and curves.png. A checkpoint is
+    written after every epoch, so an interrupted run continues with --resume (same
+    settings, same result). Progress goes to stderr; the bundle path to stdout.
+
+    \b
+    Example:
+        imgkit train data/fashion -o runs/fashion --model fashion-cnn
+        imgkit train data/fashion -o runs/nodrop --model small-cnn --dropout 0
+        imgkit train data/fashion -o runs/fashion --resume
+    """
+    from click.core import ParameterSource
+
+    from imgkit.training import train
+
+    # On --resume an option left at its default means "as the run was started"; only
+    # options the user typed are checked against the saved run.
+    if ctx.get_parameter_source("seed") is ParameterSource.DEFAULT:
+        seed = None
+    if channels is not None:
+        channels = int(channels)
+
+    progress = _Progress()
+    try:
+        meta = train(
+            data,
+            output,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            patience=patience,
+            dropout=dropout,
+            resize=resize,
+            input_size=input_size,
+            channels=channels,
+            resume=resume,
+            overwrite=overwrite,
+            on_epoch=progress.epoch,
+            on_batch=progress.batch if show_progress() else None,
+            on_info=info,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        info(
+            f"stopped; `imgkit train {data} -o {output} --resume` "
+            "continues after the last finished epoch"
+        )
+        raise
+    finally:
+        progress.close()
+    for split, values in meta.get("metrics", {}).items():
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+        info(f"{split}: {shown}")
+    click.echo(output)
+
+
+class _Progress:
+    """Turns training callbacks into one stderr line per epoch, plus a bar on a tty."""
+
+    def __init__(self):
+        self.bar = None
+
+    def batch(self, epoch: int, step: int, steps: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False)
+        self.bar.update(1)
+
+    def epoch(self, report: dict) -> None:
+        self.close()
+        width = len(str(report["epochs"]))
+        parts = [f"epoch {report['epoch']:>{width}}/{report['epochs']}"]
+        for key, label in (
+            ("loss", "loss"),
+            ("accuracy", "acc"),
+            ("val_loss", "val_loss"),
+            ("val_accuracy", "val_acc"),
+        ):
+            if key in report:
+                parts.append(f"{label} {report[key]:.4f}")
+        parts.append(f"{report['seconds']:.1f}s")
+        if report["improved"]:
+            parts.append("*")
+        if report["stopping"]:
+            parts.append(f"(early stop; best epoch {report['best_epoch']})")
+        info("  ".join(parts))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

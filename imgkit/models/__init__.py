@@ -1,0 +1,213 @@
+"""The model registry: a name -> a builder, with the preprocessing it expects.
+
+Each model is one decorated builder (timm-style)::
+
+    @register_model("fashion-cnn", task="classification", input_size=(28, 28), channels=1,
+                    description="...", pixels={"scale": 1 / 255, "offset": 0.0},
+                    batch_size=512)
+    def fashion_cnn(num_classes, input_size, channels, dropout=0.4): ...
+
+The builder returns an uncompiled ``keras.Model`` that takes raw 0-255 pixels: its
+scaling is its first layer, so every consumer feeds uint8 arrays unchanged. Builders
+import Keras inside themselves, so listing the registry does not import TensorFlow.
+
+To add a model: write a builder in a module here, decorate it, and add the module to
+``_BUILTIN_MODULES``. The registry tests pick it up on their own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from imgkit.errors import BadInputError
+
+TASKS = ("classification", "segmentation")
+
+# Modules whose builders register themselves when imported.
+_BUILTIN_MODULES = ("imgkit.models.cnn",)
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_loaded = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one model.
+
+    Attributes:
+        name: the registry name (``--model``).
+        builder: ``fn(num_classes, input_size, channels, **options) -> keras.Model``.
+        task: "classification" or "segmentation".
+        input_size: default (height, width).
+        channels: default channels (1 grayscale, 3 RGB).
+        description: one line for ``--list-models``.
+        pixels: how the model's first layers scale raw pixels: ``x * scale + offset``.
+        batch_size: default training batch size.
+        output: "softmax" over the classes, or "sigmoid" (one unit, P(classes[1])).
+        lr: default peak learning rate.
+        schedule: "cosine" (decay to 0 over the whole run) or "constant".
+        options: the builder's keyword options and their defaults (e.g. dropout).
+    """
+
+    name: str
+    builder: Callable
+    task: str
+    input_size: tuple[int, int]
+    channels: int
+    description: str
+    pixels: dict
+    batch_size: int
+    output: str = "softmax"
+    lr: float = 1e-3
+    schedule: str = "constant"
+    options: dict = field(default_factory=dict)
+
+
+def register_model(
+    name: str,
+    *,
+    task: str,
+    input_size: tuple[int, int],
+    channels: int,
+    description: str,
+    pixels: dict,
+    batch_size: int,
+    output: str = "softmax",
+    lr: float = 1e-3,
+    schedule: str = "constant",
+) -> Callable[[Callable], Callable]:
+    """Decorator: register a model builder under ``name``.
+
+    Args:
+        name: the registry name users pass as ``--model``.
+        task: "classification" or "segmentation".
+        input_size: default (height, width).
+        channels: default channels.
+        description: one line shown by ``imgkit train --list-models``.
+        pixels: ``{"scale": ..., "offset": ...}``, the scaling inside the model.
+        batch_size: default training batch size.
+        output: "softmax" or "sigmoid".
+        lr: default peak learning rate.
+        schedule: "cosine" or "constant".
+
+    Returns:
+        The decorator, which returns the builder unchanged.
+    """
+    if task not in TASKS:
+        raise ValueError(f"model {name!r}: unknown task {task!r}")
+    if output not in ("softmax", "sigmoid"):
+        raise ValueError(f"model {name!r}: unknown output {output!r}")
+
+    def decorate(fn: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].builder is not fn:
+            raise ValueError(f"model {name!r} is registered twice")
+        params = list(inspect.signature(fn).parameters.values())[3:]
+        options = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=fn,
+            task=task,
+            input_size=(int(input_size[0]), int(input_size[1])),
+            channels=int(channels),
+            description=description,
+            pixels={"scale": float(pixels["scale"]), "offset": float(pixels.get("offset", 0.0))},
+            batch_size=int(batch_size),
+            output=output,
+            lr=float(lr),
+            schedule=schedule,
+            options=options,
+        )
+        return fn
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally only those for ``task``."""
+    _load_builtins()
+    return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; BadInputError listing the names if unknown."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        names = ", ".join(list_models()) or "none"
+        raise BadInputError(f"unknown model {name!r} (available: {names})") from None
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    input_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    **options,
+):
+    """Build a registered model (uncompiled).
+
+    Args:
+        name: registry name.
+        num_classes: number of classes (2 for a sigmoid model).
+        input_size: (height, width); the model's default when None.
+        channels: 1 or 3; the model's default when None.
+        **options: builder options such as ``dropout``; None means the default.
+
+    Returns:
+        A ``keras.Model`` taking raw 0-255 pixels in NHWC.
+    """
+    spec = get_spec(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(spec.options))
+    if unknown:
+        takes = ", ".join(sorted(spec.options)) or "no options"
+        raise BadInputError(f"model {name!r} does not take {', '.join(unknown)} (it takes {takes})")
+    if "dropout" in given and not 0 <= float(given["dropout"]) < 1:
+        raise BadInputError(f"dropout must be in [0, 1), got {given['dropout']}")
+    if spec.output == "sigmoid" and num_classes != 2:
+        raise BadInputError(
+            f"model {name!r} is binary (sigmoid) but the data has {num_classes} classes"
+        )
+    if num_classes < 2:
+        raise BadInputError(f"model {name!r} needs at least 2 classes, got {num_classes}")
+    size = tuple(input_size) if input_size is not None else spec.input_size
+    ch = channels if channels is not None else spec.channels
+    if ch not in (1, 3):
+        raise BadInputError(f"channels must be 1 or 3, got {ch}")
+    try:
+        return spec.builder(num_classes, (int(size[0]), int(size[1])), int(ch), **given)
+    except ValueError as e:
+        # Keras raises ValueError when the input is too small for the layers.
+        raise BadInputError(
+            f"model {name!r} cannot be built at {size[0]}x{size[1]}x{ch}: {e}"
+        ) from e
+
+
+def resolved_options(name: str, **options) -> dict:
+    """The builder options a model is built with: the defaults, overridden by ``options``."""
+    spec = get_spec(name)
+    out = dict(spec.options)
+    out.update({k: v for k, v in options.items() if v is not None and k in spec.options})
+    return out
+
+
+__all__ = [
+    "ModelSpec",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+    "resolved_options",
+]

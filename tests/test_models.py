@@ -1,0 +1,115 @@
+"""The model registry: every registered model builds, predicts and survives a save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgkit.errors import BadInputError
+from imgkit.models import create_model, get_spec, list_models, resolved_options
+
+CLASSIFIERS = list_models(task="classification")
+
+
+def test_registry_has_the_cnns():
+    assert {"fashion-cnn", "small-cnn"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_spec_is_complete(name):
+    spec = get_spec(name)
+    assert spec.task in ("classification", "segmentation")
+    assert len(spec.input_size) == 2 and min(spec.input_size) > 0
+    assert spec.channels in (1, 3)
+    assert spec.batch_size > 0 and spec.lr > 0
+    assert spec.description
+    assert set(spec.pixels) == {"scale", "offset"}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_builds_at_a_tiny_size_and_round_trips(name, channels, tmp_path):
+    import keras
+
+    spec = get_spec(name)
+    model = create_model(name, 3, input_size=(12, 12), channels=channels)
+    x = np.random.default_rng(0).integers(0, 256, size=(4, 12, 12, channels)).astype("uint8")
+    probs = np.asarray(model.predict(x, verbose=0))
+    units = 1 if spec.output == "sigmoid" else 3
+    assert probs.shape == (4, units)
+    if spec.output == "softmax":
+        np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+    # Pixel scaling lives in standard layers, so a safe-mode load works and agrees.
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    np.testing.assert_allclose(
+        np.asarray(loaded.predict(x, verbose=0)), probs, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_default_input_and_scaling_layer(name):
+    from keras import layers
+
+    spec = get_spec(name)
+    model = create_model(name, 2)
+    assert tuple(model.input_shape[1:]) == (*spec.input_size, spec.channels)
+    scaling = next(lay for lay in model.layers if isinstance(lay, layers.Rescaling))
+    assert scaling.scale == pytest.approx(spec.pixels["scale"])
+    assert scaling.offset == pytest.approx(spec.pixels["offset"])
+
+
+def _dropout_rates(model) -> list[float]:
+    from keras import layers
+
+    return [lay.rate for lay in model.layers if isinstance(lay, layers.Dropout)]
+
+
+def test_fashion_cnn_dropout_scales_both_layers():
+    assert _dropout_rates(create_model("fashion-cnn", 10)) == pytest.approx([0.3, 0.4])
+    assert _dropout_rates(create_model("fashion-cnn", 10, dropout=0.2)) == pytest.approx(
+        [0.15, 0.2]
+    )
+    assert _dropout_rates(create_model("fashion-cnn", 10, dropout=0)) == []
+
+
+def test_small_cnn_is_the_seed_network():
+    from keras import layers
+
+    model = create_model("small-cnn", 10)
+    kinds = [type(lay).__name__ for lay in model.layers if not isinstance(lay, layers.InputLayer)]
+    assert kinds == [
+        "Rescaling",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    assert _dropout_rates(model) == [0.5]
+    assert _dropout_rates(create_model("small-cnn", 10, dropout=0)) == []
+
+
+def test_unknown_model_lists_the_names():
+    with pytest.raises(BadInputError, match="unknown model 'nope'.*fashion-cnn.*small-cnn"):
+        create_model("nope", 2)
+
+
+def test_bad_options_are_clear():
+    with pytest.raises(BadInputError, match="does not take width"):
+        create_model("small-cnn", 2, width=3)
+    with pytest.raises(BadInputError, match="dropout must be in"):
+        create_model("small-cnn", 2, dropout=1.5)
+    with pytest.raises(BadInputError, match="at least 2 classes"):
+        create_model("small-cnn", 1)
+    with pytest.raises(BadInputError, match="cannot be built at 3x3x1"):
+        create_model("small-cnn", 2, input_size=(3, 3))
+
+
+def test_resolved_options_fill_defaults():
+    assert resolved_options("fashion-cnn") == {"dropout": 0.4}
+    assert resolved_options("small-cnn", dropout=0.0) == {"dropout": 0.0}
