@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that run a model: Keras is imported (quietly) before they start.
+NEEDS_KERAS = {"train", "predict", "tta", "segment"}
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when it is used."""
 
@@ -51,6 +55,14 @@ class LazyGroup(click.Group):
 
         with translate_errors(ctx):
             return super().invoke(ctx)
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in NEEDS_KERAS and not {"-h", "--help"} & set(rest):
+            from imgkit.backend import import_keras_quietly
+
+            import_keras_quietly()
+        return name, command, rest
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
