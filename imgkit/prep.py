@@ -281,12 +281,13 @@ def prepare(
     limit: int | None = None,
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    name_labels: bool | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
     Args:
-        sources: folders, CSV files, IDX folders or "fashion-mnist" (see
-            :mod:`imgkit.sources`).
+        sources: folders, CSV files, zip/tar archives, IDX folders or "fashion-mnist"
+            (see :mod:`imgkit.sources`).
         output: the dataset folder to make.
         val: fraction for validation (default 0.1, or 0 when a source fixes val).
         test: fraction for test (default 0.1, or 0 when a source has its own test set).
@@ -298,6 +299,9 @@ def prepare(
         limit: at most this many images per split of the sources, stratified by class.
         progress: called as ``progress(task, advance, total)``.
         max_pixels: images with more pixels are rejected as possible decompression bombs.
+        name_labels: label folders by Kaggle-style file names (``cat.12.jpg``): None
+            decides from the names, True whenever any name fits, False never (see
+            :mod:`imgkit.sources.kaggle_names`).
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -330,12 +334,14 @@ def prepare(
             limit=limit,
             seed=seed,
             progress=progress,
+            name_labels=name_labels,
         )
         records: list[Record] = []
         rejects: list[Reject] = []
         trusted: set[str] = set()
         arrays: dict[str, np.ndarray] = {}
         details = []
+        notes: list[str] = []
         for spec in sources:
             result = read_source(spec, ctx)
             records.extend(result.records)
@@ -345,6 +351,7 @@ def prepare(
             if result.arrays:
                 arrays.update(result.arrays)
             details.append(result.description)
+            notes.extend(f"{spec}: {w}" for w in result.warnings)
 
         records, duplicates = _dedupe(records)
         rejects.extend(duplicates)
@@ -392,5 +399,5 @@ def prepare(
         "skipped": n_skipped,
         "reject_reasons": reasons,
         "cached_splits": cached,
-        "warnings": _warnings(records),
+        "warnings": notes + _warnings(records),
     }

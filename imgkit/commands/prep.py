@@ -1,4 +1,4 @@
-"""``imgkit prep``: make a dataset folder from images, CSVs or fashion-mnist."""
+"""``imgkit prep``: make a dataset folder from images, CSVs, archives or fashion-mnist."""
 
 from __future__ import annotations
 
@@ -99,13 +99,29 @@ def _summary(info: dict) -> None:
     help="Keep at most N images per split of each source (fashion-mnist: of train and of "
     "test), chosen stratified by class with --seed. For quick runs.",
 )
-def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit):
-    """Make a dataset folder from images, CSVs or the built-in fashion-mnist.
+@click.option(
+    "--name-labels/--no-name-labels",
+    default=None,
+    help="Label images by Kaggle-style file names (cat.12.jpg is 'cat'): always, even with "
+    "one label, rejecting names that do not fit; or never. Default: only when every name "
+    "fits (1 stray per 100 allowed) and there are at least two labels.",
+)
+def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels):
+    """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
-    the subfolder name); a CSV with a header row path,label[,group][,split] (paths
-    relative to the CSV); a folder of images without subfolders (taken as unlabeled);
-    a folder of IDX files; or the name fashion-mnist.
+    the subfolder name); a folder of images named <label>.<id>.<ext> like cat.12.jpg
+    (the label is the first part; see --name-labels); a CSV with a header row
+    path,label[,group][,split] (paths relative to the CSV); a folder of other images,
+    like a Kaggle test set 1.jpg ... 12500.jpg (taken as unlabeled); a zip or tar
+    archive (.zip .tar .tar.gz .tgz .tar.bz2 .tar.xz) of any of these folders; a
+    folder of IDX files; or the name fashion-mnist.
+
+    An archive's images are extracted into DATA/images/<archive name>/; a single
+    top-level folder inside it is a wrapper, not a class. Extraction is safe: members
+    with absolute or '..' paths, links, devices, over 256 MB or compressed over 200:1
+    are refused and listed in DATA/rejects.csv; an archive of over 1,000,000 members or
+    64 GB is refused whole.
 
     Every image is opened once; unreadable ones (empty, truncated, not an image, too
     large) are listed with the reason in DATA/rejects.csv and the run goes on. Splits
@@ -116,6 +132,8 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     Example:
         imgkit prep photos/ -o data/pets --val 0.15 --test 0.15
         imgkit prep labels.csv -o data/xray --max-bad 0.01
+        imgkit prep train.zip -o data/dvc --val 0.2        # cat.1.jpg, dog.1.jpg, ...
+        imgkit prep test1.zip -o data/dvc-test             # 1.jpg ... 12500.jpg
         imgkit prep fashion-mnist -o data/fashion --limit 2000
     """
     from imgkit.prep import parse_max_bad, prepare
@@ -137,6 +155,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
             idx_dir=idx_dir,
             limit=limit,
             progress=bars,
+            name_labels=name_labels,
         )
     finally:
         if bars is not None:

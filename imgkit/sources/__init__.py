@@ -2,9 +2,10 @@
 
 Each reader module has ``NAME``, ``DESCRIPTION``, ``matches(spec) -> bool`` and
 ``read(spec, ctx) -> SourceResult``. :data:`READERS` is tried in order and the first
-that matches reads the source, so a new layout (zip/tar archives, Kaggle-style
-``cat.1.jpg`` names, image+mask pairs) is one new module added to the list, placed
-before the more general readers it would otherwise fall through to.
+that matches reads the source, so a new layout (image+mask pairs, say) is one new
+module added to the list, placed before the more general readers it would otherwise
+fall through to. Zip and tar archives (:mod:`~imgkit.sources.archive`) are extracted
+safely and then read by the folder readers, so every folder layout works inside one.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ from pathlib import Path
 
 from imgkit.dataset import INFO, MANIFEST
 from imgkit.errors import BadInputError
-from imgkit.sources import class_folders, csv_file, fashion_mnist, idx_folder, plain_folder
+from imgkit.sources import (
+    archive,
+    class_folders,
+    csv_file,
+    fashion_mnist,
+    idx_folder,
+    kaggle_names,
+    plain_folder,
+)
 from imgkit.sources.base import Progress, SourceContext, SourceResult, absolute, stratified_subset
 
 # Most specific first: a named data set, then files by type, then folder layouts,
-# with "a folder of anything" last.
-READERS = (fashion_mnist, csv_file, idx_folder, class_folders, plain_folder)
+# with "a folder of anything" last. Class subfolders come before Kaggle-style names
+# because a folder structure is an explicit labelling and names are a guess.
+READERS = (
+    fashion_mnist,
+    archive,
+    csv_file,
+    idx_folder,
+    class_folders,
+    kaggle_names,
+    plain_folder,
+)
 
 __all__ = [
     "READERS",

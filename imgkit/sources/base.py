@@ -27,6 +27,9 @@ class SourceContext:
         limit: keep at most this many images per split of a source (None: all).
         seed: the run's random seed (subsets).
         progress: progress callback, or None.
+        name_labels: label a folder by Kaggle-style file names (``cat.12.jpg``): None
+            decides from the names, True whenever any name fits, False never (see
+            :mod:`imgkit.sources.kaggle_names`).
     """
 
     workdir: Path
@@ -34,6 +37,7 @@ class SourceContext:
     limit: int | None = None
     seed: int = 0
     progress: Progress | None = None
+    name_labels: bool | None = None
     _image_dirs: set[str] = field(default_factory=set, init=False, repr=False)
 
     def image_dir(self, name: str = "images") -> Path:
@@ -62,6 +66,7 @@ class SourceResult:
         arrays: decoded pixels by record path, (h, w, c) uint8, to fill the dataset
             cache without decoding the files again; None when not available.
         description: how the source was read, for dataset.json.
+        warnings: things the user should know (a guess not made, and how to make it).
     """
 
     records: list[Record]
@@ -69,6 +74,7 @@ class SourceResult:
     trusted: bool = False
     arrays: dict[str, np.ndarray] | None = None
     description: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 def absolute(path: str | os.PathLike) -> str:
