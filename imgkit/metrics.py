@@ -241,6 +241,33 @@ def evaluate(
     return Report(summary=summary, per_class=per_class, confusion=matrix, classes=classes)
 
 
+# The columns of ``imgkit eval``'s comparison of several prediction files, in order.
+COMPARE_METRICS = (
+    "n",
+    "accuracy",
+    "log_loss",
+    "macro_f1",
+    "weighted_f1",
+    "balanced_accuracy",
+    "roc_auc",
+    "pr_auc",
+)
+
+
+def comparison_frame(summaries: Sequence[dict], names: Sequence[str]) -> pd.DataFrame:
+    """One row per evaluated predictions file: its name and :data:`COMPARE_METRICS`.
+
+    A metric no file has (the binary ones, for more than two classes) is left out;
+    one some files lack is empty for those.
+    """
+    columns = [m for m in COMPARE_METRICS if any(m in s for s in summaries)]
+    rows = [
+        {"predictions": name, **{m: s.get(m) for m in columns}}
+        for s, name in zip(summaries, names, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["predictions", *columns])
+
+
 def check_gates(summary: dict, bars: dict[str, float]) -> list[str]:
     """Compare summary metrics with minimum values.
 
@@ -352,7 +379,7 @@ def load_truth(source: str | os.PathLike) -> Truth:
         )
     if not source.exists():  # a pipe (<(...)) is fine: it is not a regular file
         raise BadInputError(f"{source}: no such file or dataset folder")
-    df = _read_csv(source)
+    df = read_csv_strings(source)
     missing = {"path", "label"} - set(df.columns)
     if missing:
         raise BadInputError(
@@ -366,7 +393,12 @@ def load_truth(source: str | os.PathLike) -> Truth:
     )
 
 
-def _read_csv(source) -> pd.DataFrame:
+def read_csv_strings(source) -> pd.DataFrame:
+    """Read a CSV (a path or an open stream) with every cell as a string, "" for empty.
+
+    Raises:
+        BadInputError: the file cannot be read or parsed.
+    """
     # Files and byte streams may start with a BOM (Excel); a text stream is decoded already.
     encoding = None if isinstance(source, io.TextIOBase) else "utf-8-sig"
     try:
@@ -383,7 +415,7 @@ def read_predictions(source) -> pd.DataFrame:
         BadInputError: unreadable, or without a ``path`` column and a label or ``p_``
             columns.
     """
-    df = _read_csv(source)
+    df = read_csv_strings(source)
     name = getattr(source, "name", source)
     if "path" not in df.columns:
         raise BadInputError(f"{name}: predictions need a path column (got {list(df.columns)})")

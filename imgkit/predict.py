@@ -2,11 +2,11 @@
 
 Inputs become a lazy stream of paths (:func:`iter_input_paths`); a small thread pool
 decodes the next batch while the model runs on the current one
-(:func:`predict_paths`); each batch comes back as a DataFrame whose columns are
-``path,label,confidence,p_<class>...`` in the bundle's class order
-(:func:`prediction_frame`, shared with ``imgkit tta``). Nothing here holds more than
-two batches of pixels at a time, however many images there are.
-"""
+(:func:`decoded_batches`). :func:`input_batches` is that pipeline for everything a
+command line names, shared by ``predict`` and ``tta``; each batch becomes a DataFrame
+whose columns are ``path,label,confidence,p_<class>...`` in the bundle's class order
+(:func:`prediction_frame`). Nothing here holds more than two batches of pixels at a
+time, however many images there are."""
 
 from __future__ import annotations
 
@@ -261,12 +261,18 @@ class Predictor:
         if self.output not in ("softmax", "sigmoid"):
             raise BadBundleError(f"{bundle.path}: unknown output {self.output!r} in the bundle")
 
-    def proba(self, arrays: np.ndarray) -> np.ndarray:
-        """Probabilities (n, k) for a batch of uint8 images in the bundle's format."""
+    def raw_proba(self, arrays: np.ndarray) -> np.ndarray:
+        """The model's probabilities (n, k), before the bundle's temperature.
+
+        One forward pass for the whole array, however many images it holds.
+        """
         x = np.asarray(arrays, dtype=np.float32)
         raw = self.bundle.model.predict_on_batch(x)
-        proba = to_probabilities(np.asarray(raw), self.output, len(self.classes))
-        return apply_temperature(proba, self.temperature)
+        return to_probabilities(np.asarray(raw), self.output, len(self.classes))
+
+    def proba(self, arrays: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, k) for a batch of uint8 images in the bundle's format."""
+        return apply_temperature(self.raw_proba(arrays), self.temperature)
 
     def frame(self, paths: Sequence, arrays: np.ndarray) -> pd.DataFrame:
         return prediction_frame(paths, self.proba(arrays), self.classes)
@@ -289,6 +295,24 @@ def image_loader(bundle, invert: str = "auto") -> Callable[[Path], np.ndarray]:
     return load
 
 
+def path_batches(
+    bundle,
+    paths: Iterable[str | os.PathLike],
+    batch_size: int = 64,
+    invert: str = "auto",
+    on_reject: Callable[[Reject], None] | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """Image files as the bundle's model expects them, one ``(paths, arrays)`` batch at a time.
+
+    Any image (size, mode, EXIF orientation) is converted to the bundle's input size,
+    channels and resize mode; files that cannot be read are passed to ``on_reject``
+    and skipped. Arrays are uint8 (n, h, w, c).
+    """
+    load = image_loader(bundle, invert)
+    yield from decoded_batches(paths, load, batch_size, workers, on_reject)
+
+
 def predict_paths(
     bundle,
     paths: Iterable[str | os.PathLike],
@@ -298,10 +322,6 @@ def predict_paths(
     workers: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Classify image files, one DataFrame of prediction rows per batch.
-
-    Any image (size, mode, EXIF orientation) is converted to the bundle's input size,
-    channels and resize mode; files that cannot be read are passed to ``on_reject``
-    and skipped.
 
     Args:
         bundle: a loaded classification Bundle.
@@ -315,14 +335,42 @@ def predict_paths(
         DataFrames with columns :func:`csv_columns` (``bundle.classes``).
     """
     predictor = Predictor(bundle)
-    load = image_loader(bundle, invert)
-    for good, arrays in decoded_batches(paths, load, batch_size, workers, on_reject):
+    for good, arrays in path_batches(bundle, paths, batch_size, invert, on_reject, workers):
         yield predictor.frame(good, arrays)
 
 
 def _trained_on(bundle, dataset: Dataset) -> bool:
     info = bundle.meta.get("dataset") or {}
     return bool(info.get("hash")) and info.get("hash") == dataset.hash
+
+
+def split_batches(
+    bundle,
+    dataset: Dataset,
+    split: str = "test",
+    batch_size: int = 64,
+    invert: str = "auto",
+    on_reject: Callable[[Reject], None] | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """One split of a dataset folder as ``(paths, arrays)`` batches; see :func:`predict_split`."""
+    rels = list(dataset.rows(split)["path"])
+    paths = [dataset.abspath(r) for r in rels]
+    size = tuple(bundle.input_size)
+    own = _trained_on(bundle, dataset)
+    cached = dataset.cache_file(split, size, bundle.channels, bundle.resize).is_file()
+    if not (cached or own):
+        yield from path_batches(bundle, paths, batch_size, invert, on_reject, workers)
+        return
+    arrays = dataset.arrays(split, size, bundle.channels, bundle.resize, workers=workers)
+    auto_invert = invert == "auto" and not own
+    for start in range(0, len(paths), batch_size):
+        batch = np.array(arrays[start : start + batch_size])
+        if invert == "always" or auto_invert:
+            for i in range(len(batch)):
+                if should_invert(batch[i], bundle.polarity, invert):
+                    batch[i] = 255 - batch[i]
+        yield paths[start : start + batch_size], batch
 
 
 def predict_split(
@@ -353,27 +401,13 @@ def predict_split(
         on_reject: called with a Reject for each unreadable file (streaming only).
         workers: decoding threads.
     """
-    rels = list(dataset.rows(split)["path"])
-    paths = [dataset.abspath(r) for r in rels]
-    size = tuple(bundle.input_size)
-    own = _trained_on(bundle, dataset)
-    cached = dataset.cache_file(split, size, bundle.channels, bundle.resize).is_file()
-    if not (cached or own):
-        yield from predict_paths(bundle, paths, batch_size, invert, on_reject, workers)
-        return
-    arrays = dataset.arrays(split, size, bundle.channels, bundle.resize, workers=workers)
     predictor = Predictor(bundle)
-    auto_invert = invert == "auto" and not own
-    for start in range(0, len(paths), batch_size):
-        batch = np.array(arrays[start : start + batch_size])
-        if invert == "always" or auto_invert:
-            for i in range(len(batch)):
-                if should_invert(batch[i], bundle.polarity, invert):
-                    batch[i] = 255 - batch[i]
-        yield predictor.frame(paths[start : start + batch_size], batch)
+    batches = split_batches(bundle, dataset, split, batch_size, invert, on_reject, workers)
+    for paths, arrays in batches:
+        yield predictor.frame(paths, arrays)
 
 
-def predict_inputs(
+def input_batches(
     bundle,
     inputs: Sequence[str | os.PathLike],
     stdin: TextIO | None = None,
@@ -382,15 +416,16 @@ def predict_inputs(
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
-) -> Iterator[pd.DataFrame]:
-    """Classify everything the user named on the command line, in order.
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """Everything the user named on the command line as ``(paths, arrays)`` batches, in order.
 
-    Dataset folders are predicted on ``split`` (:func:`predict_split`); runs of other
-    inputs (folders, files, ``-``) form one stream of paths (:func:`iter_input_paths`,
-    :func:`predict_paths`), so batches fill up across them.
+    Dataset folders give their ``split`` (:func:`split_batches`); runs of other inputs
+    (folders, files, ``-``) form one stream of paths (:func:`iter_input_paths`,
+    :func:`path_batches`), so batches fill up across them. This is the pipeline
+    ``predict`` and ``tta`` share: they differ only in what they do with a batch.
 
     Raises:
-        ImgkitError: when not a single image could be predicted.
+        ImgkitError: when not a single image could be read.
     """
     rejected = 0
 
@@ -407,26 +442,49 @@ def predict_inputs(
             else:
                 yield path
 
-    predicted = 0
+    read = 0
     for is_dataset, group in itertools.groupby(
         inputs, key=lambda i: str(i) != "-" and is_dataset_folder(i)
     ):
         if is_dataset:
-            frames = itertools.chain.from_iterable(
-                predict_split(bundle, Dataset.load(d), split, batch_size, invert, reject, workers)
+            batches = itertools.chain.from_iterable(
+                split_batches(bundle, Dataset.load(d), split, batch_size, invert, reject, workers)
                 for d in group
             )
         else:
-            frames = predict_paths(
+            batches = path_batches(
                 bundle, paths_of(list(group)), batch_size, invert, reject, workers
             )
-        for df in frames:
-            predicted += len(df)
-            yield df
-    if not predicted:
+        for paths, arrays in batches:
+            read += len(paths)
+            yield paths, arrays
+    if not read:
         why = (
             f" ({rejected} input{'s' if rejected != 1 else ''} could not be read)"
             if rejected
             else ""
         )
         raise ImgkitError(f"no image could be predicted{why}")
+
+
+def predict_inputs(
+    bundle,
+    inputs: Sequence[str | os.PathLike],
+    stdin: TextIO | None = None,
+    split: str = "test",
+    batch_size: int = 64,
+    invert: str = "auto",
+    on_reject: Callable[[Reject], None] | None = None,
+    workers: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Classify everything the user named on the command line, in order.
+
+    Args and errors as for :func:`input_batches`.
+
+    Yields:
+        One DataFrame of prediction rows per batch.
+    """
+    predictor = Predictor(bundle)
+    batches = input_batches(bundle, inputs, stdin, split, batch_size, invert, on_reject, workers)
+    for paths, arrays in batches:
+        yield predictor.frame(paths, arrays)

@@ -26,10 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Train a model on a dataset folder and write a model bundle.",
     ),
     "predict": ("imgkit.commands.predict", "Classify images with a model bundle; CSV out."),
+    "tta": ("imgkit.commands.tta", "Classify images averaged over augmented views; CSV out."),
     "eval": (
         "imgkit.commands.eval",
         "Score predictions against the truth: metrics, confusion matrix.",
     ),
+    "submit": ("imgkit.commands.submit", "Turn a predictions CSV into a Kaggle submission."),
     "compare": ("imgkit.commands.compare", "Put several runs side by side: curves and a table."),
 }
 

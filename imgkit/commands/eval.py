@@ -13,7 +13,7 @@ SHOW_UNMATCHED = 3
 
 
 @click.command(name="eval")
-@click.argument("preds")
+@click.argument("preds", nargs=-1, required=True)
 @click.option(
     "--truth",
     required=True,
@@ -21,7 +21,8 @@ SHOW_UNMATCHED = 3
 )
 @output_option(
     help_text="Folder for metrics.json, per_class.csv, confusion.csv and confusion.png "
-    "(default: print the JSON summary to stdout and write nothing)."
+    "(default: print the JSON summary to stdout and write nothing). With several PREDS: "
+    "one subfolder each, named after the file, and comparison.csv."
 )
 @click.option(
     "--fail-under",
@@ -29,7 +30,8 @@ SHOW_UNMATCHED = 3
     multiple=True,
     metavar="METRIC=VALUE",
     help="Exit 3 when METRIC (a name from metrics.json: accuracy, macro_f1, weighted_f1, "
-    "balanced_accuracy, roc_auc, pr_auc, ...) is below VALUE. Repeatable.",
+    "balanced_accuracy, roc_auc, pr_auc, ...) is below VALUE, for any of the PREDS. "
+    "Repeatable.",
 )
 def command(preds, truth, output, fail_under):
     """Score the predictions CSV PREDS (- for stdin) against the truth.
@@ -41,19 +43,20 @@ def command(preds, truth, output, fail_under):
     class. A table goes to stderr; the JSON summary to stdout, or with -o the files
     go into a folder and its metrics.json path to stdout.
 
+    Several PREDS (predict's and tta's, say) are scored against the same truth and
+    compared in one table on stderr, one row per file (accuracy, log loss, F1, and
+    the binary metrics); stdout gets a JSON list of their summaries, or with -o the
+    path of comparison.csv, beside one subfolder per file. Every --fail-under bar
+    applies to every file: a gate never passes a file it was given.
+
     \b
     Example:
         imgkit eval preds.csv --truth data/fashion -o eval/ --fail-under accuracy=0.9
         imgkit predict runs/cats data/cats | imgkit eval - --truth data/cats
+        imgkit eval preds.csv tta.csv --truth data/dvc -o eval/
     """
     from imgkit.errors import GateFailedError
-    from imgkit.metrics import (
-        GATE_METRICS,
-        check_gates,
-        evaluate_predictions,
-        load_truth,
-        read_predictions,
-    )
+    from imgkit.metrics import GATE_METRICS, check_gates, load_truth
 
     bars = parse_key_values(fail_under, "--fail-under")
     for name in bars:
@@ -65,43 +68,123 @@ def command(preds, truth, output, fail_under):
                 f"unknown metric {name!r}{why}; choose from {', '.join(GATE_METRICS)}",
                 param_hint="--fail-under",
             )
+    if list(preds).count("-") > 1:
+        raise click.BadParameter("- (stdin) can be given only once", param_hint="PREDS")
+
+    truth_set = load_truth(truth)
+    several = len(preds) > 1
+    scored = [_score(p, truth, truth_set, prefix=f"{p}: " if several else "") for p in preds]
+
+    if not several:
+        summary, report = scored[0]
+        text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+        _show(report)
+        if output in (None, "-"):
+            click.echo(text, nl=False)
+        else:
+            click.echo(_write(output, text, report))
+    else:
+        _compare(preds, scored, output)
+
+    failures = []
+    for name, (summary, _) in zip(preds, scored, strict=True):
+        try:
+            failed = check_gates(summary, bars)
+        except KeyError as e:
+            raise click.UsageError(
+                f"--fail-under {e.args[0]}: not computed for these predictions (it needs two "
+                "classes and p_<class> columns)"
+            ) from None
+        failures += [f"{name}: {f}" if several else f for f in failed]
+    if failures:
+        raise GateFailedError("quality gate failed: " + "; ".join(failures))
+
+
+def _score(preds: str, truth: str, truth_set, prefix: str = "") -> tuple[dict, object]:
+    """Score one predictions file; warn about rows that could not be scored."""
+    from imgkit.metrics import evaluate_predictions, read_predictions
 
     source = click.get_binary_stream("stdin") if preds == "-" else preds
-    truth_set = load_truth(truth)
     matched = evaluate_predictions(read_predictions(source), truth_set)
-    report = matched.report
     if matched.unmatched:
         first = ", ".join(matched.unmatched[:SHOW_UNMATCHED])
         more = " ..." if len(matched.unmatched) > SHOW_UNMATCHED else ""
         warn(
-            f"{len(matched.unmatched)} predicted path(s) are not in the truth {truth} "
+            f"{prefix}{len(matched.unmatched)} predicted path(s) are not in the truth {truth} "
             f"and were not scored: {first}{more}"
         )
     if matched.duplicates:
-        warn(f"{len(matched.duplicates)} path(s) predicted more than once; the first row counts")
-
+        warn(
+            f"{prefix}{len(matched.duplicates)} path(s) predicted more than once; "
+            "the first row counts"
+        )
     summary = {
         "predictions": str(preds),
         "truth": str(truth),
-        **report.summary,
+        **matched.report.summary,
         "unmatched": len(matched.unmatched),
     }
-    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    _show(report)
-    if output in (None, "-"):
-        click.echo(text, nl=False)
-    else:
-        click.echo(_write(output, text, report))
+    return summary, matched.report
 
-    try:
-        failures = check_gates(summary, bars)
-    except KeyError as e:
-        raise click.UsageError(
-            f"--fail-under {e.args[0]}: not computed for these predictions (it needs two "
-            "classes and p_<class> columns)"
-        ) from None
-    if failures:
-        raise GateFailedError("quality gate failed: " + "; ".join(failures))
+
+def _folder_names(preds) -> list[str]:
+    # One subfolder per file, named after it; "-" is "stdin", and a repeated name
+    # (runs/a/preds.csv, runs/b/preds.csv) gets -2, -3 so no result overwrites another.
+    from pathlib import Path
+
+    names, seen = [], set()
+    for p in preds:
+        base = "stdin" if p == "-" else (Path(p).stem or "preds")
+        name, k = base, 1
+        while name in seen:
+            k += 1
+            name = f"{base}-{k}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _compare(preds, scored, output) -> None:
+    from pathlib import Path
+
+    from imgkit.fileio import write_csv
+    from imgkit.metrics import comparison_frame
+
+    summaries = [s for s, _ in scored]
+    table = comparison_frame(summaries, [str(p) for p in preds])
+    _show_comparison(table)
+    if output in (None, "-"):
+        click.echo(json.dumps(summaries, indent=2, ensure_ascii=False))
+        return
+    out = Path(output)
+    for name, (summary, report) in zip(_folder_names(preds), scored, strict=True):
+        text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+        _write(out / name, text, report)
+    # comparison.csv last: its presence says every subfolder is complete.
+    click.echo(str(write_csv(table, out / "comparison.csv")))
+
+
+def _show_comparison(table) -> None:
+    from rich.table import Table
+
+    # weighted_f1 stays in comparison.csv; the table keeps to what fits a terminal.
+    table = table.drop(columns=["weighted_f1"], errors="ignore")
+    view = Table(*table.columns, title="comparison")
+    for row in table.itertuples(index=False):
+        cells = [str(row[0])]
+        for value in row[1:]:
+            if value is None or value != value:  # absent, or NaN from pandas
+                cells.append("")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4f}")
+            else:
+                cells.append(str(value))
+        view.add_row(*cells)
+    console = stderr_console()
+    if not console.is_terminal:
+        # A log or a pipe has no width to respect: never cut a file name or a number.
+        console.width = max(console.width, 240)
+    console.print(view)
 
 
 def _write(folder, text: str, report) -> str:
