@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections import Counter
-
 import click
 
-from imgkit.commands._common import (
-    batch_size_option,
-    info,
-    output_option,
-    show_progress,
-    stderr_console,
-    warn,
-)
-
-# Above this many images the stderr table would drown the terminal: show counts instead.
-TABLE_LIMIT = 50
+from imgkit.commands._common import batch_size_option, output_option
+from imgkit.commands._predictions import write_predictions
 
 
 @click.command(name="predict")
@@ -61,98 +48,14 @@ def command(run, inputs, output, split, batch_size, invert):
         find shots -name '*.jpg' | imgkit predict runs/fashion - | head
     """
     from imgkit.bundle import load_bundle
-    from imgkit.fileio import atomic_open
-    from imgkit.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
-    from imgkit.predict import frame_to_csv, predict_inputs
+    from imgkit.predict import predict_inputs
 
     bundle = load_bundle(run, task="classification")
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
-    summary = _Summary(bundle.classes)
-
-    def on_reject(r):
-        # Hidden and system files (.DS_Store, Thumbs.db) were never meant as images:
-        # counted, not listed one by one.
-        if r.reason in (HIDDEN_REASON, HIDDEN_FOLDER_REASON):
-            summary.hidden += 1
-            return
-        warn(f"skipped {r.path}: {r.reason.removeprefix(SKIPPED + ': ')}")
-        summary.skipped += 1
-
-    frames = predict_inputs(bundle, inputs, stdin, split, batch_size, invert, on_reject=on_reject)
-    to_stdout = output in (None, "-")
-    with contextlib.ExitStack() as stack:
-        progress = stack.enter_context(_progress())
-        if to_stdout:
-            write = _stdout_writer()
-        else:
-            f = stack.enter_context(atomic_open(output, "w", encoding="utf-8", newline=""))
-            write = f.write
-        first = True
-        for df in frames:
-            write(frame_to_csv(df, header=first))
-            first = False
-            summary.add(df)
-            progress.update(len(df))
-    summary.show()
-    if not to_stdout:
-        click.echo(output)
-
-
-def _stdout_writer():
-    def write(text: str) -> None:
-        # click.echo flushes after each write: rows reach a pipe batch by batch. A
-        # closed pipe (`| head`) ends the command quietly in _common.translate_errors.
-        click.echo(text, nl=False)
-
-    return write
-
-
-@contextlib.contextmanager
-def _progress():
-    from tqdm import tqdm
-
-    bar = tqdm(unit="img", file=sys.stderr, disable=not show_progress(), leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-class _Summary:
-    """What the user sees on stderr: a table for a few images, counts for many."""
-
-    def __init__(self, classes):
-        self.classes = list(classes)
-        self.rows: list[tuple[str, str, float]] = []
-        self.counts: Counter = Counter()
-        self.total = 0
-        self.skipped = 0
-        self.hidden = 0
-
-    def add(self, df) -> None:
-        self.total += len(df)
-        self.counts.update(df["label"])
-        # Keep only what the table could show, so memory stays flat.
-        room = TABLE_LIMIT + 1 - len(self.rows)
-        if room > 0:
-            part = df.head(room)
-            self.rows.extend(zip(part["path"], part["label"], part["confidence"], strict=True))
-
-    def show(self) -> None:
-        from rich.table import Table
-
-        console = stderr_console()
-        if self.total <= TABLE_LIMIT:
-            table = Table("path", "class", "confidence")
-            for path, label, conf in self.rows:
-                table.add_row(path, label, f"{conf:.3f}")
-            console.print(table)
-        else:
-            table = Table("class", "images")
-            for c in self.classes:
-                table.add_row(c, str(self.counts.get(c, 0)))
-            console.print(table)
-        skipped = f", {self.skipped} skipped" if self.skipped else ""
-        if self.hidden:
-            skipped += f", {self.hidden} hidden or system file(s) ignored"
-        info(f"{self.total} image{'s' if self.total != 1 else ''} predicted{skipped}")
+    write_predictions(
+        bundle.classes,
+        lambda on_reject: predict_inputs(
+            bundle, inputs, stdin, split, batch_size, invert, on_reject=on_reject
+        ),
+        output,
+    )

@@ -44,6 +44,21 @@ def _parse_size(_ctx, _param, value):
     return (h, w)
 
 
+def _parse_fine_tune(_ctx, _param, value):
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "all":
+        return -1
+    try:
+        n = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a layer count, 0, -1 or all") from None
+    if n < -1:
+        raise click.BadParameter(f"{value!r}: expected a layer count, 0, -1 or all")
+    return n
+
+
 @click.command(name="train")
 @click.argument("data", type=click.Path(file_okay=False))
 @output_option(required=True, help_text="The model bundle folder to write.")
@@ -86,17 +101,68 @@ def _parse_size(_ctx, _param, value):
 )
 @click.option(
     "--size",
+    "--image-size",
     "input_size",
     callback=_parse_size,
     default=None,
     metavar="HxW",
-    help="Input size images are resized to.  [default: the model's]",
+    help="Input size images are resized to; N means NxN.  [default: the model's; "
+    "224 for mobilenetv2, which takes 32 and up]",
 )
 @click.option(
     "--channels",
     type=click.Choice(["1", "3"]),
     default=None,
     help="1 grayscale, 3 RGB.  [default: the model's]",
+)
+@click.option(
+    "--weights",
+    default=None,
+    metavar="imagenet|none|PATH",
+    help="Pretrained models: start from ImageNet weights (Keras's cached file; "
+    "downloaded if possible), none (random), or a weights file.  [default: imagenet]",
+)
+@click.option(
+    "--fine-tune-last",
+    callback=_parse_fine_tune,
+    default=None,
+    metavar="N|all",
+    help="Pretrained models: how many of the backbone's last layers train; 0 freezes "
+    "it (then the head trains on features computed once), all (or -1) trains it all. "
+    "Its BatchNorm layers never train.  [default: 30]",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(["none", "light", "standard"]),
+    default=None,
+    help="Training-time augmentation (flips, shifts, rotation; standard adds "
+    "brightness and zoom).  [default: the model's; standard for mobilenetv2, none "
+    "for the CNNs]",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=None,
+    help="Label smoothing of the loss.  [default: the model's; 0.1 for mobilenetv2, 0 "
+    "for the CNNs]",
+)
+@click.option(
+    "--class-weight",
+    type=click.Choice(["none", "balanced"]),
+    default=None,
+    help="balanced: weigh each class's images by n / (classes x class count).  [default: none]",
+)
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="float16 compute (float32 weights and output); auto: on only with a GPU.  [default: auto]",
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=None,
+    help="Fit a temperature on the val split so probabilities (and log loss) are "
+    "honest; predict applies it.  [default: on]",
 )
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
@@ -127,6 +193,13 @@ def command(
     resize,
     input_size,
     channels,
+    weights,
+    fine_tune_last,
+    augment,
+    label_smoothing,
+    class_weight,
+    mixed_precision,
+    calibrate,
     resume,
     overwrite,
 ):
@@ -142,6 +215,9 @@ def command(
         imgkit train data/fashion -o runs/fashion --model fashion-cnn
         imgkit train data/fashion -o runs/nodrop --model small-cnn --dropout 0
         imgkit train data/fashion -o runs/fashion --resume
+        imgkit train data/dvc -o runs/dvc --model mobilenetv2 --weights imagenet
+        imgkit train data/dvc -o runs/fast --model mobilenetv2 --size 96 \\
+            --fine-tune-last 0 --augment none
     """
     from click.core import ParameterSource
 
@@ -151,6 +227,8 @@ def command(
     # options the user typed are checked against the saved run.
     if ctx.get_parameter_source("seed") is ParameterSource.DEFAULT:
         seed = None
+    if ctx.get_parameter_source("calibrate") is ParameterSource.DEFAULT:
+        calibrate = None
     if channels is not None:
         channels = int(channels)
 
@@ -169,6 +247,13 @@ def command(
             resize=resize,
             input_size=input_size,
             channels=channels,
+            weights=weights,
+            fine_tune_last=fine_tune_last,
+            augment=augment,
+            label_smoothing=label_smoothing,
+            class_weight=class_weight,
+            mixed_precision=mixed_precision,
+            calibrate=calibrate,
             resume=resume,
             overwrite=overwrite,
             on_epoch=progress.epoch,

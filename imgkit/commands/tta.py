@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
-from imgkit.commands._common import batch_size_option, output_option, seed_option, warn
+from imgkit.commands._common import batch_size_option, output_option, seed_option
+from imgkit.commands._predictions import write_predictions
 
 
 @click.command(name="tta")
@@ -55,41 +54,14 @@ def command(run, inputs, views, output, split, batch_size, invert, seed):
         imgkit eval preds.csv tta.csv --truth data/dvc
     """
     from imgkit.bundle import load_bundle
-    from imgkit.commands.predict import _progress, _stdout_writer, _Summary
-    from imgkit.fileio import atomic_open
-    from imgkit.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
-    from imgkit.predict import frame_to_csv
     from imgkit.tta import tta_inputs
 
     bundle = load_bundle(run, task="classification")
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
-    summary = _Summary(bundle.classes)
-
-    def on_reject(r):
-        # As in predict: hidden and system files are counted, not listed.
-        if r.reason in (HIDDEN_REASON, HIDDEN_FOLDER_REASON):
-            summary.hidden += 1
-            return
-        warn(f"skipped {r.path}: {r.reason.removeprefix(SKIPPED + ': ')}")
-        summary.skipped += 1
-
-    frames = tta_inputs(
-        bundle, inputs, stdin, split, views, seed, batch_size, invert, on_reject=on_reject
+    write_predictions(
+        bundle.classes,
+        lambda on_reject: tta_inputs(
+            bundle, inputs, stdin, split, views, seed, batch_size, invert, on_reject=on_reject
+        ),
+        output,
     )
-    to_stdout = output in (None, "-")
-    with contextlib.ExitStack() as stack:
-        progress = stack.enter_context(_progress())
-        if to_stdout:
-            write = _stdout_writer()
-        else:
-            f = stack.enter_context(atomic_open(output, "w", encoding="utf-8", newline=""))
-            write = f.write
-        first = True
-        for df in frames:
-            write(frame_to_csv(df, header=first))
-            first = False
-            summary.add(df)
-            progress.update(len(df))
-    summary.show()
-    if not to_stdout:
-        click.echo(output)
