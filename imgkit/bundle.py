@@ -5,7 +5,8 @@
     RUN/
       model.keras    the Keras 3 model (loaded with safe_mode on)
       imgkit.json    task, classes, input size, channels, pixel scaling, polarity,
-                     training arguments, dataset hash, metrics (written last)
+                     training arguments, dataset hash, metrics, temperature,
+                     transfer (pretrained models) (written last)
       history.csv    one row per epoch
       curves.png     loss and accuracy curves
       checkpoints/   what ``imgkit train --resume`` needs
@@ -126,6 +127,11 @@ class Bundle:
     @property
     def pixels(self) -> dict:
         return dict(self.meta["pixels"])
+
+    @property
+    def temperature(self) -> float:
+        """The temperature fitted on the val split at training (1.0 when none was)."""
+        return float(self.meta.get("temperature") or 1.0)
 
     @property
     def metrics(self) -> dict:

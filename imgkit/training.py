@@ -10,6 +10,15 @@ whole state is checkpointed under ``RUN/checkpoints/``: the model with its optim
 (whose step counter drives the learning-rate schedule), the best weights so far, and
 state.json (epoch, best loss, patience count, history). ``--resume`` loads them and
 goes on at the next epoch exactly as an uninterrupted run would have.
+
+Transfer learning with a frozen backbone and no augmentation trains only the head, on
+the backbone's pooled features computed once (``features`` layer, see
+:mod:`imgkit.models.backbones`): the same result as running every epoch through the
+frozen backbone, many times faster. The full model (backbone + trained head) goes in
+the bundle, so nothing downstream changes.
+
+After training, a temperature is fitted on the validation split
+(:mod:`imgkit.calibration`) and stored in imgkit.json; predict and tta apply it.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from imgkit import __version__
+from imgkit.augment import LEVELS as AUGMENT_LEVELS
+from imgkit.augment import with_augmentation
 from imgkit.bundle import (
     BUNDLE_META,
     CHECKPOINT_DIR,
@@ -35,14 +46,26 @@ from imgkit.bundle import (
     MODEL_FILE,
     save_meta,
 )
+from imgkit.calibration import fit_temperature, log_loss, temper
 from imgkit.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError, OutputExistsError
 from imgkit.fileio import atomic_open, atomic_path, write_csv, write_text
 from imgkit.models import create_model, get_spec, resolved_options
+from imgkit.recipe import (
+    CLASS_WEIGHTS,
+    PRECISIONS,
+    class_weights,
+    compile_model,
+    loss_and_metric,
+    precision,
+    sample_weights,
+    targets,
+    use_mixed_precision,
+)
 
 DEFAULT_EPOCHS = 15
 DEFAULT_SEED = 0
-DEFAULT_PATIENCE = 5
+DEFAULT_PATIENCE = 5  # the registry's default; each model may set its own
 DEFAULT_RESIZE = "stretch"
 RESIZE_MODES = ("stretch", "pad", "crop")
 
@@ -52,6 +75,9 @@ RESIZE_MODES = ("stretch", "pad", "crop")
 IN_MEMORY_LIMIT = 2 * 1024**3
 
 STATE_FILE = "state.json"
+# In a features run, the full model (frozen backbone) saved once; the per-epoch
+# checkpoints then hold only the head.
+FROZEN_FILE = "frozen.keras"
 
 # The settings a resumed run must share with the run it continues.
 _RUN_ARGS = (
@@ -65,7 +91,25 @@ _RUN_ARGS = (
     "resize",
     "input_size",
     "channels",
+    "weights",
+    "fine_tune_last",
+    "augment",
+    "label_smoothing",
+    "class_weight",
+    "mixed_precision",
+    "calibrate",
 )
+
+# What a run started before an argument existed did, so it resumes the same way.
+_LEGACY_ARGS = {
+    "weights": None,
+    "fine_tune_last": None,
+    "augment": "none",
+    "label_smoothing": 0.0,
+    "class_weight": "none",
+    "mixed_precision": "off",
+    "calibrate": False,
+}
 
 
 def train(
@@ -82,6 +126,14 @@ def train(
     resize: str | None = None,
     input_size: tuple[int, int] | None = None,
     channels: int | None = None,
+    weights: str | os.PathLike | None = None,
+    fine_tune_last: int | None = None,
+    augment: str | None = None,
+    label_smoothing: float | None = None,
+    class_weight: str | None = None,
+    mixed_precision: str | None = None,
+    calibrate: bool | None = None,
+    cache_features: bool | None = None,
     resume: bool = False,
     overwrite: bool = False,
     callbacks_extra: list | None = None,
@@ -91,10 +143,11 @@ def train(
 ) -> dict:
     """Train ``model`` on a dataset folder and write a complete bundle to ``output``.
 
-    Adam on sparse categorical cross-entropy (binary for sigmoid models), the model's
-    learning-rate schedule, early stopping on the validation loss (the training loss
-    when there is no val split) that restores the best epoch's weights, and a
-    checkpoint after every epoch.
+    Adam on cross-entropy (binary for sigmoid models, optionally label-smoothed and
+    class-weighted), the model's learning-rate schedule, early stopping on the
+    validation loss (the training loss when there is no val split) that restores the
+    best epoch's weights, a checkpoint after every epoch, and a temperature fitted on
+    the validation split.
 
     None for a setting means "the default", or on ``resume`` "as the run was started".
 
@@ -106,13 +159,28 @@ def train(
         epochs: most epochs to train (default 15).
         batch_size: images per step (default: the model's, 512 for the small CNNs).
         lr: peak learning rate (default: the model's).
-        seed: seeds weights, shuffling and dropout (default 0).
+        seed: seeds weights, shuffling, dropout and augmentation (default 0).
         patience: stop after this many epochs without a better monitored loss; 0 never
-            stops early (default 5). The best epoch's weights are kept either way.
+            stops early (default: the model's, 5 for the CNNs, 7 for mobilenetv2). The
+            best epoch's weights are kept either way.
         dropout: the model's dropout option (see the model's docstring); 0 removes it.
         resize: how images are fitted to the input size: stretch, pad or crop.
         input_size: (height, width) the images are resized to (default: the model's).
         channels: 1 (grayscale) or 3 (RGB) (default: the model's).
+        weights: pretrained models only: "imagenet" (default; Keras's cached file,
+            downloaded when possible), "none", or a weights file's path.
+        fine_tune_last: pretrained models only: backbone layers, from the end, that
+            train (default 30); 0 freezes the backbone, -1 trains all of it. Its
+            BatchNormalization layers never train.
+        augment: "none", "light" or "standard" (default: the model's; standard for
+            mobilenetv2, none for the CNNs).
+        label_smoothing: in [0, 1) (default: the model's; 0.1 for mobilenetv2).
+        class_weight: "none" (default) or "balanced" (rarer classes weigh more).
+        mixed_precision: "auto" (default: on only with a GPU), "on" or "off".
+        calibrate: fit a temperature on the val split (default True).
+        cache_features: None (default) trains the head on features computed once
+            whenever the backbone is frozen and augmentation is off; False always
+            runs every epoch through the whole model.
         resume: continue the interrupted run in ``output`` at its next epoch.
         overwrite: replace a bundle or an interrupted run already in ``output``.
         callbacks_extra: Keras callbacks given to each epoch's ``model.fit`` call
@@ -128,8 +196,10 @@ def train(
 
     Raises:
         BadDatasetError: not a classification dataset, fewer than 2 classes, no train split.
-        BadInputError: unknown model, bad settings, or ``resume`` with another dataset,
-            model or settings.
+        BadInputError: unknown model, bad settings, a weights file that does not fit,
+            or ``resume`` with another dataset, model or settings.
+        OfflineError: ``weights="imagenet"``, the file is not cached and cannot be
+            downloaded (the message says which file to put where).
         OutputExistsError: ``output`` holds a bundle or an interrupted run and neither
             ``overwrite`` nor ``resume`` was given.
     """
@@ -150,11 +220,20 @@ def train(
         "resize": resize,
         "input_size": list(input_size) if input_size is not None else None,
         "channels": channels,
+        "weights": _weights_arg(weights),
+        "fine_tune_last": fine_tune_last,
+        "augment": augment,
+        "label_smoothing": label_smoothing,
+        "class_weight": class_weight,
+        "mixed_precision": mixed_precision,
+        "calibrate": calibrate,
     }
     state = _prepare_output(out, resume=resume, overwrite=overwrite)
     args = _resume_args(state, given, ds, out) if state is not None else _new_args(given)
     spec = get_spec(args["model"])
     size, channels = (int(args["input_size"][0]), int(args["input_size"][1])), int(args["channels"])
+    num_classes = len(ds.classes)
+    output_kind = spec.output_for(num_classes)
 
     # --- data ------------------------------------------------------------------------
     splits = ds.splits()
@@ -171,43 +250,172 @@ def train(
             val = (np.asarray(val[0]), val[1])
     monitor = "val_loss" if val is not None else "loss"
     if val is None and state is None:
-        say("no val split: early stopping watches the training loss")
+        say("no val split: early stopping watches the training loss, and no temperature is fitted")
     polarity = detect_polarity(train_x, seed=args["seed"])
-    if spec.output == "sigmoid":
-        train_y = train_y.astype("float32").reshape(-1, 1)
-        if val is not None:
-            val = (val[0], val[1].astype("float32").reshape(-1, 1))
+    smoothing = float(args["label_smoothing"])
+    train_t = targets(train_y, output_kind, num_classes, smoothing)
+    val_t = targets(val[1], output_kind, num_classes, smoothing) if val is not None else None
+    per_class = class_weights(train_y, num_classes, args["class_weight"])
+    train_w = sample_weights(train_y, per_class)
+    mixed = use_mixed_precision(args["mixed_precision"])
+    if mixed and state is None:
+        say("mixed precision (float16 compute, float32 weights and output)")
 
-    # --- model -----------------------------------------------------------------------
+    with precision(mixed):
+        net, trainer, features_mode, run = _train_loop(
+            ds, out, args, spec, state, output_kind, size, channels, num_classes,
+            train_x, train_t, train_w, val, val_t, in_memory, monitor, cache_features,
+            callbacks_extra, on_epoch, on_batch, say,
+        )  # fmt: skip
+
+        # --- evaluate, calibrate and write the bundle --------------------------------
+        metrics, probs = {}, {}
+        if val is not None:
+            metrics["val"], probs["val"] = _score(
+                net, val[0], val[1], val_t, output_kind, smoothing, args["batch_size"], in_memory
+            )
+        if "test" in splits:
+            test_x, test_y = _split_arrays(ds, "test", size, channels, args["resize"], say)
+            test_t = targets(test_y, output_kind, num_classes, smoothing)
+            metrics["test"], probs["test"] = _score(
+                net, test_x, test_y, test_t, output_kind, smoothing, args["batch_size"],
+                test_x.nbytes < IN_MEMORY_LIMIT,
+            )  # fmt: skip
+        notes = []
+        if monitor == "loss":
+            notes.append("no val split: early stopping watched the training loss")
+        temperature = None
+        if val is None:
+            notes.append(
+                "no val split: no temperature calibration (probabilities as the model gives them)"
+            )
+        elif args["calibrate"]:
+            temperature = fit_temperature(probs["val"], val[1])
+            for split, p in probs.items():
+                labels = val[1] if split == "val" else test_y
+                metrics[split]["log_loss_calibrated"] = log_loss(temper(p, temperature), labels)
+            say(
+                f"temperature {temperature:g} fitted on val: log loss "
+                f"{metrics['val']['log_loss']:.4f} -> {metrics['val']['log_loss_calibrated']:.4f}"
+            )
+        else:
+            notes.append("calibration turned off: no temperature fitted")
+
+        meta = {
+            "task": "classification",
+            "model": args["model"],
+            "classes": ds.classes,
+            "input_size": [size[0], size[1]],
+            "channels": channels,
+            "resize": args["resize"],
+            "pixels": {**spec.pixels, "inside_model": True},
+            "polarity": polarity,
+            "output": output_kind,
+            "train_args": {k: args[k] for k in (*_RUN_ARGS, "schedule")},
+            "dataset": {
+                "path": str(ds.root.resolve()),
+                "hash": ds.hash,
+                "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
+            },
+            "metrics": metrics,
+            "monitor": monitor,
+            "epochs_run": len(run["history"]),
+            "best_epoch": run["best_epoch"],
+            "early_stopped": bool(run["stopped"]),
+            "resumed": state is not None,
+            "mixed_precision": mixed,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if temperature is not None:
+            meta["temperature"] = temperature
+        if spec.takes_weights:
+            meta["transfer"] = _transfer_info(net, args, size, features_mode)
+        if per_class is not None:
+            meta["class_weights"] = {
+                c: round(float(w), 6) for c, w in zip(ds.classes, per_class, strict=True)
+            }
+        if notes:
+            meta["notes"] = notes
+
+        ckpt = out / CHECKPOINT_DIR
+        with atomic_path(out / MODEL_FILE) as tmp:
+            net.save(tmp)
+    hist_df = pd.DataFrame(run["history"])
+    write_csv(hist_df, out / HISTORY_FILE)
+    from imgkit.plots import plot_history
+
+    plot_history(hist_df, out / CURVES_FILE, title=f"{args['model']} on {ds.root.name}")
+    # imgkit.json last: its presence says the bundle is complete. The checkpoints only
+    # served --resume, which a complete bundle refuses, so they go.
+    saved = save_meta(out, meta)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return json.loads(saved.read_text(encoding="utf-8"))
+
+
+def _train_loop(
+    ds, out, args, spec, state, output_kind, size, channels, num_classes,
+    train_x, train_t, train_w, val, val_t, in_memory, monitor, cache_features,
+    callbacks_extra, on_epoch, on_batch, say,
+):  # fmt: skip
+    """Build or load the model, run the epochs with checkpoints; return the model.
+
+    Returns:
+        (net, trainer, features_mode, run): the full model with the best weights, the
+        model that was fitted (the head alone in a features run, else ``net``), whether
+        features were cached, and the run's history/best_epoch/stopped.
+    """
     import keras
+
+    from imgkit.models.backbones import feature_extractor, has_features, head_model
 
     # Seeding before building (or loading) gives every layer the same initial weights
     # and dropout seeds in a fresh run and in a resumed one.
     keras.utils.set_random_seed(args["seed"])
     ckpt = out / CHECKPOINT_DIR
     steps = math.ceil(len(train_x) / args["batch_size"])
+    smoothing = float(args["label_smoothing"])
     if state is None:
-        net = create_model(
-            args["model"], len(ds.classes), size, channels, **_options(spec, args["dropout"])
+        base = create_model(args["model"], num_classes, size, channels, **_options(spec, args))
+        net = with_augmentation(base, args["augment"], args["seed"])
+        features_mode = (
+            cache_features is not False
+            and args["augment"] == "none"
+            and args.get("fine_tune_last") == 0
+            and has_features(net)
         )
-        _compile(net, spec, args["lr"], args["epochs"] * steps)
+        trainer = head_model(net) if features_mode else net
+        compile_model(
+            trainer, output_kind, args["lr"], args["schedule"], args["epochs"] * steps, smoothing
+        )
         history: list[dict] = []
         best, best_epoch, wait, best_weights, done = None, 0, 0, None, 0
         stopped = False
     else:
-        net = _load_checkpoint(ckpt / state["model_file"])
-        _set_rng_state(net, state.get("rng", []))
+        features_mode = bool(state.get("features"))
+        trainer = _load_checkpoint(ckpt / state["model_file"])
+        net = _load_checkpoint(ckpt / FROZEN_FILE) if features_mode else trainer
+        _set_rng_state(trainer, state.get("rng", []))
         history = list(state["history"])
         best, best_epoch, wait = state["best"], state["best_epoch"], state["wait"]
         best_weights = _load_weights(ckpt / state["best_file"]) if state.get("best_file") else None
         done, stopped = state["epoch"], state["stopped"]
         say(f"resuming {out} after epoch {done} of {args['epochs']}")
 
+    fit_x, fit_val, fit_in_memory = train_x, (val[0], val_t) if val is not None else None, in_memory
+    if features_mode and not stopped and done < args["epochs"]:
+        say("backbone frozen and no augmentation: computing its features once, training the head")
+        extractor = feature_extractor(net)
+        fit_x = _features(extractor, train_x, args["batch_size"], in_memory)
+        if val is not None:
+            fit_val = (_features(extractor, val[0], args["batch_size"], in_memory), val_t)
+        fit_in_memory = True
+
     extra = list(callbacks_extra or [])
     base_state = {
         "imgkit_version": __version__,
         "args": args,
         "dataset": {"path": str(ds.root.resolve()), "hash": ds.hash, "classes": ds.classes},
+        "features": features_mode,
     }
     for epoch in range(done, args["epochs"]):
         if stopped:
@@ -215,12 +423,13 @@ def train(
         cbs = list(extra)
         if on_batch is not None:
             cbs.append(_batch_reporter(on_batch, epoch + 1, steps))
-        lr_now = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
+        lr_now = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
         order = np.random.default_rng([args["seed"], epoch]).permutation(len(train_x))
         started = time.perf_counter()
         logs = _fit_epoch(
-            net, train_x, train_y, val, order, epoch, args["batch_size"], in_memory, cbs
-        )
+            trainer, fit_x, train_t, fit_val, order, epoch, args["batch_size"], fit_in_memory,
+            cbs, train_w,
+        )  # fmt: skip
         row = {
             "epoch": epoch + 1,
             **logs,
@@ -233,13 +442,17 @@ def train(
         improved = value is not None and math.isfinite(value) and (best is None or value < best)
         if improved:
             best, best_epoch, wait = float(value), epoch + 1, 0
-            best_weights = net.get_weights()
+            best_weights = trainer.get_weights()
         else:
             wait += 1
         stopped = args["patience"] > 0 and wait >= args["patience"]
+        if features_mode and not (ckpt / FROZEN_FILE).is_file():
+            ckpt.mkdir(parents=True, exist_ok=True)
+            with atomic_path(ckpt / FROZEN_FILE) as tmp:
+                net.save(tmp)
         _save_checkpoint(
             ckpt,
-            net,
+            trainer,
             best_weights if improved else None,
             {
                 **base_state,
@@ -249,7 +462,7 @@ def train(
                 "wait": wait,
                 "stopped": stopped,
                 "history": history,
-                "rng": _rng_state(net),
+                "rng": _rng_state(trainer),
             },
         )
         if on_epoch is not None:
@@ -266,61 +479,65 @@ def train(
     if stopped:
         say(f"early stopping after epoch {len(history)}: no better {monitor} for {wait} epochs")
     if best_weights is not None:
-        net.set_weights(best_weights)
+        trainer.set_weights(best_weights)
         if best_epoch != len(history):
             say(f"kept the weights of epoch {best_epoch} (best {monitor} {best:.4f})")
+    if features_mode:
+        # The trained head goes onto the full model (a resumed head is its own copy).
+        head_model(net).set_weights(trainer.get_weights())
+    run = {"history": history, "best_epoch": best_epoch, "stopped": stopped}
+    return net, trainer, features_mode, run
 
-    # --- evaluate and write the bundle -------------------------------------------------
-    metrics = {}
-    if val is not None:
-        metrics["val"] = _evaluate(net, val[0], val[1], args["batch_size"], in_memory)
-    if "test" in splits:
-        test_x, test_y = _split_arrays(ds, "test", size, channels, args["resize"], say)
-        if spec.output == "sigmoid":
-            test_y = test_y.astype("float32").reshape(-1, 1)
-        metrics["test"] = _evaluate(
-            net, test_x, test_y, args["batch_size"], test_x.nbytes < IN_MEMORY_LIMIT
-        )
 
-    hist_df = pd.DataFrame(history)
-    meta = {
-        "task": "classification",
-        "model": args["model"],
-        "classes": ds.classes,
-        "input_size": [size[0], size[1]],
-        "channels": channels,
-        "resize": args["resize"],
-        "pixels": {**spec.pixels, "inside_model": True},
-        "polarity": polarity,
-        "output": spec.output,
-        "train_args": {k: args[k] for k in (*_RUN_ARGS, "schedule")},
-        "dataset": {
-            "path": str(ds.root.resolve()),
-            "hash": ds.hash,
-            "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
-        },
-        "metrics": metrics,
-        "monitor": monitor,
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "early_stopped": bool(stopped),
-        "resumed": state is not None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+def _features(extractor, x, batch_size: int, in_memory: bool) -> np.ndarray:
+    """The extractor's output for every image, in batches, as float32 in memory."""
+    data = np.asarray(x) if in_memory else _images(x, batch_size)
+    kwargs = {"batch_size": batch_size} if in_memory else {}
+    return np.asarray(extractor.predict(data, verbose=0, **kwargs), dtype=np.float32)
+
+
+def _predict(net, x, batch_size: int, in_memory: bool) -> np.ndarray:
+    data = np.asarray(x) if in_memory else _images(x, batch_size)
+    kwargs = {"batch_size": batch_size} if in_memory else {}
+    return np.asarray(net.predict(data, verbose=0, **kwargs), dtype=np.float64)
+
+
+def _score(net, x, labels, y_true, output: str, smoothing: float, batch_size, in_memory) -> tuple:
+    """One prediction pass: loss (as trained: smoothed, with the L2 terms), accuracy, log loss.
+
+    Returns:
+        (metrics, probabilities (n, k)).
+    """
+    raw = _predict(net, x, batch_size, in_memory)
+    loss_fn, _ = loss_and_metric(output, smoothing)
+    penalty = sum(float(np.asarray(v)) for v in net.losses)
+    loss = float(np.asarray(loss_fn(y_true, raw.astype(np.float32)))) + penalty
+    proba = np.stack([1 - raw[:, 0], raw[:, 0]], axis=1) if output == "sigmoid" else raw
+    labels = np.asarray(labels).reshape(-1)
+    metrics = {
+        "loss": loss,
+        "accuracy": float((proba.argmax(axis=1) == labels).mean()) if len(labels) else float("nan"),
+        "log_loss": log_loss(proba, labels),
     }
-    if monitor == "loss":
-        meta["notes"] = ["no val split: early stopping watched the training loss"]
+    return metrics, proba
 
-    with atomic_path(out / MODEL_FILE) as tmp:
-        net.save(tmp)
-    write_csv(hist_df, out / HISTORY_FILE)
-    from imgkit.plots import plot_history
 
-    plot_history(hist_df, out / CURVES_FILE, title=f"{args['model']} on {ds.root.name}")
-    # imgkit.json last: its presence says the bundle is complete. The checkpoints only
-    # served --resume, which a complete bundle refuses, so they go.
-    saved = save_meta(out, meta)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return json.loads(saved.read_text(encoding="utf-8"))
+def _transfer_info(net, args: dict, size, features_mode: bool) -> dict:
+    """What imgkit.json says about a pretrained model's start and what of it trained."""
+    from imgkit.models.backbones import BACKBONE_LAYER, find_layer, imagenet_weights_file
+
+    backbone = find_layer(net, BACKBONE_LAYER)
+    info = {"weights": args["weights"], "fine_tune_last": args["fine_tune_last"]}
+    if args["weights"] == "imagenet":
+        info["weights_file"] = str(imagenet_weights_file(size))
+    if backbone is not None:
+        info["backbone_layers"] = len(backbone.layers)
+        # Layers with weights only: a weightless layer's flag changes nothing.
+        info["trainable_backbone_layers"] = sum(
+            1 for lay in backbone.layers if lay.trainable and lay.weights
+        )
+    info["features_cached"] = bool(features_mode)
+    return info
 
 
 # --- settings and the output folder ---------------------------------------------------
@@ -392,15 +609,44 @@ def _new_args(given: dict) -> dict:
         "batch_size": spec.batch_size if given["batch_size"] is None else int(given["batch_size"]),
         "lr": spec.lr if given["lr"] is None else float(given["lr"]),
         "seed": DEFAULT_SEED if given["seed"] is None else int(given["seed"]),
-        "patience": DEFAULT_PATIENCE if given["patience"] is None else int(given["patience"]),
+        "patience": spec.patience if given["patience"] is None else int(given["patience"]),
         "dropout": resolved_options(spec.name, dropout=given["dropout"]).get("dropout"),
         "resize": given["resize"] or DEFAULT_RESIZE,
         "schedule": spec.schedule,
         "input_size": [int(v) for v in (given["input_size"] or spec.input_size)],
         "channels": spec.channels if given["channels"] is None else int(given["channels"]),
+        "weights": None,
+        "fine_tune_last": None,
+        "augment": given["augment"] or spec.augment,
+        "label_smoothing": (
+            spec.label_smoothing
+            if given["label_smoothing"] is None
+            else float(given["label_smoothing"])
+        ),
+        "class_weight": given["class_weight"] or "none",
+        "mixed_precision": given["mixed_precision"] or "auto",
+        "calibrate": True if given["calibrate"] is None else bool(given["calibrate"]),
     }
+    if spec.takes_weights:
+        options = resolved_options(
+            spec.name, weights=given["weights"], fine_tune_last=given["fine_tune_last"]
+        )
+        args["weights"] = options["weights"]
+        args["fine_tune_last"] = int(options["fine_tune_last"])
+    else:
+        for key, flag in (("weights", "--weights"), ("fine_tune_last", "--fine-tune-last")):
+            if given[key] is not None:
+                raise BadInputError(
+                    f"model {spec.name!r} is trained from scratch: it takes no {flag} "
+                    "(pretrained models: mobilenetv2)"
+                )
     if len(args["input_size"]) != 2 or min(args["input_size"]) < 1:
         raise BadInputError(f"input size must be (height, width), got {args['input_size']}")
+    if min(args["input_size"]) < spec.min_size:
+        raise BadInputError(
+            f"model {spec.name!r} needs an input of at least {spec.min_size}x{spec.min_size}, "
+            f"got --size {args['input_size'][0]}x{args['input_size'][1]}"
+        )
     if args["channels"] not in (1, 3):
         raise BadInputError(f"--channels must be 1 or 3, got {args['channels']}")
     if args["epochs"] < 1:
@@ -417,11 +663,46 @@ def _new_args(given: dict) -> dict:
         raise BadInputError(
             f"--resize must be one of {', '.join(RESIZE_MODES)}, got {args['resize']!r}"
         )
+    for key, choices in (
+        ("augment", AUGMENT_LEVELS),
+        ("class_weight", CLASS_WEIGHTS),
+        ("mixed_precision", PRECISIONS),
+    ):
+        if args[key] not in choices:
+            raise BadInputError(
+                f"{_flag(key)} must be one of {', '.join(choices)}, got {args[key]!r}"
+            )
+    if not 0 <= args["label_smoothing"] < 1:
+        raise BadInputError(f"--label-smoothing must be in [0, 1), got {args['label_smoothing']}")
+    if args["fine_tune_last"] is not None and args["fine_tune_last"] < -1:
+        raise BadInputError(
+            f"--fine-tune-last must be -1 (all), 0 (frozen) or a layer count, "
+            f"got {args['fine_tune_last']}"
+        )
     return args
 
 
+def _weights_arg(weights) -> str | None:
+    """``--weights`` as stored: "imagenet", "none", or an existing file's absolute path."""
+    if weights is None:
+        return None
+    text = os.fspath(weights)
+    if text.lower() in ("imagenet", "none"):
+        return text.lower()
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise BadInputError(
+            f"--weights {text}: no such file (give imagenet, none, or a weights file's path)"
+        )
+    return str(path.resolve())
+
+
+def _flag(key: str) -> str:
+    return "--size" if key == "input_size" else "--" + key.replace("_", "-")
+
+
 def _resume_args(state: dict, given: dict, ds: Dataset, out: Path) -> dict:
-    args = dict(state["args"])
+    args = {**_LEGACY_ARGS, **state["args"]}
     saved = state.get("dataset", {})
     if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
         raise BadInputError(
@@ -430,46 +711,34 @@ def _resume_args(state: dict, given: dict, ds: Dataset, out: Path) -> dict:
         )
     for key in _RUN_ARGS:
         if given[key] is not None and given[key] != args[key]:
-            flag = "--size" if key == "input_size" else "--" + key.replace("_", "-")
             raise BadInputError(
-                f"--resume continues the run as it was started: it used {flag} {args[key]}, "
-                f"not {given[key]} (use --overwrite to start again with new settings)"
+                f"--resume continues the run as it was started: it used {_flag(key)} "
+                f"{args[key]}, not {given[key]} (use --overwrite to start again with new settings)"
             )
     return args
 
 
-def _options(spec, dropout: float | None) -> dict:
-    return {"dropout": dropout} if "dropout" in spec.options else {}
+def _options(spec, args: dict) -> dict:
+    """The builder options of ``spec`` that a run sets."""
+    keys = ("dropout", "weights", "fine_tune_last")
+    return {k: args[k] for k in keys if k in spec.options and args.get(k) is not None}
 
 
 # --- Keras plumbing --------------------------------------------------------------------
+# --- Keras plumbing --------------------------------------------------------------------
 
 
-def _compile(net, spec, lr: float, total_steps: int) -> None:
-    import keras
-
-    if spec.schedule == "cosine":
-        # Keyed on the optimizer's step counter, which the checkpoint saves, so a
-        # resumed run continues the same curve.
-        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    else:
-        rate = lr
-    if spec.output == "sigmoid":
-        loss = keras.losses.BinaryCrossentropy()
-        metric = keras.metrics.BinaryAccuracy(name="accuracy")
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate=rate), loss=loss, metrics=[metric])
-
-
-def _fit_epoch(net, x, y, val, order, epoch, batch_size, in_memory, callbacks) -> dict:
-    """Train one epoch over ``x[order]``; return its logs as floats."""
+def _fit_epoch(
+    net, x, y, val, order, epoch, batch_size, in_memory, callbacks, weights=None
+) -> dict:
+    """Train one epoch over ``x[order]`` (sample ``weights`` if given); return its logs."""
     if in_memory:
         fit_x, fit_y, kwargs = x[order], y[order], {"batch_size": batch_size}
+        if weights is not None:
+            kwargs["sample_weight"] = weights[order]
         validation = val
     else:
-        fit_x, fit_y, kwargs = _batches(x, y, batch_size, order), None, {}
+        fit_x, fit_y, kwargs = _batches(x, y, batch_size, order, weights), None, {}
         validation = _batches(val[0], val[1], batch_size) if val is not None else None
     result = net.fit(
         fit_x,
@@ -485,16 +754,11 @@ def _fit_epoch(net, x, y, val, order, epoch, batch_size, in_memory, callbacks) -
     return {k: float(v[-1]) for k, v in result.history.items()}
 
 
-def _evaluate(net, x, y, batch_size: int, in_memory: bool) -> dict:
-    if in_memory:
-        result = net.evaluate(np.asarray(x), y, batch_size=batch_size, verbose=0, return_dict=True)
-    else:
-        result = net.evaluate(_batches(x, y, batch_size), verbose=0, return_dict=True)
-    return {k: float(v) for k, v in result.items()}
+def _batches(x, y, batch_size: int, order: np.ndarray | None = None, weights=None):
+    """A keras.utils.PyDataset over (memory-mapped) arrays, in ``order``.
 
-
-def _batches(x, y, batch_size: int, order: np.ndarray | None = None):
-    """A keras.utils.PyDataset over (memory-mapped) arrays, in ``order``."""
+    Batches are (x, y), or (x, y, sample weights) when ``weights`` is given.
+    """
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -508,9 +772,25 @@ def _batches(x, y, batch_size: int, order: np.ndarray | None = None):
         def __getitem__(self, i):
             # Sorted indices read the memory map front to back within a batch.
             idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            return np.asarray(x[idx]), y[idx]
+            if weights is None:
+                return np.asarray(x[idx]), y[idx]
+            return np.asarray(x[idx]), y[idx], weights[idx]
 
     return Batches()
+
+
+def _images(x, batch_size: int):
+    """A keras.utils.PyDataset of image batches alone, in order (for predict)."""
+    import keras
+
+    class Images(keras.utils.PyDataset):
+        def __len__(self):
+            return math.ceil(len(x) / batch_size)
+
+        def __getitem__(self, i):
+            return (np.asarray(x[i * batch_size : (i + 1) * batch_size]),)
+
+    return Images()
 
 
 def _batch_reporter(on_batch: Callable[[int, int, int], None], epoch: int, steps: int):

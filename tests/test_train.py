@@ -191,6 +191,7 @@ def test_unknown_model_and_list_models(data, tmp_path):
     assert result.exit_code == 0
     assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [
         "fashion-cnn",
+        "mobilenetv2",
         "small-cnn",
     ]
 

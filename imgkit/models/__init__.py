@@ -27,7 +27,10 @@ from imgkit.errors import BadInputError
 TASKS = ("classification", "segmentation")
 
 # Modules whose builders register themselves when imported.
-_BUILTIN_MODULES = ("imgkit.models.cnn",)
+_BUILTIN_MODULES = ("imgkit.models.cnn", "imgkit.models.mobilenet")
+
+OUTPUTS = ("softmax", "sigmoid", "auto")
+AUGMENT_LEVELS = ("none", "light", "standard")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False
@@ -46,10 +49,16 @@ class ModelSpec:
         description: one line for ``--list-models``.
         pixels: how the model's first layers scale raw pixels: ``x * scale + offset``.
         batch_size: default training batch size.
-        output: "softmax" over the classes, or "sigmoid" (one unit, P(classes[1])).
+        output: "softmax" over the classes, "sigmoid" (one unit, P(classes[1]); two
+            classes only), or "auto" (sigmoid for two classes, softmax for more).
         lr: default peak learning rate.
         schedule: "cosine" (decay to 0 over the whole run) or "constant".
-        options: the builder's keyword options and their defaults (e.g. dropout).
+        patience: default early-stopping patience (epochs).
+        label_smoothing: default label smoothing of the loss.
+        augment: default augmentation level ("none", "light", "standard").
+        min_size: the smallest input side the model builds at.
+        options: the builder's keyword options and their defaults (e.g. dropout;
+            ``weights`` for models that start from pretrained weights).
     """
 
     name: str
@@ -63,7 +72,22 @@ class ModelSpec:
     output: str = "softmax"
     lr: float = 1e-3
     schedule: str = "constant"
+    patience: int = 5
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    min_size: int = 1
     options: dict = field(default_factory=dict)
+
+    @property
+    def takes_weights(self) -> bool:
+        """Whether the model starts from pretrained weights (``--weights``)."""
+        return "weights" in self.options
+
+    def output_for(self, num_classes: int) -> str:
+        """The output this model has for ``num_classes`` classes: softmax or sigmoid."""
+        if self.output == "auto":
+            return "sigmoid" if num_classes == 2 else "softmax"
+        return self.output
 
 
 def register_model(
@@ -78,6 +102,10 @@ def register_model(
     output: str = "softmax",
     lr: float = 1e-3,
     schedule: str = "constant",
+    patience: int = 5,
+    label_smoothing: float = 0.0,
+    augment: str = "none",
+    min_size: int = 1,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register a model builder under ``name``.
 
@@ -89,17 +117,23 @@ def register_model(
         description: one line shown by ``imgkit train --list-models``.
         pixels: ``{"scale": ..., "offset": ...}``, the scaling inside the model.
         batch_size: default training batch size.
-        output: "softmax" or "sigmoid".
+        output: "softmax", "sigmoid" or "auto" (sigmoid for two classes).
         lr: default peak learning rate.
         schedule: "cosine" or "constant".
+        patience: default early-stopping patience.
+        label_smoothing: default label smoothing.
+        augment: default augmentation level.
+        min_size: the smallest input side the model builds at.
 
     Returns:
         The decorator, which returns the builder unchanged.
     """
     if task not in TASKS:
         raise ValueError(f"model {name!r}: unknown task {task!r}")
-    if output not in ("softmax", "sigmoid"):
+    if output not in OUTPUTS:
         raise ValueError(f"model {name!r}: unknown output {output!r}")
+    if augment not in AUGMENT_LEVELS:
+        raise ValueError(f"model {name!r}: unknown augment level {augment!r}")
 
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].builder is not fn:
@@ -118,6 +152,10 @@ def register_model(
             output=output,
             lr=float(lr),
             schedule=schedule,
+            patience=int(patience),
+            label_smoothing=float(label_smoothing),
+            augment=augment,
+            min_size=int(min_size),
             options=options,
         )
         return fn
@@ -186,6 +224,11 @@ def create_model(
     ch = channels if channels is not None else spec.channels
     if ch not in (1, 3):
         raise BadInputError(f"channels must be 1 or 3, got {ch}")
+    if min(int(size[0]), int(size[1])) < spec.min_size:
+        raise BadInputError(
+            f"model {name!r} cannot be built at {size[0]}x{size[1]}x{ch}: "
+            f"it needs at least {spec.min_size}x{spec.min_size}"
+        )
     try:
         return spec.builder(num_classes, (int(size[0]), int(size[1])), int(ch), **given)
     except ValueError as e:

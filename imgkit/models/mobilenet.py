@@ -1,0 +1,125 @@
+"""MobileNetV2 transfer learning: the Dogs vs Cats recipe of seed 001.
+
+An ImageNet MobileNetV2 backbone (no top) with all but its last layers frozen, and
+the seed's head: GlobalAveragePooling2D, BatchNormalization, Dense(ReLU, L2),
+Dropout, Dense(sigmoid, L2) for two classes (softmax over the classes for more).
+"""
+
+from __future__ import annotations
+
+import os
+
+from imgkit.errors import BadInputError
+from imgkit.models import register_model
+from imgkit.models.backbones import (
+    BACKBONE_LAYER,
+    FEATURES_LAYER,
+    freeze,
+    imagenet_weights_file,
+    load_weights_file,
+)
+
+# keras.applications.mobilenet_v2.preprocess_input: x / 127.5 - 1.
+_PIXELS = {"scale": 1 / 127.5, "offset": -1.0}
+DEFAULT_FINE_TUNE_LAST = 30
+
+
+@register_model(
+    "mobilenetv2",
+    task="classification",
+    input_size=(224, 224),
+    channels=3,
+    description="ImageNet MobileNetV2, last 30 layers fine-tuned (BN frozen) + "
+    "pooling/BN/dense head; the Dogs vs Cats recipe",
+    pixels=_PIXELS,
+    batch_size=32,
+    output="auto",
+    lr=1e-3,
+    schedule="cosine",
+    patience=7,
+    label_smoothing=0.1,
+    augment="standard",
+    min_size=32,
+)
+def mobilenetv2(
+    num_classes: int,
+    input_size: tuple[int, int],
+    channels: int,
+    dropout: float = 0.3,
+    weights: str = "imagenet",
+    fine_tune_last: int = DEFAULT_FINE_TUNE_LAST,
+    head_units: int = 256,
+    l2: float = 1e-4,
+):
+    """MobileNetV2 (alpha 1.0) backbone with the seed-001 head.
+
+    The backbone is a nested model named ``backbone``; the pooled features layer is
+    named ``features``, so training can compute the frozen part once.
+
+    Args:
+        num_classes: 2 gives one sigmoid unit (P(classes[1])), more a softmax.
+        input_size: (height, width), each at least 32.
+        channels: 3 (ImageNet weights are RGB; 1 only builds with ``weights="none"``).
+        dropout: rate of the dropout before the last layer; 0 removes it.
+        weights: "imagenet" (Keras's cached file, downloaded if possible), "none"
+            (random), or the path of a MobileNetV2 no-top weights file.
+        fine_tune_last: backbone layers (from the end) that train; 0 freezes the
+            backbone, -1 trains it all. BatchNormalization layers never train.
+        head_units: units of the head's hidden Dense layer.
+        l2: L2 penalty on the head's Dense kernels.
+    """
+    import keras
+    from keras import layers, regularizers
+
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    weights = str(weights)
+    if weights != "imagenet" and weights.lower() == "none":
+        weights = "none"
+    if weights == "imagenet" and channels != 3:
+        raise BadInputError(
+            f"ImageNet weights need 3 channels (RGB), not {channels}; use --channels 3"
+        )
+    source = None
+    if weights == "imagenet":
+        source = imagenet_weights_file(input_size)
+    elif weights != "none":
+        source = os.fspath(weights)
+
+    # Named so training and tests find it whatever the input size (Keras would name it
+    # mobilenetv2_1.00_<size>). Built without weights: they are loaded from the file
+    # found above, which keeps Keras from reaching for the network itself.
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(*input_size, channels),
+        include_top=False,
+        weights=None,
+        alpha=1.0,
+        name=BACKBONE_LAYER,
+    )
+    if source is not None:
+        load_weights_file(backbone, source, what=f"MobileNetV2 at {input_size[0]}x{input_size[1]}")
+    freeze(backbone, int(fine_tune_last))
+
+    single = num_classes == 2
+    inputs = keras.Input(shape=(*input_size, channels), name="pixels")
+    x = layers.Rescaling(_PIXELS["scale"], _PIXELS["offset"], name="scale")(inputs)
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
+    # Momentum 0.9, not Keras's 0.99: the moving statistics then settle within tens of
+    # steps, so a head trained on a few hundred images (or kept from an early best
+    # epoch) predicts with the statistics it trained with.
+    x = layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
+    x = layers.Dense(
+        head_units, activation="relu", kernel_regularizer=regularizers.L2(l2), name="head_dense"
+    )(x)
+    if dropout:
+        x = layers.Dropout(float(dropout), name="head_dropout")(x)
+    # float32 even under mixed precision: probabilities near 0 and 1 need the range.
+    outputs = layers.Dense(
+        1 if single else num_classes,
+        activation="sigmoid" if single else "softmax",
+        kernel_regularizer=regularizers.L2(l2),
+        dtype="float32",
+        name="probs",
+    )(x)
+    return keras.Model(inputs, outputs, name="mobilenetv2_classifier")
