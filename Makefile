@@ -25,3 +25,5 @@ bench:
 	python3 benchmarks/bench_help.py
 	python3 benchmarks/bench_train.py
 	python3 benchmarks/bench_predict.py
+	python3 benchmarks/bench_tta.py
+	python3 benchmarks/bench_transfer.py

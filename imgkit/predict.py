@@ -71,17 +71,15 @@ def apply_temperature(proba: np.ndarray, temperature: float = 1.0) -> np.ndarray
     """Soften (T > 1) or sharpen (T < 1) probabilities: softmax(log(p) / T).
 
     Log-probabilities differ from the logits only by a per-row constant, which the
-    softmax removes, so dividing them by T is the same as dividing the logits.
+    softmax removes, so dividing them by T is the same as dividing the logits. The
+    arithmetic is :func:`imgkit.calibration.temper`, the function that fitted T.
     """
+    from imgkit.calibration import temper
+
     proba = np.asarray(proba, dtype=np.float64)
-    if temperature == 1:
-        return proba
     if temperature <= 0:
         raise BadBundleError(f"temperature must be positive (got {temperature})")
-    logp = np.log(np.clip(proba, 1e-300, None)) / temperature
-    logp -= logp.max(axis=1, keepdims=True)
-    e = np.exp(logp)
-    return e / e.sum(axis=1, keepdims=True)
+    return temper(proba, temperature)
 
 
 def prediction_frame(

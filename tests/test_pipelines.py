@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from synthetic import write_idx
 
@@ -64,3 +65,57 @@ def test_dropout_study_script(tmp_path):
     summary = pd.read_csv(work / "study" / "summary.csv")
     assert len(summary) == 2
     assert (work / "study" / "curves.png").stat().st_size > 0
+
+
+def _kaggle_zips(folder: Path) -> tuple[Path, Path, Path]:
+    """A tiny Kaggle Dogs-vs-Cats layout: train.zip (cat.N/dog.N), test.zip (N), a sample."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def jpeg(bright: bool) -> bytes:
+        base = 190 if bright else 60
+        pixels = rng.integers(base - 40, base + 40, size=(40, 40, 3)).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "train.zip", "w") as z:
+        for i in range(1, 13):
+            z.writestr(f"train/cat.{i}.jpg", jpeg(False))
+            z.writestr(f"train/dog.{i}.jpg", jpeg(True))
+    with zipfile.ZipFile(folder / "test.zip", "w") as z:
+        for i in range(1, 7):
+            z.writestr(f"test1/{i}.jpg", jpeg(i % 2 == 0))
+    sample = folder / "sample_submission.csv"
+    sample.write_text("id,label\n" + "".join(f"{i},0.5\n" for i in range(1, 7)))
+    return folder / "train.zip", folder / "test.zip", sample
+
+
+def test_cats_vs_dogs_script_end_to_end(tmp_path):
+    train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
+    work = tmp_path / "work"
+    proc = run_script(
+        "cats_vs_dogs.sh",
+        tmp_path,
+        WORK=str(work),
+        TRAIN_ZIP=str(train_zip),
+        TEST_ZIP=str(test_zip),
+        SAMPLE=str(sample),
+        WEIGHTS="none",
+        SIZE="32",
+        EPOCHS="1",
+        TTA_N="2",
+        TRAIN_ARGS="--batch-size 8",
+    )
+    submission = pd.read_csv(work / "submission.csv")
+    assert list(submission.columns) == ["id", "label"]
+    assert submission["id"].tolist() == list(range(1, 7))  # the sample's order
+    assert submission["label"].between(0.005, 0.995).all()  # --clip 0.005
+    comparison = pd.read_csv(work / "eval" / "comparison.csv")
+    assert len(comparison) == 2 and "log_loss" in comparison.columns
+    assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")
