@@ -36,10 +36,14 @@ $IMGKIT prep "$TEST_ZIP" -o "$WORK/test-data" --overwrite
 $IMGKIT train "$WORK/data" -o "$WORK/run" --model mobilenetv2 --weights "$WEIGHTS" \
   --size "${SIZE}x${SIZE}" --epochs "$EPOCHS" --overwrite ${TRAIN_ARGS:-}
 
-# Validation log loss without and with TTA, side by side.
-$IMGKIT predict "$WORK/run" "$WORK/data" --split val -o "$WORK/val_preds.csv"
-$IMGKIT tta "$WORK/run" "$WORK/data" --split val -n "$TTA_N" -o "$WORK/val_tta.csv"
-$IMGKIT eval "$WORK/val_preds.csv" "$WORK/val_tta.csv" --truth "$WORK/data" -o "$WORK/eval"
+# Validation log loss without and with TTA, without and with calibration, side by side.
+V="$WORK/val"
+$IMGKIT predict "$WORK/run" "$WORK/data" --split val --uncalibrated -o "$V/plain.csv"
+$IMGKIT tta "$WORK/run" "$WORK/data" --split val -n "$TTA_N" --uncalibrated -o "$V/tta.csv"
+$IMGKIT predict "$WORK/run" "$WORK/data" --split val -o "$V/plain_calibrated.csv"
+$IMGKIT tta "$WORK/run" "$WORK/data" --split val -n "$TTA_N" -o "$V/tta_calibrated.csv"
+$IMGKIT eval "$V/plain.csv" "$V/tta.csv" "$V/plain_calibrated.csv" "$V/tta_calibrated.csv" \
+  --truth "$WORK/data" -o "$WORK/eval"
 
 $IMGKIT tta "$WORK/run" "$WORK/test-data" --split unlabeled -n "$TTA_N" -o "$WORK/tta.csv"
 submit_args=(-o "$WORK/submission.csv" --clip "$CLIP")

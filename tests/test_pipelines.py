@@ -117,5 +117,5 @@ def test_cats_vs_dogs_script_end_to_end(tmp_path):
     assert submission["id"].tolist() == list(range(1, 7))  # the sample's order
     assert submission["label"].between(0.005, 0.995).all()  # --clip 0.005
     comparison = pd.read_csv(work / "eval" / "comparison.csv")
-    assert len(comparison) == 2 and "log_loss" in comparison.columns
+    assert len(comparison) == 4 and "log_loss" in comparison.columns
     assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")

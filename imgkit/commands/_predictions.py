@@ -16,6 +16,21 @@ from imgkit.commands._common import info, show_progress, stderr_console, warn
 TABLE_LIMIT = 50
 
 
+calibration_option = click.option(
+    "--calibrated/--uncalibrated",
+    default=True,
+    show_default=True,
+    help="Apply the temperature that train fitted on the val split (imgkit.json); "
+    "--uncalibrated shows the model's raw probabilities.",
+)
+
+
+def use_calibration(bundle, calibrated: bool) -> None:
+    """With --uncalibrated, predict with temperature 1 (the model's own probabilities)."""
+    if not calibrated:
+        bundle.meta["temperature"] = 1.0
+
+
 def write_predictions(classes, make_frames: Callable[[Callable], Iterator], output) -> None:
     """Stream prediction frames to ``output`` (a file, atomically, or stdout) and summarise.
 

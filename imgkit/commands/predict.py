@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import batch_size_option, output_option
-from imgkit.commands._predictions import write_predictions
+from imgkit.commands._predictions import calibration_option, use_calibration, write_predictions
 
 
 @click.command(name="predict")
@@ -27,7 +27,8 @@ from imgkit.commands._predictions import write_predictions
     help="Invert images: auto = when an image's background is the opposite of the "
     "training images' (the bundle's polarity).",
 )
-def command(run, inputs, output, split, batch_size, invert):
+@calibration_option
+def command(run, inputs, output, split, batch_size, invert, calibrated):
     """Classify images with the model bundle RUN; one CSV row per image.
 
     INPUTS are image files, folders (walked recursively, in sorted order), dataset
@@ -51,6 +52,7 @@ def command(run, inputs, output, split, batch_size, invert):
     from imgkit.predict import predict_inputs
 
     bundle = load_bundle(run, task="classification")
+    use_calibration(bundle, calibrated)
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
     write_predictions(
         bundle.classes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import batch_size_option, output_option, seed_option
-from imgkit.commands._predictions import write_predictions
+from imgkit.commands._predictions import calibration_option, use_calibration, write_predictions
 
 
 @click.command(name="tta")
@@ -37,7 +37,8 @@ from imgkit.commands._predictions import write_predictions
     "opposite of the training images'.",
 )
 @seed_option
-def command(run, inputs, views, output, split, batch_size, invert, seed):
+@calibration_option
+def command(run, inputs, views, output, split, batch_size, invert, seed, calibrated):
     """Classify images with RUN, each averaged over -n augmented views (test-time augmentation).
 
     Inputs and the CSV are those of `imgkit predict` (path,label,confidence,
@@ -57,6 +58,7 @@ def command(run, inputs, views, output, split, batch_size, invert, seed):
     from imgkit.tta import tta_inputs
 
     bundle = load_bundle(run, task="classification")
+    use_calibration(bundle, calibrated)
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
     write_predictions(
         bundle.classes,
