@@ -78,6 +78,7 @@ STATE_FILE = "state.json"
 # In a features run, the full model (frozen backbone) saved once; the per-epoch
 # checkpoints then hold only the head.
 FROZEN_FILE = "frozen.keras"
+BASE_FILE = "base.keras"
 
 # The settings a resumed run must share with the run it continues.
 _RUN_ARGS = (
@@ -392,7 +393,7 @@ def _train_loop(
         stopped = False
     else:
         features_mode = bool(state.get("features"))
-        trainer = _load_checkpoint(ckpt / state["model_file"])
+        trainer = _load_trainer(ckpt, state)
         net = _load_checkpoint(ckpt / FROZEN_FILE) if features_mode else trainer
         _set_rng_state(trainer, state.get("rng", []))
         history = list(state["history"])
@@ -807,29 +808,63 @@ def _batch_reporter(on_batch: Callable[[int, int, int], None], epoch: int, steps
 def _save_checkpoint(ckpt: Path, net, best_weights: list | None, state: dict) -> None:
     """Write this epoch's checkpoint; state.json (last) names the files that belong to it.
 
+    The full model (architecture, compile settings, optimizer) is saved once, as
+    ``base.keras``; each epoch then adds only its variables, the model's and the
+    optimizer's (step counter, moments), as one .npz. Saving a whole .keras every epoch
+    cost ~0.4 s for MobileNetV2, a tenth of a small epoch; the arrays take ~0.05 s.
     Files are named by epoch and only removed once a newer state.json points past them,
     so an interruption at any moment leaves a consistent checkpoint.
     """
     ckpt.mkdir(parents=True, exist_ok=True)
     epoch = state["epoch"]
     previous = _read_state(ckpt)
-    model_file = f"epoch-{epoch:03d}.keras"
-    with atomic_path(ckpt / model_file) as tmp:
-        net.save(tmp)
+    if not (ckpt / BASE_FILE).is_file():
+        with atomic_path(ckpt / BASE_FILE) as tmp:
+            net.save(tmp)
+    model_file = f"epoch-{epoch:03d}.npz"
+    with atomic_open(ckpt / model_file, "wb") as f:
+        model_vars = net.get_weights()
+        opt_vars = [np.asarray(v.numpy()) for v in net.optimizer.variables]
+        np.savez(f, *model_vars, *opt_vars)
     if best_weights is not None:
         best_file = f"best-{epoch:03d}.npz"
         with atomic_open(ckpt / best_file, "wb") as f:
             np.savez(f, *best_weights)
     else:
         best_file = previous.get("best_file") if previous else None
-    state = {**state, "model_file": model_file, "best_file": best_file}
+    state = {
+        **state,
+        "base_file": BASE_FILE,
+        "model_file": model_file,
+        "model_vars": len(model_vars),
+        "best_file": best_file,
+    }
     write_text(ckpt / STATE_FILE, json.dumps(state, indent=1) + "\n")
-    keep = {model_file, best_file, STATE_FILE}
+    keep = {BASE_FILE, model_file, best_file, STATE_FILE}
     for f in ckpt.iterdir():
         if f.name not in keep and (
             f.name.startswith(("epoch-", "best-")) or f.name.startswith(".")
         ):
             f.unlink(missing_ok=True)
+
+
+def _load_trainer(ckpt: Path, state: dict):
+    """The model being trained, as it was after the checkpoint's epoch."""
+    net = _load_checkpoint(ckpt / state.get("base_file", BASE_FILE))
+    arrays = _load_weights(ckpt / state["model_file"])
+    n = state["model_vars"]
+    net.set_weights(arrays[:n])
+    opt = net.optimizer
+    if len(opt.variables) != len(arrays) - n:
+        opt.build(net.trainable_variables)
+    if len(opt.variables) != len(arrays) - n:
+        raise BadInputError(
+            f"{ckpt}: the checkpoint's optimizer state does not fit the model; "
+            "cannot resume (use --overwrite)"
+        )
+    for var, value in zip(opt.variables, arrays[n:], strict=True):
+        var.assign(value)
+    return net
 
 
 def _rng_vars(net) -> list:

@@ -357,7 +357,6 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(
 
 
 def test_interrupted_transfer_run_resumes(rgb_data, weights_file, tmp_path):
-    import keras
 
     run = tmp_path / "run"
     settings = dict(
@@ -372,7 +371,7 @@ def test_interrupted_transfer_run_resumes(rgb_data, weights_file, tmp_path):
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and not state["features"]
     # What resume loads keeps the frozen layers, the frozen BN and the schedule.
-    saved = keras.saving.load_model(run / "checkpoints" / state["model_file"], safe_mode=True)
+    saved = training._load_trainer(run / "checkpoints", state)
     backbone = _backbone(saved)
     assert all(not lay.trainable for lay in _bn_layers(backbone))
     # (Layers without weights, such as the input layer, may come back trainable: no matter.)
