@@ -345,13 +345,20 @@ def _trained_on(bundle, dataset: Dataset) -> bool:
 def split_batches(
     bundle,
     dataset: Dataset,
-    split: str = "test",
+    split: str | None = None,
     batch_size: int = 64,
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
-    """One split of a dataset folder as ``(paths, arrays)`` batches; see :func:`predict_split`."""
+    """One split of a dataset folder as ``(paths, arrays)`` batches; see :func:`predict_split`.
+
+    ``split=None`` means "test", or "unlabeled" for a dataset that has no test split
+    (a Kaggle test archive prepped on its own).
+    """
+    if split is None:
+        present = dataset.splits()
+        split = "unlabeled" if "test" not in present and "unlabeled" in present else "test"
     rels = list(dataset.rows(split)["path"])
     paths = [dataset.abspath(r) for r in rels]
     size = tuple(bundle.input_size)
@@ -374,7 +381,7 @@ def split_batches(
 def predict_split(
     bundle,
     dataset: Dataset,
-    split: str = "test",
+    split: str | None = None,
     batch_size: int = 64,
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
@@ -409,7 +416,7 @@ def input_batches(
     bundle,
     inputs: Sequence[str | os.PathLike],
     stdin: TextIO | None = None,
-    split: str = "test",
+    split: str | None = None,
     batch_size: int = 64,
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
@@ -469,7 +476,7 @@ def predict_inputs(
     bundle,
     inputs: Sequence[str | os.PathLike],
     stdin: TextIO | None = None,
-    split: str = "test",
+    split: str | None = None,
     batch_size: int = 64,
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,

@@ -143,7 +143,7 @@ def tta_inputs(
     bundle,
     inputs: Sequence[str | os.PathLike],
     stdin: TextIO | None = None,
-    split: str = "test",
+    split: str | None = None,
     views: int = 10,
     seed: int = 0,
     batch_size: int = 32,

@@ -424,3 +424,19 @@ def test_closed_pipe_ends_quietly(bundles, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_unlabeled_dataset_is_predicted_without_naming_the_split(bundles, tmp_path):
+    """A Kaggle test archive prepped alone has only an unlabeled split: the default."""
+    src = tmp_path / "src"
+    records = [
+        Record(str(_gray(src / f"{i}.png", 20 + 40 * i).resolve()), None, split="unlabeled")
+        for i in range(3)
+    ]
+    write_dataset(tmp_path / "test-data", records, [])
+    for command in ("predict", "tta"):
+        result = _run(command, bundles["softmax"], tmp_path / "test-data")
+        assert result.exit_code == 0, result.output
+        assert len(pd.read_csv(io.StringIO(result.stdout))) == 3
+    result = _run("predict", bundles["softmax"], tmp_path / "test-data", "--split", "test")
+    assert result.exit_code == 1 and "split 'test' is empty" in result.output

@@ -23,9 +23,9 @@ from imgkit.commands._predictions import calibration_option, use_calibration, wr
 @output_option(help_text="CSV file to write (default: stdout).")
 @click.option(
     "--split",
-    default="test",
-    show_default=True,
-    help="Which split to predict when an input is a dataset folder.",
+    default=None,
+    help="Which split to predict when an input is a dataset folder "
+    "[default: test, or unlabeled when the dataset has no test split].",
 )
 @batch_size_option(32, help_text="Images per batch (one model call sees batch-size x n views).")
 @click.option(
