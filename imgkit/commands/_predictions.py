@@ -16,6 +16,22 @@ from imgkit.commands._common import info, show_progress, stderr_console, warn
 TABLE_LIMIT = 50
 
 
+split_option = click.option(
+    "--split",
+    default=None,
+    help="Which split to predict when an input is a dataset folder "
+    "[default: test, or unlabeled when the dataset has no test split].",
+)
+
+invert_option = click.option(
+    "--invert",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Invert images (before anything else): auto = when an image's background is the "
+    "opposite of the training images' (the bundle's polarity).",
+)
+
 calibration_option = click.option(
     "--calibrated/--uncalibrated",
     default=True,

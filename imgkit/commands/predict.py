@@ -5,28 +5,22 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import batch_size_option, output_option
-from imgkit.commands._predictions import calibration_option, use_calibration, write_predictions
+from imgkit.commands._predictions import (
+    calibration_option,
+    invert_option,
+    split_option,
+    use_calibration,
+    write_predictions,
+)
 
 
 @click.command(name="predict")
 @click.argument("run")
 @click.argument("inputs", nargs=-1, required=True)
 @output_option(help_text="CSV file to write (default: stdout).")
-@click.option(
-    "--split",
-    default=None,
-    help="Which split to predict when an input is a dataset folder "
-    "[default: test, or unlabeled when the dataset has no test split].",
-)
+@split_option
 @batch_size_option(64)
-@click.option(
-    "--invert",
-    type=click.Choice(["auto", "always", "never"]),
-    default="auto",
-    show_default=True,
-    help="Invert images: auto = when an image's background is the opposite of the "
-    "training images' (the bundle's polarity).",
-)
+@invert_option
 @calibration_option
 def command(run, inputs, output, split, batch_size, invert, calibrated):
     """Classify images with the model bundle RUN; one CSV row per image.

@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import batch_size_option, output_option, seed_option
-from imgkit.commands._predictions import calibration_option, use_calibration, write_predictions
+from imgkit.commands._predictions import (
+    calibration_option,
+    invert_option,
+    split_option,
+    use_calibration,
+    write_predictions,
+)
 
 
 @click.command(name="tta")
@@ -21,21 +27,9 @@ from imgkit.commands._predictions import calibration_option, use_calibration, wr
     "zooms. 1 is plain predict.",
 )
 @output_option(help_text="CSV file to write (default: stdout).")
-@click.option(
-    "--split",
-    default=None,
-    help="Which split to predict when an input is a dataset folder "
-    "[default: test, or unlabeled when the dataset has no test split].",
-)
+@split_option
 @batch_size_option(32, help_text="Images per batch (one model call sees batch-size x n views).")
-@click.option(
-    "--invert",
-    type=click.Choice(["auto", "always", "never"]),
-    default="auto",
-    show_default=True,
-    help="Invert images (before augmenting): auto = when an image's background is the "
-    "opposite of the training images'.",
-)
+@invert_option
 @seed_option
 @calibration_option
 def command(run, inputs, views, output, split, batch_size, invert, seed, calibrated):
