@@ -27,3 +27,4 @@ bench:
 	python3 benchmarks/bench_predict.py
 	python3 benchmarks/bench_tta.py
 	python3 benchmarks/bench_transfer.py
+	python3 benchmarks/bench_predict_memory.py

@@ -364,3 +364,45 @@ class Dataset:
         with atomic_path(path) as tmp:
             np.save(tmp, np.ascontiguousarray(array, dtype=np.uint8))
         return path
+
+    # --- segmentation masks ---------------------------------------------------------
+
+    def mask_paths(self, split: str) -> list[Path]:
+        """The mask files of one split's images (segmentation datasets)."""
+        rows = self.rows(split)
+        if "mask" not in rows.columns or (rows["mask"] == "").any():
+            raise BadDatasetError(f"{self.root}: split {split!r} has images without a mask")
+        return [self.abspath(p) for p in rows["mask"]]
+
+    def mask_arrays(
+        self, split: str, size: tuple[int, int], workers: int | None = None
+    ) -> np.ndarray:
+        """One split's masks as a read-only memory-mapped uint8 0/1 array (n, h, w, 1).
+
+        Like :meth:`arrays`, decoded once into ``.cache/``; masks are resized by nearest
+        neighbour, so an edge is never blurred into values between 0 and 1.
+        """
+        from imgkit.masks import load_mask_array
+
+        h, w = size
+        path = self.root / CACHE_DIR / f"{split}-{h}x{w}-mask-{self.hash}.npy"
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+        files = self.mask_paths(split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(files), h, w, 1)
+            )
+
+            def decode(i_file):
+                i, f = i_file
+                try:
+                    out[i] = load_mask_array(f, size)
+                except (BadImageError, FileNotFoundError) as e:
+                    raise BadDatasetError(f"{f}: mask unusable since the dataset was made") from e
+
+            with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
+                list(pool.map(decode, enumerate(files)))
+            out.flush()
+        return np.load(path, mmap_mode="r")

@@ -43,6 +43,9 @@ def _metric_panels(df) -> list[tuple[str, str]]:
     panels = [("loss", "loss")]
     if "accuracy" in df or "val_accuracy" in df:
         panels.append(("accuracy", "accuracy"))
+    # Segmentation runs: pixel accuracy says little when most pixels are background.
+    if "iou" in df or "val_iou" in df:
+        panels.append(("iou", "IoU"))
     return panels
 
 

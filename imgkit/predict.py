@@ -83,11 +83,21 @@ def apply_temperature(proba: np.ndarray, temperature: float = 1.0) -> np.ndarray
 
 
 def prediction_frame(
-    paths: Sequence[str], proba: np.ndarray, classes: Sequence[str]
+    paths: Sequence[str],
+    proba: np.ndarray,
+    classes: Sequence[str],
+    threshold: float | None = None,
 ) -> pd.DataFrame:
-    """One predictions-CSV row per image: path, top label, its probability, all of them."""
+    """One predictions-CSV row per image: path, chosen label, its probability, all of them.
+
+    The label is the most probable class, or, for two classes with a ``threshold``
+    (a binary bundle's decision threshold), ``classes[1]`` when its probability reaches
+    the threshold; the confidence is always the chosen label's probability.
+    """
     proba = np.asarray(proba, dtype=np.float64)
     top = proba.argmax(axis=1)
+    if threshold is not None and proba.shape[1] == 2:
+        top = (proba[:, 1] >= float(threshold)).astype(int)
     df = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
     df.insert(0, "confidence", proba[np.arange(len(top)), top])
     df.insert(0, "label", [classes[i] for i in top])
@@ -256,6 +266,9 @@ class Predictor:
         self.classes = list(bundle.classes)
         self.output = bundle.meta.get("output", "softmax")
         self.temperature = float(bundle.meta.get("temperature") or 1.0)
+        # A binary bundle's decision threshold on P(classes[1]) (imgkit.thresholds).
+        threshold = bundle.meta.get("threshold")
+        self.threshold = float(threshold) if threshold is not None else None
         if self.output not in ("softmax", "sigmoid"):
             raise BadBundleError(f"{bundle.path}: unknown output {self.output!r} in the bundle")
 
@@ -273,7 +286,7 @@ class Predictor:
         return apply_temperature(self.raw_proba(arrays), self.temperature)
 
     def frame(self, paths: Sequence, arrays: np.ndarray) -> pd.DataFrame:
-        return prediction_frame(paths, self.proba(arrays), self.classes)
+        return prediction_frame(paths, self.proba(arrays), self.classes, self.threshold)
 
 
 def image_loader(bundle, invert: str = "auto") -> Callable[[Path], np.ndarray]:

@@ -29,6 +29,7 @@ from imgkit.dataset import (
 )
 from imgkit.errors import BadImageError, BadInputError, ImgkitError, OutputExistsError
 from imgkit.fileio import atomic_dir
+from imgkit.grouping import compile_group_by, regroup, split_balance
 from imgkit.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
 from imgkit.sources import Progress, SourceContext, read_source, stratified_subset
 
@@ -242,6 +243,20 @@ def _assign(
     return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
 
 
+def _assign_pairs(
+    records: list[Record], val: float | None, test: float | None, seed: int
+) -> tuple[list[Record], float, float]:
+    """Random splits for image+mask pairs: no classes to stratify by."""
+    val = DEFAULT_VAL if val is None else val
+    test = DEFAULT_TEST if test is None else test
+    groups = None
+    if any(r.group is not None for r in records):
+        groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
+    # One stand-in label for all: assign_splits then draws a plain random split.
+    splits = assign_splits(["object"] * len(records), val, test, seed, groups=groups)
+    return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
+
+
 def _store_cache(folder: Path, arrays: dict[str, np.ndarray]) -> list[str]:
     """Fill the decode cache for every split whose images all came as arrays."""
     dataset = Dataset.load(folder)
@@ -282,6 +297,8 @@ def prepare(
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name_labels: bool | None = None,
+    masks: str | os.PathLike | None = None,
+    group_by: str | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -302,6 +319,12 @@ def prepare(
         name_labels: label folders by Kaggle-style file names (``cat.12.jpg``): None
             decides from the names, True whenever any name fits, False never (see
             :mod:`imgkit.sources.kaggle_names`).
+        masks: a folder of masks matched to the images by file stem, or a CSV with
+            path,mask columns: makes a segmentation dataset (see :mod:`imgkit.segprep`).
+        group_by: a regular expression searched in each image's path relative to its
+            source; its first group (or the whole match) is the image's group, kept in
+            one split. Images it does not match are groups of their own (counted in a
+            warning). See :mod:`imgkit.grouping`.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -321,6 +344,7 @@ def prepare(
         raise BadInputError(f"--limit must be at least 1, got {limit}")
     output = Path(output)
     counter = _BadCounter(max_bad)  # parses max_bad before any work
+    group_pattern = compile_group_by(group_by) if group_by else None
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (
@@ -344,6 +368,13 @@ def prepare(
         notes: list[str] = []
         for spec in sources:
             result = read_source(spec, ctx)
+            if group_pattern is not None:
+                result.records, unmatched = regroup(result.records, group_pattern, spec, workdir)
+                if unmatched:
+                    result.warnings.append(
+                        f"--group-by matched no group in {unmatched} of {len(result.records)} "
+                        "paths: each of those is a group of its own"
+                    )
             records.extend(result.records)
             rejects.extend(result.rejects)
             if result.trusted:
@@ -361,6 +392,18 @@ def prepare(
         for r in bad_so_far:
             counter.add(r)
 
+        if masks is not None:
+            # Pairs are checked together (image and mask, and their sizes) right here.
+            from imgkit.segprep import attach_masks
+
+            records, bad_pairs, mask_notes = attach_masks(records, masks, workdir)
+            notes.extend(mask_notes)
+            for r in bad_pairs:
+                rejects.append(r)
+                if not is_skipped(r.reason):
+                    counter.add(r)
+            trusted.update(r.path for r in records)
+
         unchecked = [r for r in records if r.path not in trusted]
         good, broken = _check_all(unchecked, workdir, counter, progress, max_pixels)
         good_paths = {r.path for r in good}
@@ -371,18 +414,32 @@ def prepare(
             kinds = Counter(reason_kind(r.reason) for r in rejects).most_common(3)
             why = "; ".join(f"{k} ({n})" for k, n in kinds) or "no image files found"
             raise BadInputError(f"no usable images in {', '.join(sources)}: {why}")
-        if not any(r.label for r in records) and not any(r.split == "unlabeled" for r in records):
+        if (
+            masks is None
+            and not any(r.label for r in records)
+            and not any(r.split == "unlabeled" for r in records)
+        ):
             raise BadInputError(f"no classes found in {', '.join(sources)}")
 
-        records, val_used, test_used = _assign(records, val, test, seed)
+        if masks is not None:
+            records, val_used, test_used = _assign_pairs(records, val, test, seed)
+        else:
+            records, val_used, test_used = _assign(records, val, test, seed)
         info = write_dataset(
             workdir,
             records,
             rejects,
+            task="segmentation" if masks is not None else "classification",
             source=sources,
             seed=seed,
             final_folder=output,
-            extra={"val": val_used, "test": test_used, "limit": limit, "sources": details},
+            extra={
+                "val": val_used,
+                "test": test_used,
+                "limit": limit,
+                "sources": details,
+                **split_balance(records),
+            },
         )
         cached = _store_cache(workdir, arrays) if arrays else []
 

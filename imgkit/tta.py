@@ -173,4 +173,5 @@ def tta_inputs(
     predictor = Predictor(bundle)
     batches = input_batches(bundle, inputs, stdin, split, batch_size, invert, on_reject, workers)
     for paths, arrays in batches:
-        yield prediction_frame(paths, tta_proba(predictor, arrays, views, seed), predictor.classes)
+        proba = tta_proba(predictor, arrays, views, seed)
+        yield prediction_frame(paths, proba, predictor.classes, predictor.threshold)

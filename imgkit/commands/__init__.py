@@ -33,11 +33,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "submit": ("imgkit.commands.submit", "Turn a predictions CSV into a Kaggle submission."),
     "compare": ("imgkit.commands.compare", "Put several runs side by side: curves and a table."),
+    "segment": ("imgkit.commands.segment", "Segment images with a model bundle; mask PNGs out."),
+    "tune": (
+        "imgkit.commands.tune",
+        "Train a grid of settings; rank on a val metric, keep the best.",
+    ),
 }
 
 
 # Commands that run a model: Keras is imported (quietly) before they start.
-NEEDS_KERAS = {"train", "predict", "tta", "segment"}
+NEEDS_KERAS = {"train", "predict", "tta", "segment", "tune"}
 
 
 class LazyGroup(click.Group):

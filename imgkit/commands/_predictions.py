@@ -44,6 +44,13 @@ calibration_option = click.option(
 def use_calibration(bundle, calibrated: bool) -> None:
     """With --uncalibrated, predict with temperature 1 (the model's own probabilities)."""
     if not calibrated:
+        threshold = bundle.meta.get("threshold")
+        if threshold is not None:
+            from imgkit.thresholds import raw_threshold
+
+            # The threshold was chosen on tempered probabilities: the same labels result.
+            temperature = float(bundle.meta.get("temperature") or 1.0)
+            bundle.meta["threshold"] = raw_threshold(threshold, temperature)
         bundle.meta["temperature"] = 1.0
 
 

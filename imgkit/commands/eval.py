@@ -17,7 +17,8 @@ SHOW_UNMATCHED = 3
 @click.option(
     "--truth",
     required=True,
-    help="The true labels: a dataset folder, or a CSV with path,label columns.",
+    help="The true labels: a dataset folder, or a CSV with path,label columns. For a "
+    "folder of predicted masks: a segmentation dataset or a folder of true masks.",
 )
 @output_option(
     help_text="Folder for metrics.json, per_class.csv, confusion.csv and confusion.png "
@@ -49,16 +50,31 @@ def command(preds, truth, output, fail_under):
     path of comparison.csv, beside one subfolder per file. Every --fail-under bar
     applies to every file: a gate never passes a file it was given.
 
+    PREDS may instead be one folder of mask PNGs (imgkit segment -o): each is matched
+    to its true mask by file name and scored (IoU, Dice, pixel accuracy); per_image.csv
+    and metrics.json (the means) are written, the worst images listed on stderr, and
+    --fail-under takes iou, dice, pixel_accuracy or median_iou.
+
     \b
     Example:
         imgkit eval preds.csv --truth data/fashion -o eval/ --fail-under accuracy=0.9
         imgkit predict runs/cats data/cats | imgkit eval - --truth data/cats
         imgkit eval preds.csv tta.csv --truth data/dvc -o eval/
+        imgkit eval masks_out/ --truth data/seg --fail-under iou=0.7
     """
     from imgkit.errors import GateFailedError
     from imgkit.metrics import GATE_METRICS, check_gates, load_truth
 
     bars = parse_key_values(fail_under, "--fail-under")
+    if len(preds) == 1 and preds[0] != "-":
+        from imgkit.maskeval import is_mask_folder
+
+        if is_mask_folder(preds[0]):
+            # A folder of mask PNGs (imgkit segment): segmentation scores instead.
+            from imgkit.commands._mask_eval import eval_masks
+
+            eval_masks(preds[0], truth, output, bars)
+            return
     for name in bars:
         if name not in GATE_METRICS:
             why = (

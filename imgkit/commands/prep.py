@@ -106,7 +106,36 @@ def _summary(info: dict) -> None:
     "one label, rejecting names that do not fit; or never. Default: only when every name "
     "fits (1 stray per 100 allowed) and there are at least two labels.",
 )
-def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels):
+@click.option(
+    "--masks",
+    type=click.Path(exists=True),
+    default=None,
+    help="Segmentation: a folder of masks matched to the images by file stem (cell7.png or "
+    "cell7_mask.png for cell7.jpg), or a CSV with path,mask columns. Masks may be 0/1, "
+    "0/255, palette or RGB with one object colour; splits are random.",
+)
+@click.option(
+    "--group-by",
+    default=None,
+    metavar="REGEX",
+    help="Keep related images in one split: a regular expression searched in each path "
+    "relative to its source; its first group (or the whole match) is the group, e.g. "
+    "'^([^/]+)/' for one folder per patient. Unmatched images are groups of their own.",
+)
+def command(
+    sources,
+    output,
+    val,
+    test,
+    seed,
+    max_bad,
+    overwrite,
+    idx_dir,
+    limit,
+    name_labels,
+    masks,
+    group_by,
+):
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
@@ -115,7 +144,10 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     path,label[,group][,split] (paths relative to the CSV); a folder of other images,
     like a Kaggle test set 1.jpg ... 12500.jpg (taken as unlabeled); a zip or tar
     archive (.zip .tar .tar.gz .tgz .tar.bz2 .tar.xz) of any of these folders; a
-    folder of IDX files; or the name fashion-mnist.
+    folder of IDX files; a breast histopathology (IDC) folder
+    <patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<N>.png (the label is the 0/1
+    folder, checked against class<N> in the name; each patient stays in one split);
+    or the name fashion-mnist.
 
     An archive's images are extracted into DATA/images/<archive name>/; a single
     top-level folder inside it is a wrapper, not a class. Extraction is safe: members
@@ -135,6 +167,9 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
         imgkit prep train.zip -o data/dvc --val 0.2        # cat.1.jpg, dog.1.jpg, ...
         imgkit prep test1.zip -o data/dvc-test             # 1.jpg ... 12500.jpg
         imgkit prep fashion-mnist -o data/fashion --limit 2000
+        imgkit prep images/ --masks masks/ -o data/seg --val 0.3
+        imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
+        imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
     """
     from imgkit.prep import parse_max_bad, prepare
 
@@ -156,6 +191,8 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
             limit=limit,
             progress=bars,
             name_labels=name_labels,
+            masks=masks,
+            group_by=group_by,
         )
     finally:
         if bars is not None:

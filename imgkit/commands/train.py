@@ -120,7 +120,8 @@ def _parse_fine_tune(_ctx, _param, value):
     default=None,
     metavar="imagenet|none|PATH",
     help="Pretrained models: start from ImageNet weights (Keras's cached file; "
-    "downloaded if possible), none (random), or a weights file.  [default: imagenet]",
+    "downloaded if possible), none (random), or a weights file; vgg16 also takes an "
+    "earlier vgg16 bundle's model.keras (a second, fine-tuning phase).  [default: imagenet]",
 )
 @click.option(
     "--fine-tune-last",
@@ -129,7 +130,7 @@ def _parse_fine_tune(_ctx, _param, value):
     metavar="N|all",
     help="Pretrained models: how many of the backbone's last layers train; 0 freezes "
     "it (then the head trains on features computed once), all (or -1) trains it all. "
-    "Its BatchNorm layers never train.  [default: 30]",
+    "Its BatchNorm layers never train.  [default: 30; 0 for vgg16, 4 = its block 5]",
 )
 @click.option(
     "--augment",
@@ -163,6 +164,21 @@ def _parse_fine_tune(_ctx, _param, value):
     default=None,
     help="Fit a temperature on the val split so probabilities (and log loss) are "
     "honest; predict applies it.  [default: on]",
+)
+@click.option(
+    "--threshold",
+    default=None,
+    metavar="auto|f1|balanced|none|P",
+    help="Binary (sigmoid) models: the decision threshold on P(second class) that predict "
+    "and tta use. f1 (= auto) or balanced: chosen on the val split to maximise F1 of the "
+    "second class or balanced accuracy; P: a fixed value in (0, 1); none: 0.5.  "
+    "[default: none]",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["bce", "dice", "bce+dice"]),
+    default=None,
+    help="Segmentation models: binary cross-entropy, Dice, or their sum.  [default: bce+dice]",
 )
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
@@ -200,6 +216,8 @@ def command(
     class_weight,
     mixed_precision,
     calibrate,
+    threshold,
+    loss,
     resume,
     overwrite,
 ):
@@ -218,6 +236,7 @@ def command(
         imgkit train data/dvc -o runs/dvc --model mobilenetv2 --weights imagenet
         imgkit train data/dvc -o runs/fast --model mobilenetv2 --size 96 \\
             --fine-tune-last 0 --augment none
+        imgkit train data/seg -o runs/seg --model unet-mobilenetv2 --size 128
     """
     from click.core import ParameterSource
 
@@ -254,6 +273,8 @@ def command(
             class_weight=class_weight,
             mixed_precision=mixed_precision,
             calibrate=calibrate,
+            threshold=threshold,
+            loss=loss,
             resume=resume,
             overwrite=overwrite,
             on_epoch=progress.epoch,
@@ -297,6 +318,7 @@ class _Progress:
             ("accuracy", "acc"),
             ("val_loss", "val_loss"),
             ("val_accuracy", "val_acc"),
+            ("val_iou", "val_iou"),
         ):
             if key in report:
                 parts.append(f"{label} {report[key]:.4f}")

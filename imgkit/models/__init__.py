@@ -27,7 +27,12 @@ from imgkit.errors import BadInputError
 TASKS = ("classification", "segmentation")
 
 # Modules whose builders register themselves when imported.
-_BUILTIN_MODULES = ("imgkit.models.cnn", "imgkit.models.mobilenet")
+_BUILTIN_MODULES = (
+    "imgkit.models.cnn",
+    "imgkit.models.mobilenet",
+    "imgkit.models.vgg16",
+    "imgkit.models.unet",
+)
 
 OUTPUTS = ("softmax", "sigmoid", "auto")
 AUGMENT_LEVELS = ("none", "light", "standard")
@@ -147,7 +152,13 @@ def register_model(
             input_size=(int(input_size[0]), int(input_size[1])),
             channels=int(channels),
             description=description,
-            pixels={"scale": float(pixels["scale"]), "offset": float(pixels.get("offset", 0.0))},
+            # Extra keys (per-channel means, channel order) describe scaling that one
+            # scale and offset cannot, like VGG16's; they are kept for imgkit.json.
+            pixels={
+                **pixels,
+                "scale": float(pixels["scale"]),
+                "offset": float(pixels.get("offset", 0.0)),
+            },
             batch_size=int(batch_size),
             output=output,
             lr=float(lr),

@@ -64,7 +64,22 @@ def imagenet_weights_file(input_size: tuple[int, int]) -> Path:
         OfflineError: not cached and the download failed; the message names the file,
             the folder to put it in, and the ``--weights PATH`` alternative.
     """
-    name = imagenet_file_name(input_size)
+    return cached_weights_file(
+        imagenet_file_name(input_size),
+        IMAGENET_ORIGIN,
+        "any copy of the MobileNetV2 1.0 no-top weights works, e.g. the 224 file from "
+        "../shared/weights copied or linked under this name",
+    )
+
+
+def cached_weights_file(name: str, origin: str, advice: str = "") -> Path:
+    """A Keras-cached weights file ``name``, offline first; downloaded from ``origin`` + name.
+
+    Raises:
+        OfflineError: not cached and the download failed; the message names the file,
+            the folder to put it in (``advice`` says what else fits), and the
+            ``--weights PATH`` / ``--weights none`` alternatives.
+    """
     target = keras_home() / "models"
     if (target / name).is_file():
         return target / name
@@ -74,16 +89,24 @@ def imagenet_weights_file(input_size: tuple[int, int]) -> Path:
         # get_file prints its progress with print(); stdout carries data only.
         with contextlib.redirect_stdout(sys.stderr):
             path = keras.utils.get_file(
-                name, IMAGENET_ORIGIN + name, cache_subdir="models", cache_dir=str(keras_home())
+                name, origin + name, cache_subdir="models", cache_dir=str(keras_home())
             )
     except Exception as e:  # Keras raises a bare Exception when offline
+        hint = f" ({advice})" if advice else ""
         raise OfflineError(
             f"cannot download the ImageNet weights {name} ({_first_line(e)}); put that file "
-            f"in {target}/ (any copy of the MobileNetV2 1.0 no-top weights works, e.g. the "
-            f"224 file from ../shared/weights copied or linked under this name), or pass "
-            f"--weights PATH to a weights file, or --weights none"
+            f"in {target}/{hint}, or pass --weights PATH to a weights file, or --weights none"
         ) from e
     return Path(path)
+
+
+def imagenet_file_for(model: str, input_size: tuple[int, int]) -> Path:
+    """The ImageNet weights file registry model ``model`` loads at ``input_size``."""
+    if model == "vgg16":
+        from imgkit.models.vgg16 import imagenet_weights_file as vgg16_file
+
+        return vgg16_file()
+    return imagenet_weights_file(input_size)
 
 
 def _first_line(e: BaseException) -> str:
@@ -91,7 +114,12 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def load_weights_file(model, path: str | os.PathLike, what: str = "the backbone") -> None:
+def load_weights_file(
+    model,
+    path: str | os.PathLike,
+    what: str = "the backbone",
+    needs: str = "MobileNetV2 (alpha 1.0, no top)",
+) -> None:
     """Load a weights file into ``model``: legacy h5 (by topology) or Keras 3 ``.weights.h5``.
 
     Raises:
@@ -107,8 +135,8 @@ def load_weights_file(model, path: str | os.PathLike, what: str = "the backbone"
             model.load_weights(str(path))
     except Exception as e:  # h5py OSError, Keras ValueError and others
         raise BadInputError(
-            f"{path}: does not fit {what} ({_first_line(e)}); it needs MobileNetV2 "
-            "(alpha 1.0, no top) weights in Keras h5 format"
+            f"{path}: does not fit {what} ({_first_line(e)}); it needs {needs} "
+            "weights in Keras h5 format"
         ) from e
 
 

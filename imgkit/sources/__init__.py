@@ -19,6 +19,7 @@ from imgkit.sources import (
     class_folders,
     csv_file,
     fashion_mnist,
+    idc,
     idx_folder,
     kaggle_names,
     plain_folder,
@@ -27,12 +28,15 @@ from imgkit.sources.base import Progress, SourceContext, SourceResult, absolute,
 
 # Most specific first: a named data set, then files by type, then folder layouts,
 # with "a folder of anything" last. Class subfolders come before Kaggle-style names
-# because a folder structure is an explicit labelling and names are a guess.
+# because a folder structure is an explicit labelling and names are a guess. The IDC
+# patient layout (<patient>/<0|1>/) comes before class folders, which would otherwise
+# take each patient for a class.
 READERS = (
     fashion_mnist,
     archive,
     csv_file,
     idx_folder,
+    idc,
     class_folders,
     kaggle_names,
     plain_folder,

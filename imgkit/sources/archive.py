@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from imgkit.dataset import Reject
-from imgkit.sources import class_folders, kaggle_names, plain_folder
+from imgkit.sources import class_folders, idc, kaggle_names, plain_folder
 from imgkit.sources.base import SourceContext, SourceResult
 from imgkit.sources.extract import archive_stem, archive_suffix, extract_images
 
@@ -28,7 +28,7 @@ DESCRIPTION = (
 )
 
 # Tried in this order on the extracted folder; the last matches any folder.
-FOLDER_READERS = (class_folders, kaggle_names, plain_folder)
+FOLDER_READERS = (idc, class_folders, kaggle_names, plain_folder)
 
 
 def matches(spec: str) -> bool:

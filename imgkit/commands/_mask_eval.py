@@ -1,0 +1,76 @@
+"""``imgkit eval`` for a folder of predicted masks: per-image scores, means, a gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imgkit.commands._common import stderr_console, warn
+
+# How many of the worst images the stderr table lists.
+SHOW_WORST = 5
+SHOW_UNMATCHED = 3
+MASK_GATES = ("iou", "dice", "pixel_accuracy", "median_iou")
+
+
+def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float]) -> None:
+    """Score ``preds`` (mask folder) against ``truth``; write or print; apply the bars.
+
+    Raises:
+        click.BadParameter: a bar names a metric masks do not have.
+        GateFailedError: a mean is below its bar.
+    """
+    from imgkit.errors import GateFailedError
+    from imgkit.fileio import write_csv, write_text
+    from imgkit.maskeval import evaluate_masks
+    from imgkit.metrics import check_gates
+
+    for name in bars:
+        if name not in MASK_GATES:
+            raise click.BadParameter(
+                f"unknown metric {name!r} for masks; choose from {', '.join(MASK_GATES)}",
+                param_hint="--fail-under",
+            )
+    report = evaluate_masks(preds, truth)
+    if report.unmatched:
+        first = ", ".join(report.unmatched[:SHOW_UNMATCHED])
+        more = " ..." if len(report.unmatched) > SHOW_UNMATCHED else ""
+        warn(f"{len(report.unmatched)} mask(s) have no true mask in {truth}: {first}{more}")
+    for path, reason in report.unreadable:
+        warn(f"{path}: {reason} (not scored)")
+    if report.summary["resized"]:
+        warn(
+            f"{report.summary['resized']} predicted mask(s) had another size than the truth "
+            "and were resized (nearest neighbour) to score them"
+        )
+    _show(report)
+    text = json.dumps(report.summary, indent=2, ensure_ascii=False) + "\n"
+    if output in (None, "-"):
+        click.echo(text, nl=False)
+    else:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(report.per_image, out / "per_image.csv")
+        # metrics.json last: its presence says the folder is complete.
+        click.echo(str(write_text(out / "metrics.json", text)))
+    failures = check_gates(report.summary, bars)
+    if failures:
+        raise GateFailedError("quality gate failed: " + "; ".join(failures))
+
+
+def _show(report) -> None:
+    from rich.table import Table
+
+    s = report.summary
+    overall = Table("metric", "mean", title=f"{s['n']} masks")
+    for name in ("iou", "dice", "pixel_accuracy", "median_iou"):
+        overall.add_row(name, f"{s[name]:.4f}")
+    worst = Table("worst images", "iou", "dice", "pixel_accuracy")
+    for row in report.per_image.head(SHOW_WORST).itertuples(index=False):
+        worst.add_row(Path(row.path).name, f"{row.iou:.4f}", f"{row.dice:.4f}",
+                      f"{row.pixel_accuracy:.4f}")  # fmt: skip
+    console = stderr_console()
+    console.print(overall)
+    console.print(worst)

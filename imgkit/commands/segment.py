@@ -1,0 +1,136 @@
+"""``imgkit segment``: masks for images with a segmentation bundle; PNGs out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from imgkit.commands._common import batch_size_option, info, output_option, show_progress, warn
+
+
+@click.command(name="segment")
+@click.argument("run")
+@click.argument("inputs", nargs=-1, required=True)
+@output_option(required=True, help_text="Folder for the mask PNGs (made if missing).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="A pixel is object where P(object) is above this.",
+)
+@click.option(
+    "--overlay",
+    "overlay_dir",
+    default=None,
+    metavar="DIR",
+    help="Also write side-by-side panels (image, mask, mask over image, and the true "
+    "mask for a dataset split with masks) into DIR.",
+)
+@click.option(
+    "--tta",
+    is_flag=True,
+    help="Average each image's map with its mirror image's (flipped back): two model "
+    "passes, smoother edges.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Which split to segment when an input is a dataset folder  [default: test, else val].",
+)
+@batch_size_option(16)
+def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size):
+    """Segment images with the bundle RUN: one mask PNG per image in -o.
+
+    INPUTS are image files, folders (walked recursively, sorted), dataset folders
+    (their --split) or - (paths on stdin). Each mask is a 0/255 grayscale PNG at its
+    image's own size, named after the image (cell7.jpg -> cell7.png), written under a
+    temporary name and renamed when complete. Unreadable files are reported on
+    stderr and skipped. Prints the output folder on stdout and a summary on stderr.
+
+    \b
+    Example:
+        imgkit segment runs/seg new_images/ -o masks_out/ --overlay overlays/
+        imgkit segment runs/seg data/seg --split val -o val_masks/ --tta
+        imgkit eval masks_out/ --truth data/seg
+    """
+    from imgkit.bundle import load_bundle
+    from imgkit.errors import BadInputError
+    from imgkit.images import open_image
+    from imgkit.masks import mask_scores, write_mask_png
+    from imgkit.segment import overlay_panel, segment_inputs
+
+    bundle = load_bundle(run, task="segmentation")
+    out = Path(output)
+    overlays = Path(overlay_dir) if overlay_dir else None
+    for folder in (out, overlays):
+        if folder is not None:
+            if folder.exists() and not folder.is_dir():
+                raise BadInputError(f"{folder}: exists and is not a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+    stdin = click.get_text_stream("stdin") if "-" in inputs else None
+    rejects = []
+    names: set[str] = set()
+    count, fraction, ious = 0, 0.0, []
+    started = time.perf_counter()
+    bar = None
+    if show_progress():
+        from tqdm import tqdm
+
+        bar = tqdm(desc="segmenting", unit="img", leave=False)
+    try:
+        for item in segment_inputs(
+            bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
+            on_reject=rejects.append,
+        ):  # fmt: skip
+            mask = item.proba > threshold
+            name = _unique_name(item.path.stem, names)
+            write_mask_png(out / name, mask)
+            if overlays is not None:
+                with open_image(item.path) as img:
+                    panel = overlay_panel(img, mask, item.truth)
+                _save_png(panel, overlays / name)
+            count += 1
+            fraction += float(mask.mean())
+            if item.truth is not None:
+                ious.append(mask_scores(mask, item.truth)["iou"])
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    for r in rejects:
+        warn(f"{r.path}: {r.reason} (skipped)")
+    if count == 0:
+        raise BadInputError("no image could be segmented (see the warnings above)")
+    seconds = time.perf_counter() - started
+    line = (
+        f"{count} masks in {out} ({count / seconds:.1f} img/s"
+        f"{', with TTA' if tta else ''}); mean object share {fraction / count:.3f}"
+    )
+    if ious:
+        line += f"; mean IoU against the dataset's masks {sum(ious) / len(ious):.4f}"
+    if rejects:
+        line += f"; {len(rejects)} skipped"
+    info(line)
+    click.echo(str(out))
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    """``stem.png``, or ``stem-2.png`` ... when another input had the same stem."""
+    name, k = f"{stem}.png", 2
+    while name in taken:
+        name, k = f"{stem}-{k}.png", k + 1
+    if k > 2:
+        warn(f"two inputs are named {stem}: this one's mask is {name}")
+    taken.add(name)
+    return name
+
+
+def _save_png(image, path: Path) -> None:
+    from imgkit.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

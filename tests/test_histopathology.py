@@ -1,0 +1,265 @@
+"""Seed 003 (breast histopathology, IDC): the patient layout, patient-level splits,
+--group-by, decision thresholds, VGG16 and its preprocessing, tune, the pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from idc_data import make_idc
+from test_pipelines import run_script
+from tiny_data import make_dataset
+
+from imgkit.commands import cli
+from imgkit.dataset import Dataset, assign_splits
+from imgkit.errors import BadInputError
+from imgkit.predict import prediction_frame
+from imgkit.prep import prepare
+from imgkit.sources import find_reader
+from imgkit.thresholds import (
+    apply_threshold,
+    choose_threshold,
+    parse_threshold,
+    raw_threshold,
+    score_at,
+)
+
+
+def _patients_per_split(ds: Dataset) -> dict[str, set[str]]:
+    m = ds.manifest
+    return {s: set(m.loc[m["split"] == s, "group"].astype(str)) for s in m["split"].unique()}
+
+
+# --- the IDC layout ---------------------------------------------------------------------
+
+
+def test_idc_layout_labels_groups_and_strays(tmp_path):
+    src = make_idc(tmp_path / "IDC")
+    # Mislabeled: in folder 0, but the name says class1.
+    wrong = src / "10001" / "0" / "10001_idx5_x999_y0_class1.png"
+    shutil.copy(next((src / "10001" / "0").iterdir()), wrong)
+    (src / "10003" / "1").mkdir()  # an empty class folder (10003 is single-class)
+    (src / "10002" / "1" / "notes.txt").write_text("not an image")
+    (src / "10002" / "0" / ".DS_Store").write_text("")
+    (src / "README.txt").write_text("a stray at the top")
+    assert find_reader(str(src)).NAME == "idc"
+
+    info = prepare([str(src)], tmp_path / "data", val=0.2, test=0.2, seed=0)
+    rejects = pd.read_csv(tmp_path / "data" / "rejects.csv")
+    names = rejects["path"].map(lambda p: p.split("/")[-1])
+    reasons = dict(zip(names, rejects["reason"], strict=True))
+    assert reasons["10001_idx5_x999_y0_class1.png"].startswith("label mismatch")
+    assert "folder '0'" in reasons["10001_idx5_x999_y0_class1.png"]
+    assert "not an image file type" in reasons["notes.txt"]
+    assert "no images" in reasons["1"]  # 10003/1
+    assert "README.txt" in reasons
+    assert any("empty class folder" in w for w in info["warnings"])
+    assert any("disagree" in w for w in info["warnings"])
+
+    ds = Dataset.load(tmp_path / "data")
+    assert ds.classes == ["0", "1"]
+    assert set(ds.manifest["group"].astype(str)) == {f"100{i:02d}" for i in range(1, 11)}
+    by_split = _patients_per_split(ds)
+    splits = list(by_split)
+    for i, a in enumerate(splits):  # no patient in two splits
+        for b in splits[i + 1 :]:
+            assert not by_split[a] & by_split[b]
+    assert "10003" in set().union(*by_split.values())  # the one-class patient is taken
+    saved = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert set(saved["class_fractions"]) == set(saved["counts"])
+    for fractions in saved["class_fractions"].values():
+        assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(saved["groups"].values()) == 10
+
+
+def test_a_patch_level_random_split_leaks_patients_but_prep_does_not(tmp_path):
+    src = make_idc(tmp_path / "IDC")
+    prepare([str(src)], tmp_path / "data", val=0.2, test=0.2, seed=0)
+    m = Dataset.load(tmp_path / "data").manifest
+    groups = m["group"].astype(str).tolist()
+    # What a patch-level split (no groups) does with the same patches and seed.
+    naive = assign_splits(m["label"].astype(str).tolist(), 0.2, 0.2, seed=0)
+    pairs = list(zip(naive, groups, strict=True))
+    leaked = {g for g in groups if len({s for s, h in pairs if h == g}) > 1}
+    assert leaked, "a patch-level split puts patients on both sides"
+    kept = {g for g in groups if m.loc[m["group"].astype(str) == g, "split"].nunique() > 1}
+    assert not kept
+
+
+def test_group_by_regex_keeps_groups_together_and_counts_strays(tmp_path, make_image):
+    src = tmp_path / "photos"
+    for label in ("a", "b"):
+        for p in range(4):
+            for k in range(3):
+                make_image(src / label / f"p{p}{label}_shot{k}.png", size=(8, 8))
+    make_image(src / "a" / "loose.png", size=(8, 8))
+    result = CliRunner().invoke(
+        cli,
+        ["prep", str(src), "-o", str(tmp_path / "data"), "--val", "0.25", "--test", "0.25",
+         "--group-by", r"/(p\d[ab])_"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "matched no group in 1 of" in result.output
+    m = Dataset.load(tmp_path / "data").manifest
+    grouped = m[m["group"].fillna("").astype(str) != ""]  # the stray has no group
+    assert grouped.groupby("group")["split"].nunique().max() == 1
+    assert grouped["group"].nunique() == 8
+    bad = CliRunner().invoke(cli, ["prep", str(src), "-o", str(tmp_path / "d2"), "--group-by", "("])
+    assert bad.exit_code == 1 and "not a valid regular expression" in bad.output
+
+
+# --- thresholds -------------------------------------------------------------------------
+
+
+def test_thresholds_choose_and_change_labels():
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.9])
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    t, f1 = choose_threshold(p, y, "f1")
+    assert 0.2 < t <= 0.3 and f1 == pytest.approx(2 * 4 / (2 * 4 + 1))
+    assert score_at(p, y, 0.5, "f1") < f1
+    tb, bal = choose_threshold(p, y, "balanced")
+    assert bal == pytest.approx((4 / 4 + 3 / 4) / 2)
+    assert apply_threshold(p, t).tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert parse_threshold("auto") == ("f1", None)
+    assert parse_threshold("none") == (None, None)
+    assert parse_threshold("0.3") == (None, 0.3)
+    with pytest.raises(BadInputError):
+        parse_threshold("1.5")
+    with pytest.raises(BadInputError, match="both classes"):
+        choose_threshold(p, np.zeros(8), "f1")
+
+    proba = np.stack([1 - p, p], axis=1)
+    plain = prediction_frame([f"{i}.png" for i in range(8)], proba, ["0", "1"])
+    moved = prediction_frame([f"{i}.png" for i in range(8)], proba, ["0", "1"], threshold=t)
+    assert plain["label"].tolist() == ["0"] * 6 + ["1", "1"]
+    assert moved["label"].tolist() == ["0", "0", "0", "1", "1", "1", "1", "1"]
+    # The confidence stays the probability of the chosen label.
+    assert moved["confidence"].iloc[3] == pytest.approx(0.3)
+    assert moved["confidence"].iloc[0] == pytest.approx(0.95)
+
+
+def test_raw_threshold_gives_the_same_labels_without_the_temperature():
+    from imgkit.calibration import temper
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, 200)
+    proba = np.stack([1 - p, p], axis=1)
+    tempered = temper(proba, 2.5)[:, 1]
+    t = 0.37
+    assert np.array_equal(tempered >= t, p >= raw_threshold(t, 2.5))
+
+
+# --- VGG16 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_vgg16_preprocessing_equals_keras_and_loads_in_safe_mode(channels, tmp_path):
+    import keras
+
+    from imgkit.models import create_model, get_spec
+
+    model = create_model("vgg16", 2, (32, 32), channels, weights="none")
+    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, channels)).astype("float32")
+    inside = keras.Model(model.inputs, model.get_layer("caffe").output).predict(x, verbose=0)
+    rgb = np.repeat(x, 3, axis=-1) if channels == 1 else x
+    expected = keras.applications.vgg16.preprocess_input(rgb.copy())
+    np.testing.assert_allclose(inside, expected, atol=1e-4)
+    assert not model.get_layer("caffe").trainable
+    assert not model.get_layer("backbone").trainable_weights  # frozen by default
+    assert model.output.shape[-1] == 1
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    pixels = get_spec("vgg16").pixels
+    assert pixels["mode"] == "caffe" and pixels["mean"] == [103.939, 116.779, 123.68]
+
+
+def test_vgg16_fine_tune_last_and_weights_from_a_bundle(tmp_path):
+    from imgkit.models import create_model
+
+    first = create_model("vgg16", 2, (32, 32), 3, weights="none")
+    first.save(tmp_path / "model.keras")
+    second = create_model(
+        "vgg16", 2, (32, 32), 3, weights=str(tmp_path / "model.keras"), fine_tune_last=4
+    )
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    trainable = [w.path for w in second.get_layer("backbone").trainable_weights]
+    assert trainable and all("block5" in p for p in trainable)
+    other = create_model("vgg16", 3, (32, 32), 3, weights="none")
+    other.save(tmp_path / "three.keras")
+    with pytest.raises(BadInputError, match="same shape"):
+        create_model("vgg16", 2, (32, 32), 3, weights=str(tmp_path / "three.keras"))
+
+
+def test_vgg16_trains_with_a_threshold_and_predict_uses_it(tmp_path):
+    from imgkit.bundle import load_bundle
+    from imgkit.predict import Predictor
+    from imgkit.training import train
+
+    make_dataset(tmp_path / "data", n_train=24, n_val=12, n_test=8, size=32)
+    # Build a 3-channel variant is not needed: vgg16 takes 1 channel (grey -> BGR).
+    meta = train(
+        tmp_path / "data", tmp_path / "run", model="vgg16", weights="none", channels=1,
+        input_size=(32, 32), epochs=1, batch_size=8, class_weight="balanced", threshold="auto",
+    )  # fmt: skip
+    assert meta["output"] == "sigmoid" and meta["threshold_metric"] == "f1"
+    assert 0 < meta["threshold"] < 1 and "f1_at_threshold" in meta["metrics"]["val"]
+    assert meta["transfer"]["features_cached"] is True
+    assert meta["pixels"]["mode"] == "caffe"
+    bundle = load_bundle(tmp_path / "run")
+    predictor = Predictor(bundle)
+    assert predictor.threshold == pytest.approx(meta["threshold"])
+    x = Dataset.load(tmp_path / "data").arrays("test", (32, 32), 1, "stretch")
+    frame = predictor.frame([str(i) for i in range(len(x))], np.asarray(x))
+    p1 = frame["p_dim"].to_numpy()
+    assert (frame["label"] == np.where(p1 >= meta["threshold"], "dim", "bright")).all()
+
+
+# --- tune -------------------------------------------------------------------------------
+
+
+def test_tune_writes_trials_and_best(tmp_path):
+    make_dataset(tmp_path / "data", n_train=24, n_val=8, n_test=0)
+    result = CliRunner().invoke(
+        cli,
+        ["tune", str(tmp_path / "data"), "-o", str(tmp_path / "tune"), "--model", "small-cnn",
+         "--grid", "lr=1e-3,1e-2", "--grid", "dropout=0,0.5", "--trials", "3", "--random",
+         "--epochs", "1", "--batch-size", "8", "--size", "12"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trials = pd.read_csv(tmp_path / "tune" / "trials.csv")
+    assert len(trials) == 3 and set(trials["status"]) == {"ok"}
+    assert {"lr", "dropout", "score", "val_log_loss", "path"} <= set(trials.columns)
+    assert trials["score"].is_monotonic_increasing  # log loss: best (lowest) first
+    best = json.loads((tmp_path / "tune" / "best" / "imgkit.json").read_text())
+    assert best["metrics"]["val"]["log_loss"] == pytest.approx(trials["score"].iloc[0])
+    assert result.output.strip().splitlines()[-1].endswith("best")
+    bad = CliRunner().invoke(
+        cli, ["tune", str(tmp_path / "data"), "-o", str(tmp_path / "t2"), "--model", "small-cnn",
+              "--grid", "colour=red"],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "unknown setting" in bad.output
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+
+def test_histopathology_script_end_to_end(tmp_path):
+    src = make_idc(tmp_path / "IDC")
+    work = tmp_path / "work"
+    proc = run_script(
+        "histopathology.sh", tmp_path, WORK=str(work), IDC=str(src), WEIGHTS="none",
+        SIZE="32", EPOCHS="1", VAL="0.3", TEST="0.3", TRAIN_ARGS="--batch-size 16",
+    )  # fmt: skip
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    text = json.dumps(metrics)
+    for key in ("balanced_accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1"):
+        assert key in text
+    meta = json.loads((work / "run" / "imgkit.json").read_text())
+    assert meta["train_args"]["class_weight"] == "balanced"
+    assert proc.stdout.strip().splitlines()[-1].endswith("metrics.json")
