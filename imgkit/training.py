@@ -104,6 +104,7 @@ _RUN_ARGS = (
     "mixed_precision",
     "calibrate",
     "loss",
+    "head_units",
 )
 
 # What a run started before an argument existed did, so it resumes the same way.
@@ -116,6 +117,7 @@ _LEGACY_ARGS = {
     "mixed_precision": "off",
     "calibrate": False,
     "loss": None,
+    "head_units": None,
 }
 
 
@@ -142,6 +144,7 @@ def train(
     calibrate: bool | None = None,
     threshold: str | float | None = None,
     loss: str | None = None,
+    head_units: int | None = None,
     cache_features: bool | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -192,6 +195,8 @@ def train(
             (0, 1), or None/"none" (default: the argmax, 0.5); stored in imgkit.json
             (see :mod:`imgkit.thresholds`) and used by predict and tta.
         loss: segmentation only: "bce", "dice" or "bce+dice" (default).
+        head_units: units of the new head's hidden Dense layer (pretrained models;
+            default the model's, 256).
         cache_features: None (default) trains the head on features computed once
             whenever the backbone is frozen and augmentation is off; False always
             runs every epoch through the whole model.
@@ -244,6 +249,7 @@ def train(
         "mixed_precision": mixed_precision,
         "calibrate": calibrate,
         "loss": loss,
+        "head_units": head_units,
     }
     state = _prepare_output(out, resume=resume, overwrite=overwrite)
     if ds.task == "segmentation":
@@ -715,6 +721,7 @@ def _new_args(given: dict, task: str = "classification") -> dict:
         "mixed_precision": given["mixed_precision"] or "auto",
         "calibrate": True if given["calibrate"] is None else bool(given["calibrate"]),
         "loss": given.get("loss"),
+        "head_units": None if given.get("head_units") is None else int(given["head_units"]),
     }
     if task == "segmentation":
         from imgkit.segtrain import check_segmentation_args
@@ -754,6 +761,11 @@ def _new_args(given: dict, task: str = "classification") -> dict:
         raise BadInputError(f"--patience must be 0 or more, got {args['patience']}")
     if given["dropout"] is not None and "dropout" not in spec.options:
         raise BadInputError(f"model {spec.name!r} has no dropout option")
+    if args["head_units"] is not None:
+        if "head_units" not in spec.options:
+            raise BadInputError(f"model {spec.name!r} has no --head-units option")
+        if args["head_units"] < 1:
+            raise BadInputError(f"--head-units must be at least 1, got {args['head_units']}")
     if args["resize"] not in RESIZE_MODES:
         raise BadInputError(
             f"--resize must be one of {', '.join(RESIZE_MODES)}, got {args['resize']!r}"
@@ -815,7 +827,7 @@ def _resume_args(state: dict, given: dict, ds: Dataset, out: Path) -> dict:
 
 def _options(spec, args: dict) -> dict:
     """The builder options of ``spec`` that a run sets."""
-    keys = ("dropout", "weights", "fine_tune_last")
+    keys = ("dropout", "weights", "fine_tune_last", "head_units")
     return {k: args[k] for k in keys if k in spec.options and args.get(k) is not None}
 
 

@@ -44,7 +44,7 @@ METRICS = {
     "balanced": ("balanced_accuracy_at_threshold", True),
 }
 # Grid keys that are not train() settings but the names users know them by.
-ALIASES = {"fine_tune": "fine_tune_last"}
+ALIASES = {"fine_tune": "fine_tune_last", "dense_units": "head_units"}
 # train() arguments a grid may not vary: where the run goes and how it reports.
 _NOT_SEARCHABLE = {
     "dataset_dir",

@@ -263,3 +263,30 @@ def test_histopathology_script_end_to_end(tmp_path):
     meta = json.loads((work / "run" / "imgkit.json").read_text())
     assert meta["train_args"]["class_weight"] == "balanced"
     assert proc.stdout.strip().splitlines()[-1].endswith("metrics.json")
+
+
+def test_dense_units_are_a_tunable_head_setting(tmp_path):
+    from imgkit.tune import parse_grid
+
+    assert parse_grid(["dense_units=8,16"]) == {"head_units": [8, 16]}
+    make_dataset(tmp_path / "data", n_train=16, n_val=8, n_test=0, size=32)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli,
+        ["train", str(tmp_path / "data"), "-o", str(run), "--model", "vgg16", "--weights",
+         "none", "--size", "32", "--channels", "1", "--epochs", "1", "--batch-size", "8",
+         "--head-units", "24"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "imgkit.json").read_text())
+    assert meta["train_args"]["head_units"] == 24
+    import keras
+
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert model.get_layer("head_dense").units == 24
+    bad = CliRunner().invoke(
+        cli,
+        ["train", str(tmp_path / "data"), "-o", str(tmp_path / "r2"), "--model", "small-cnn",
+         "--head-units", "24"],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "no --head-units option" in bad.output

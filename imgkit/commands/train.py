@@ -94,6 +94,12 @@ def _parse_fine_tune(_ctx, _param, value):
     "earlier one is 0.75 of it.  [default: the model's]",
 )
 @click.option(
+    "--head-units",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pretrained models: units of the new head's hidden Dense layer.  [default: 256]",
+)
+@click.option(
     "--resize",
     type=click.Choice(["stretch", "pad", "crop"]),
     default=None,
@@ -206,6 +212,7 @@ def command(
     seed,
     patience,
     dropout,
+    head_units,
     resize,
     input_size,
     channels,
@@ -263,6 +270,7 @@ def command(
             seed=seed,
             patience=patience,
             dropout=dropout,
+            head_units=head_units,
             resize=resize,
             input_size=input_size,
             channels=channels,
