@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -80,24 +82,43 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size)
         from tqdm import tqdm
 
         bar = tqdm(desc="segmenting", unit="img", leave=False)
+
+    def finish(item, name: str) -> tuple[float, float | None]:
+        # Thresholding and writing run in worker threads (PIL's encoder releases the
+        # GIL) while the main thread feeds the model the next batch.
+        mask = item.proba > threshold
+        write_mask_png(out / name, mask)
+        if overlays is not None:
+            with open_image(item.path) as img:
+                panel = overlay_panel(img, mask, item.truth)
+            _save_png(panel, overlays / name)
+        iou = mask_scores(mask, item.truth)["iou"] if item.truth is not None else None
+        return float(mask.mean()), iou
+
+    def collect(future) -> None:
+        nonlocal count, fraction
+        share, iou = future.result()
+        count += 1
+        fraction += share
+        if iou is not None:
+            ious.append(iou)
+        if bar is not None:
+            bar.update(1)
+
+    pending: deque = deque()
     try:
-        for item in segment_inputs(
-            bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
-            on_reject=rejects.append,
-        ):  # fmt: skip
-            mask = item.proba > threshold
-            name = _unique_name(item.path.stem, names)
-            write_mask_png(out / name, mask)
-            if overlays is not None:
-                with open_image(item.path) as img:
-                    panel = overlay_panel(img, mask, item.truth)
-                _save_png(panel, overlays / name)
-            count += 1
-            fraction += float(mask.mean())
-            if item.truth is not None:
-                ious.append(mask_scores(mask, item.truth)["iou"])
-            if bar is not None:
-                bar.update(1)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for item in segment_inputs(
+                bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
+                on_reject=rejects.append,
+            ):  # fmt: skip
+                name = _unique_name(item.path.stem, names)
+                pending.append(pool.submit(finish, item, name))
+                # Bounded: memory stays flat however many images there are.
+                while len(pending) > 2 * batch_size:
+                    collect(pending.popleft())
+            while pending:
+                collect(pending.popleft())
     finally:
         if bar is not None:
             bar.close()
