@@ -28,3 +28,5 @@ bench:
 	python3 benchmarks/bench_tta.py
 	python3 benchmarks/bench_transfer.py
 	python3 benchmarks/bench_predict_memory.py
+	python3 benchmarks/bench_vgg16_head.py
+	python3 benchmarks/bench_segment.py
