@@ -254,7 +254,6 @@ def test_segment_own_size_overlay_and_eval(trained, tmp_path):
     assert result.exit_code == 3
 
 
-@pytest.mark.slow
 def test_segmentation_script_on_discs(tmp_path):
     images, masks = write_disc_pairs(tmp_path / "src", n=16, size=(64, 64))
     env = {
