@@ -109,6 +109,24 @@ def imagenet_file_for(model: str, input_size: tuple[int, int]) -> Path:
     return imagenet_weights_file(input_size)
 
 
+def mobilenetv2_weights_source(weights, channels: int, input_size: tuple[int, int]) -> str | None:
+    """The weights file a MobileNetV2 backbone loads, from ``--weights``.
+
+    "imagenet" (any case) is the cached ImageNet file for this size (or an
+    OfflineError), "none" (any case) is None, anything else is a path.
+    """
+    weights = str(weights)
+    if weights.lower() in ("imagenet", "none"):
+        weights = weights.lower()
+    if weights == "imagenet" and channels != 3:
+        raise BadInputError(
+            f"ImageNet weights need 3 channels (RGB), not {channels}; use --channels 3"
+        )
+    if weights == "imagenet":
+        return os.fspath(imagenet_weights_file(input_size))
+    return None if weights == "none" else os.fspath(weights)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__

@@ -7,16 +7,13 @@ Dropout, Dense(sigmoid, L2) for two classes (softmax over the classes for more).
 
 from __future__ import annotations
 
-import os
-
-from imgkit.errors import BadInputError
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
     FEATURES_LAYER,
     freeze,
-    imagenet_weights_file,
     load_weights_file,
+    mobilenetv2_weights_source,
 )
 
 # keras.applications.mobilenet_v2.preprocess_input: x / 127.5 - 1.
@@ -76,18 +73,7 @@ def mobilenetv2(
 
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    weights = str(weights)
-    if weights != "imagenet" and weights.lower() == "none":
-        weights = "none"
-    if weights == "imagenet" and channels != 3:
-        raise BadInputError(
-            f"ImageNet weights need 3 channels (RGB), not {channels}; use --channels 3"
-        )
-    source = None
-    if weights == "imagenet":
-        source = imagenet_weights_file(input_size)
-    elif weights != "none":
-        source = os.fspath(weights)
+    source = mobilenetv2_weights_source(weights, channels, input_size)
 
     # Named so training and tests find it whatever the input size (Keras would name it
     # mobilenetv2_1.00_<size>). Built without weights: they are loaded from the file

@@ -8,15 +8,13 @@ transposed convolution to one sigmoid channel at the input resolution.
 
 from __future__ import annotations
 
-import os
-
 from imgkit.errors import BadInputError
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
     freeze,
-    imagenet_weights_file,
     load_weights_file,
+    mobilenetv2_weights_source,
 )
 
 # The seed scaled images to [0, 1], but a MobileNetV2 encoder was trained on
@@ -81,18 +79,7 @@ def unet_mobilenetv2(
             f"unet-mobilenetv2 needs an input size that is a multiple of 32, got {h}x{w} "
             "(try --size 224, 128 or 256)"
         )
-    weights = str(weights)
-    if weights.lower() in ("imagenet", "none"):
-        weights = weights.lower()
-    if weights == "imagenet" and channels != 3:
-        raise BadInputError(
-            f"ImageNet weights need 3 channels (RGB), not {channels}; use --channels 3"
-        )
-    source = None
-    if weights == "imagenet":
-        source = imagenet_weights_file(input_size)
-    elif weights != "none":
-        source = os.fspath(weights)
+    source = mobilenetv2_weights_source(weights, channels, (h, w))
 
     base = keras.applications.MobileNetV2(
         input_shape=(h, w, channels), include_top=False, weights=None, alpha=1.0
