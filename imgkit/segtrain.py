@@ -10,7 +10,6 @@ IoU and Dice per image, averaged). No temperature: a mask is thresholded at 0.5.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -144,20 +143,7 @@ def train_segmentation(
             "polarity": None,
             "output": "sigmoid",
             "threshold": THRESHOLD,
-            "train_args": {k: args[k] for k in (*T._RUN_ARGS, "schedule")},
-            "dataset": {
-                "path": str(ds.root.resolve()),
-                "hash": ds.hash,
-                "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
-            },
-            "metrics": metrics,
-            "monitor": monitor,
-            "epochs_run": len(run["history"]),
-            "best_epoch": run["best_epoch"],
-            "early_stopped": bool(run["stopped"]),
-            "resumed": state is not None,
-            "mixed_precision": mixed,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **T.run_meta(ds, args, splits, run, state, metrics, monitor, mixed),
             "notes": ["segmentation: masks thresholded at 0.5; no temperature calibration"],
         }
         if spec.takes_weights:

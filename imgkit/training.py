@@ -347,20 +347,7 @@ def train(
             "pixels": {**spec.pixels, "inside_model": True},
             "polarity": polarity,
             "output": output_kind,
-            "train_args": {k: args[k] for k in (*_RUN_ARGS, "schedule")},
-            "dataset": {
-                "path": str(ds.root.resolve()),
-                "hash": ds.hash,
-                "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
-            },
-            "metrics": metrics,
-            "monitor": monitor,
-            "epochs_run": len(run["history"]),
-            "best_epoch": run["best_epoch"],
-            "early_stopped": bool(run["stopped"]),
-            "resumed": state is not None,
-            "mixed_precision": mixed,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **run_meta(ds, args, splits, run, state, metrics, monitor, mixed),
         }
         if temperature is not None:
             meta["temperature"] = temperature
@@ -377,6 +364,26 @@ def train(
         with atomic_path(out / MODEL_FILE) as tmp:
             net.save(tmp)
     return _write_bundle(out, run, meta, title=f"{args['model']} on {ds.root.name}")
+
+
+def run_meta(ds, args, splits, run, state, metrics, monitor, mixed) -> dict:
+    """The imgkit.json keys every task shares: how the run went and on what data."""
+    return {
+        "train_args": {k: args[k] for k in (*_RUN_ARGS, "schedule")},
+        "dataset": {
+            "path": str(ds.root.resolve()),
+            "hash": ds.hash,
+            "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
+        },
+        "metrics": metrics,
+        "monitor": monitor,
+        "epochs_run": len(run["history"]),
+        "best_epoch": run["best_epoch"],
+        "early_stopped": bool(run["stopped"]),
+        "resumed": state is not None,
+        "mixed_precision": mixed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _write_bundle(out: Path, run: dict, meta: dict, title: str) -> dict:
