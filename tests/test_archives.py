@@ -15,12 +15,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import prep_helpers
 import pytest
-from click.testing import CliRunner
 from PIL import Image
+from prep_helpers import manifest, run
 
-from imgkit.commands import cli
 from imgkit.sources import archive, extract, find_reader
 from imgkit.sources.extract import _Extractor, _Member, archive_stem, unsafe_path_reason
 
@@ -87,10 +86,6 @@ def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def run(*argv):
-    return CliRunner().invoke(cli, ["prep", *(str(a) for a in argv)])
-
-
 def prep(archive_path: Path, out: Path, *args, exit_code=0):
     """Run prep; check the archive is unchanged and nothing landed outside ``out``."""
     before_hash = digest(archive_path)
@@ -104,13 +99,8 @@ def prep(archive_path: Path, out: Path, *args, exit_code=0):
     return result
 
 
-def manifest(folder) -> pd.DataFrame:
-    return pd.read_csv(Path(folder) / "manifest.csv", dtype=str, keep_default_na=False)
-
-
 def rejects(folder) -> dict[str, str]:
-    table = pd.read_csv(Path(folder) / "rejects.csv", dtype=str, keep_default_na=False)
-    return dict(zip(table["path"], table["reason"], strict=True))
+    return prep_helpers.rejects(folder, basename=False)
 
 
 def reason_for(folder, member: str) -> str:

@@ -5,35 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from click.testing import CliRunner
 from conftest import write_image
+from prep_helpers import manifest, ok, rejects
 
-from imgkit.commands import cli
 from imgkit.sources import find_reader, kaggle_names
 from imgkit.sources.kaggle_names import decide, name_label
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "bird": (40, 40, 200)}
-
-
-def run(*argv):
-    return CliRunner().invoke(cli, ["prep", *(str(a) for a in argv)])
-
-
-def ok(*argv):
-    result = run(*argv)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def manifest(folder) -> pd.DataFrame:
-    return pd.read_csv(Path(folder) / "manifest.csv", dtype=str, keep_default_na=False)
-
-
-def rejects(folder) -> dict[str, str]:
-    table = pd.read_csv(Path(folder) / "rejects.csv", dtype=str, keep_default_na=False)
-    return {os.path.basename(p): r for p, r in zip(table["path"], table["reason"], strict=True)}
 
 
 def kaggle_folder(root: Path, labels=("cat", "dog"), per_label: int = 5) -> Path:

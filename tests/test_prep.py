@@ -10,39 +10,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from click.testing import CliRunner
 from conftest import make_class_folder
 from PIL import Image
+from prep_helpers import manifest, ok, rejects, run
 from synthetic import write_idx
 
-from imgkit.commands import cli
 from imgkit.dataset import Dataset
 from imgkit.errors import BadInputError, ImgkitError, OfflineError, OutputExistsError
 from imgkit.prep import parse_max_bad, prepare
 from imgkit.sources import fashion_mnist
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def run(*argv):
-    return CliRunner().invoke(cli, ["prep", *(str(a) for a in argv)])
-
-
-def ok(*argv):
-    result = run(*argv)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def manifest(folder) -> pd.DataFrame:
-    return pd.read_csv(Path(folder) / "manifest.csv", dtype=str, keep_default_na=False)
-
-
-def rejects(folder) -> dict[str, str]:
-    table = pd.read_csv(Path(folder) / "rejects.csv", dtype=str, keep_default_na=False)
-    return {os.path.basename(p): r for p, r in zip(table["path"], table["reason"], strict=True)}
 
 
 def tree_hash(root: Path) -> str:

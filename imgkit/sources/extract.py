@@ -81,6 +81,8 @@ _READ_ERRORS = (
     EOFError,
     OSError,
     ValueError,
+    # zipfile's answer to a member packed with a method it cannot decompress: a
+    # reason to reject that archive, not a stub.
     NotImplementedError,
 )
 
