@@ -44,8 +44,8 @@ def make_photos(folder: Path, n: int) -> list[Path]:
 def make_bundle(tmp: Path) -> Path:
     from synthetic import write_idx
 
-    from imgkit.prep import prepare
-    from imgkit.training import train
+    from imgkit.data.prep import prepare
+    from imgkit.train.trainer import train
 
     idx = write_idx(tmp / "idx", train=200, test=50)
     prepare(["fashion-mnist"], tmp / "data", idx_dir=str(idx))

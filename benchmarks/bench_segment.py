@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def make_bundle(tmp: Path, size: int) -> Path:
     from seg_data import write_disc_pairs
 
-    from imgkit.prep import prepare
-    from imgkit.training import train
+    from imgkit.data.prep import prepare
+    from imgkit.train.trainer import train
 
     images, masks = write_disc_pairs(tmp / "pairs", 24, size=(size, size))
     prepare([str(images)], tmp / "data", masks=str(masks), val=0.25, test=0)
@@ -61,7 +61,7 @@ def main() -> None:
     from click.testing import CliRunner
 
     from imgkit.commands import cli
-    from imgkit.images import load_array
+    from imgkit.data.images import load_array
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -30,7 +30,7 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def make_dataset(folder: Path, limit: int) -> str:
-    from imgkit.prep import prepare
+    from imgkit.data.prep import prepare
 
     idx = DEBIAN_FASHION
     source = "real Fashion-MNIST"
@@ -47,7 +47,7 @@ def bare_fit(data: Path, model: str, epochs: int) -> tuple[float, list[float]]:
     """The baseline: what a notebook does with arrays already in memory."""
     import keras
 
-    from imgkit.dataset import Dataset
+    from imgkit.data.dataset import Dataset
     from imgkit.models import create_model, get_spec
 
     spec = get_spec(model)
@@ -92,7 +92,7 @@ def bare_fit(data: Path, model: str, epochs: int) -> tuple[float, list[float]]:
 
 
 def imgkit_train(data: Path, out: Path, model: str, epochs: int) -> tuple[float, list[float]]:
-    from imgkit.training import train
+    from imgkit.train.trainer import train
 
     times: list[float] = []
     t0 = time.perf_counter()

@@ -51,7 +51,7 @@ def _photos() -> tuple[list[np.ndarray], list[np.ndarray], str]:
 
 def make_dataset(folder: Path, n_train: int, n_val: int, size: int) -> str:
     """Write PNG crops and a dataset folder (no cache yet) for them."""
-    from imgkit.dataset import Record, write_dataset
+    from imgkit.data.dataset import Record, write_dataset
 
     cats, others, source = _photos()
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def make_dataset(folder: Path, n_train: int, n_val: int, size: int) -> str:
 
 
 def bench_cache(data: Path, size: int) -> tuple[float, float]:
-    from imgkit.dataset import Dataset
+    from imgkit.data.dataset import Dataset
 
     ds = Dataset.load(data)
     t0 = time.perf_counter()
@@ -91,10 +91,10 @@ def bare_fit(data: Path, size: int, epochs: int, weights: str, batch: int) -> li
     """The baseline: the same model and recipe, fitted straight on in-memory arrays."""
     import keras
 
-    from imgkit.augment import with_augmentation
-    from imgkit.dataset import Dataset
+    from imgkit.data.dataset import Dataset
     from imgkit.models import create_model, get_spec
-    from imgkit.recipe import compile_model, targets
+    from imgkit.train.augment import with_augmentation
+    from imgkit.train.recipe import compile_model, targets
 
     spec = get_spec("mobilenetv2")
     ds = Dataset.load(data)
@@ -130,7 +130,7 @@ def bare_fit(data: Path, size: int, epochs: int, weights: str, batch: int) -> li
 
 
 def imgkit_train(data: Path, out: Path, size: int, epochs: int, weights: str, **kw) -> tuple:
-    from imgkit.training import train
+    from imgkit.train.trainer import train
 
     times: list[float] = []
     t0 = time.perf_counter()

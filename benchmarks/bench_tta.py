@@ -42,8 +42,8 @@ def make_photos(folder: Path, n: int) -> None:
 def make_bundle(tmp: Path) -> Path:
     from synthetic import write_idx
 
-    from imgkit.prep import prepare
-    from imgkit.training import train
+    from imgkit.data.prep import prepare
+    from imgkit.train.trainer import train
 
     idx = write_idx(tmp / "idx", train=200, test=50)
     prepare(["fashion-mnist"], tmp / "data", idx_dir=str(idx))
@@ -69,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from imgkit.bundle import load_bundle
-    from imgkit.predict import predict_paths
-    from imgkit.tta import tta_inputs
+    from imgkit.infer.predict import predict_paths
+    from imgkit.infer.tta import tta_inputs
 
     n, v = args.images, args.views
     with tempfile.TemporaryDirectory() as tmp:

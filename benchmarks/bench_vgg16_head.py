@@ -21,7 +21,7 @@ from bench_transfer import make_dataset, steady
 
 
 def run(data: Path, out: Path, epochs: int, cache: bool) -> tuple[list[float], float]:
-    from imgkit.training import train
+    from imgkit.train.trainer import train
 
     times: list[float] = []
     t0 = time.perf_counter()

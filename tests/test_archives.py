@@ -20,8 +20,10 @@ import pytest
 from PIL import Image
 from prep_helpers import manifest, run
 
-from imgkit.sources import archive, extract, find_reader
-from imgkit.sources.extract import _Extractor, _Member, archive_stem, unsafe_path_reason
+from imgkit.data.sources import archive, extract, find_reader
+from imgkit.data.sources.archive_members import _Member
+from imgkit.data.sources.archive_names import archive_stem, unsafe_path_reason
+from imgkit.data.sources.extract import _Extractor
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40)}
 

@@ -8,9 +8,11 @@ import pytest
 from click.testing import CliRunner
 from tiny_data import SIZE, make_dataset
 
-from imgkit import plots, training
 from imgkit.commands import cli
-from imgkit.runs import SUMMARY_COLUMNS
+from imgkit.evaluate import plots
+from imgkit.evaluate.runs import SUMMARY_COLUMNS
+from imgkit.train import curves
+from imgkit.train import trainer as training
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -64,7 +66,7 @@ def test_plot_history_without_val(tmp_path):
     history = pd.DataFrame(
         {"epoch": [1, 2, 3], "loss": [1.0, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.8]}
     )
-    path = plots.plot_history(history, tmp_path / "h.png", title="t")
+    path = curves.plot_history(history, tmp_path / "h.png", title="t")
     assert path.read_bytes().startswith(PNG)
     assert [p.name for p in tmp_path.iterdir()] == ["h.png"]  # no temporary left behind
 

@@ -1,4 +1,4 @@
-"""imgkit eval and imgkit.metrics: hand-computed scores, matching, gates, outputs.
+"""imgkit eval and imgkit.evaluate.metrics: hand-computed scores, matching, gates, outputs.
 
 No model is needed: predictions are CSVs written here, and the truth a dataset folder
 (its manifest only) or a CSV.
@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from imgkit.commands import cli
-from imgkit.dataset import Record, write_dataset
-from imgkit.metrics import (
+from imgkit.data.dataset import Record, write_dataset
+from imgkit.evaluate.metrics import (
     average_precision,
     confusion_matrix,
     evaluate,

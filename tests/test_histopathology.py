@@ -15,12 +15,12 @@ from test_pipelines import run_script
 from tiny_data import make_dataset
 
 from imgkit.commands import cli
-from imgkit.dataset import Dataset, assign_splits
+from imgkit.data.dataset import Dataset, assign_splits
+from imgkit.data.prep import prepare
+from imgkit.data.sources import find_reader
 from imgkit.errors import BadInputError
-from imgkit.predict import prediction_frame
-from imgkit.prep import prepare
-from imgkit.sources import find_reader
-from imgkit.thresholds import (
+from imgkit.infer.predict import prediction_frame
+from imgkit.train.thresholds import (
     apply_threshold,
     choose_threshold,
     parse_threshold,
@@ -143,7 +143,7 @@ def test_thresholds_choose_and_change_labels():
 
 
 def test_raw_threshold_gives_the_same_labels_without_the_temperature():
-    from imgkit.calibration import temper
+    from imgkit.train.calibration import temper
 
     rng = np.random.default_rng(0)
     p = rng.uniform(0.01, 0.99, 200)
@@ -198,8 +198,8 @@ def test_vgg16_fine_tune_last_and_weights_from_a_bundle(tmp_path):
 
 def test_vgg16_trains_with_a_threshold_and_predict_uses_it(tmp_path):
     from imgkit.bundle import load_bundle
-    from imgkit.predict import Predictor
-    from imgkit.training import train
+    from imgkit.infer.predict import Predictor
+    from imgkit.train.trainer import train
 
     make_dataset(tmp_path / "data", n_train=24, n_val=12, n_test=8, size=32)
     # Build a 3-channel variant is not needed: vgg16 takes 1 channel (grey -> BGR).
@@ -266,7 +266,7 @@ def test_histopathology_script_end_to_end(tmp_path):
 
 
 def test_dense_units_are_a_tunable_head_setting(tmp_path):
-    from imgkit.tune import parse_grid
+    from imgkit.train.tune import parse_grid
 
     assert parse_grid(["dense_units=8,16"]) == {"head_units": [8, 16]}
     make_dataset(tmp_path / "data", n_train=16, n_val=8, n_test=0, size=32)

@@ -1,4 +1,4 @@
-"""imgkit.images: every kind of bad or unusual image file, and the resize modes."""
+"""imgkit.data.images: every kind of bad or unusual image file, and the resize modes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgkit.errors import BadImageError
-from imgkit.images import (
+from imgkit.data.images import (
     check_image,
     is_hidden,
     is_skipped,
@@ -20,6 +19,7 @@ from imgkit.images import (
     open_image,
     to_array,
 )
+from imgkit.errors import BadImageError
 
 
 def reason_for(path, **kwargs) -> str:

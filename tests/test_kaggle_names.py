@@ -9,8 +9,8 @@ import pytest
 from conftest import write_image
 from prep_helpers import manifest, ok, rejects
 
-from imgkit.sources import find_reader, kaggle_names
-from imgkit.sources.kaggle_names import decide, name_label
+from imgkit.data.sources import find_reader, kaggle_names
+from imgkit.data.sources.kaggle_names import decide, name_label
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "bird": (40, 40, 200)}
 

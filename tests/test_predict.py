@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgkit.commands import cli
-from imgkit.dataset import Dataset, Record, write_dataset
-from imgkit.predict import (
+from imgkit.data.dataset import Dataset, Record, write_dataset
+from imgkit.infer.inputs import iter_input_paths
+from imgkit.infer.predict import (
     apply_temperature,
     border_mean,
     csv_columns,
     frame_to_csv,
-    iter_input_paths,
     predict_paths,
     prediction_frame,
     should_invert,
@@ -377,7 +377,7 @@ def test_dataset_split_then_eval(bundles, tmp_path, monkeypatch):
 
 def test_dataset_cache_is_used_for_the_training_dataset(bundles, tmp_path, monkeypatch):
     from imgkit.bundle import load_bundle
-    from imgkit.predict import predict_split
+    from imgkit.infer.predict import predict_split
 
     monkeypatch.chdir(tmp_path)
     ds = Dataset.load(_dataset(tmp_path))

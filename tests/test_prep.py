@@ -16,10 +16,10 @@ from PIL import Image
 from prep_helpers import manifest, ok, rejects, run
 from synthetic import write_idx
 
-from imgkit.dataset import Dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.prep import parse_max_bad, prepare
+from imgkit.data.sources import fashion_mnist
 from imgkit.errors import BadInputError, ImgkitError, OfflineError, OutputExistsError
-from imgkit.prep import parse_max_bad, prepare
-from imgkit.sources import fashion_mnist
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

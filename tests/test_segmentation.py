@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgkit.commands import cli
-from imgkit.dataset import Dataset
-from imgkit.masks import mask_scores, read_mask
-from imgkit.segment import flip_tta
+from imgkit.data.dataset import Dataset
+from imgkit.data.masks import mask_scores, read_mask
+from imgkit.infer.segment import flip_tta
 
 sys.path.insert(0, str(Path(__file__).parent))
 from seg_data import disc_pair, write_disc_pairs  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from imgkit.commands import cli
-from imgkit.submit import id_key, id_of
+from imgkit.evaluate.submit import id_key, id_of
 
 # As `imgkit predict` writes them for data/test: sorted as text, so 10 before 2.
 PREDS = """\

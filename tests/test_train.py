@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from tiny_data import SIZE, make_dataset, squares
 
-from imgkit import training
 from imgkit.bundle import BUNDLE_FORMAT, load_bundle, read_meta, save_meta
 from imgkit.commands import cli
+from imgkit.data.polarity import detect_polarity
 from imgkit.errors import BadBundleError, BadDatasetError, BadInputError, OutputExistsError
+from imgkit.train import trainer as training
 
 # Small and quick: 12x12 images, batch 8, a few epochs.
 FAST = dict(model="small-cnn", epochs=3, batch_size=8, input_size=(SIZE, SIZE))
@@ -148,23 +149,26 @@ def test_resume_refuses_another_dataset_or_model(data, tmp_path):
     assert result.exit_code == 1 and "--model small-cnn" in result.output
 
 
-def test_early_stopping_stops_and_restores_the_best(data, tmp_path, monkeypatch):
-    # Script the validation loss (best at epoch 2) around the real fit, and keep the
-    # weights after every epoch to check which ones the bundle got.
+def test_early_stopping_stops_and_restores_the_best(data, tmp_path):
+    # Script the validation loss (best at epoch 2) with a callback that runs before
+    # imgkit's own, and keep the weights after every epoch to check which ones the
+    # bundle got.
+    import keras
+
     scripted = [1.0, 0.5, 0.7, 0.8, 0.9, 1.0]
     seen = []
-    real_fit = training._fit_epoch
 
-    def fit_epoch(net, *args):
-        logs = real_fit(net, *args)
-        seen.append(net.get_weights())
-        logs["val_loss"] = scripted[len(seen) - 1]
-        return logs
+    class Script(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_weights())
+            logs["val_loss"] = scripted[epoch]
 
-    monkeypatch.setattr(training, "_fit_epoch", fit_epoch)
     run = tmp_path / "run"
-    meta = training.train(data, run, **{**FAST, "epochs": 6}, patience=2)
+    meta = training.train(
+        data, run, **{**FAST, "epochs": 6}, patience=2, callbacks_extra=[Script()]
+    )
     assert meta["epochs_run"] == 4 and meta["best_epoch"] == 2 and meta["early_stopped"]
+    assert len(seen) == 4  # one fit: stopped after epoch 4, not run to 6
     saved = load_bundle(run).model.get_weights()
     for got, want in zip(saved, seen[1], strict=True):
         np.testing.assert_array_equal(got, want)
@@ -226,7 +230,7 @@ def test_detect_polarity(fill, expected):
         background, thing = fill
         x = np.full((50, 20, 20, 3), background, dtype=np.uint8)
         x[:, 5:15, 5:15] = thing
-    assert training.detect_polarity(x) == expected
+    assert detect_polarity(x) == expected
 
 
 def test_load_bundle_errors(bundle, tmp_path):

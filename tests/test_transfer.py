@@ -17,11 +17,9 @@ import pytest
 from click.testing import CliRunner
 from tiny_data import make_dataset
 
-from imgkit import training
 from imgkit.bundle import load_bundle, read_meta
-from imgkit.calibration import fit_temperature, log_loss, temper
 from imgkit.commands import cli
-from imgkit.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset, Record, write_dataset
 from imgkit.errors import BadInputError, OfflineError
 from imgkit.models import create_model, get_spec
 from imgkit.models.backbones import (
@@ -30,7 +28,10 @@ from imgkit.models.backbones import (
     imagenet_file_name,
     imagenet_size,
 )
-from imgkit.recipe import class_weights, sample_weights, targets
+from imgkit.train import trainer as training
+from imgkit.train.calibration import fit_temperature, log_loss, temper
+from imgkit.train.checkpoints import load_trainer
+from imgkit.train.recipe import class_weights, sample_weights, targets
 
 SIDE = 32
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights"
@@ -371,7 +372,7 @@ def test_interrupted_transfer_run_resumes(rgb_data, weights_file, tmp_path):
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and not state["features"]
     # What resume loads keeps the frozen layers, the frozen BN and the schedule.
-    saved = training._load_trainer(run / "checkpoints", state)
+    saved = load_trainer(run / "checkpoints", state)
     backbone = _backbone(saved)
     assert all(not lay.trainable for lay in _bn_layers(backbone))
     # (Layers without weights, such as the input layer, may come back trainable: no matter.)

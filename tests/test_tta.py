@@ -18,8 +18,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgkit.commands import cli
-from imgkit.predict import Predictor, apply_temperature, csv_columns
-from imgkit.tta import IDENTITY, MAX_SHIFT, MAX_ZOOM, View, apply_view, tta_inputs, view_params
+from imgkit.infer.predict import Predictor, apply_temperature, csv_columns
+from imgkit.infer.tta import (
+    IDENTITY,
+    MAX_SHIFT,
+    MAX_ZOOM,
+    View,
+    apply_view,
+    tta_inputs,
+    view_params,
+)
 
 CLASSES = ["cat", "dog"]
 SIZE = 8

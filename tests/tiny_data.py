@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset, Record, write_dataset
 
 SIZE = 12
 

@@ -23,9 +23,9 @@ def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float
         GateFailedError: a mean is below its bar.
     """
     from imgkit.errors import GateFailedError
+    from imgkit.evaluate.maskeval import evaluate_masks
+    from imgkit.evaluate.metrics import check_gates
     from imgkit.fileio import write_csv, write_text
-    from imgkit.maskeval import evaluate_masks
-    from imgkit.metrics import check_gates
 
     for name in bars:
         if name not in MASK_GATES:

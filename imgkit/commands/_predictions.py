@@ -46,7 +46,7 @@ def use_calibration(bundle, calibrated: bool) -> None:
     if not calibrated:
         threshold = bundle.meta.get("threshold")
         if threshold is not None:
-            from imgkit.thresholds import raw_threshold
+            from imgkit.train.thresholds import raw_threshold
 
             # The threshold was chosen on tempered probabilities: the same labels result.
             temperature = float(bundle.meta.get("temperature") or 1.0)
@@ -62,9 +62,9 @@ def write_predictions(classes, make_frames: Callable[[Callable], Iterator], outp
         make_frames: called with an ``on_reject`` callback; returns the frames.
         output: a CSV path, or None / "-" for stdout (rows written batch by batch).
     """
+    from imgkit.data.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
     from imgkit.fileio import atomic_open
-    from imgkit.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
-    from imgkit.predict import frame_to_csv
+    from imgkit.infer.predict import frame_to_csv
 
     summary = _Summary(classes)
 

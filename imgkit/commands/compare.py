@@ -26,7 +26,7 @@ def command(runs, output):
         imgkit train data/fashion -o runs/nodrop --model small-cnn --dropout 0
         imgkit compare runs/drop runs/nodrop -o reports/dropout
     """
-    from imgkit.runs import compare_runs
+    from imgkit.evaluate.runs import compare_runs
 
     out = Path(output)
     summary = compare_runs(runs, out)

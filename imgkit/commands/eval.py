@@ -63,11 +63,12 @@ def command(preds, truth, output, fail_under):
         imgkit eval masks_out/ --truth data/seg --fail-under iou=0.7
     """
     from imgkit.errors import GateFailedError
-    from imgkit.metrics import GATE_METRICS, check_gates, load_truth
+    from imgkit.evaluate.matching import load_truth
+    from imgkit.evaluate.metrics import GATE_METRICS, check_gates
 
     bars = parse_key_values(fail_under, "--fail-under")
     if len(preds) == 1 and preds[0] != "-":
-        from imgkit.maskeval import is_mask_folder
+        from imgkit.evaluate.maskeval import is_mask_folder
 
         if is_mask_folder(preds[0]):
             # A folder of mask PNGs (imgkit segment): segmentation scores instead.
@@ -118,7 +119,7 @@ def command(preds, truth, output, fail_under):
 
 def _score(preds: str, truth: str, truth_set, prefix: str = "") -> tuple[dict, object]:
     """Score one predictions file; warn about rows that could not be scored."""
-    from imgkit.metrics import evaluate_predictions, read_predictions
+    from imgkit.evaluate.matching import evaluate_predictions, read_predictions
 
     source = click.get_binary_stream("stdin") if preds == "-" else preds
     matched = evaluate_predictions(read_predictions(source), truth_set)
@@ -163,8 +164,8 @@ def _folder_names(preds) -> list[str]:
 def _compare(preds, scored, output) -> None:
     from pathlib import Path
 
+    from imgkit.evaluate.metrics import comparison_frame
     from imgkit.fileio import write_csv
-    from imgkit.metrics import comparison_frame
 
     summaries = [s for s, _ in scored]
     table = comparison_frame(summaries, [str(p) for p in preds])
@@ -206,8 +207,8 @@ def _show_comparison(table) -> None:
 def _write(folder, text: str, report) -> str:
     from pathlib import Path
 
+    from imgkit.evaluate.plots import plot_confusion  # matplotlib only when a figure is drawn
     from imgkit.fileio import write_csv, write_text
-    from imgkit.plots import plot_confusion  # matplotlib only when a figure is drawn
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def command(run, inputs, output, split, batch_size, invert, calibrated):
         find shots -name '*.jpg' | imgkit predict runs/fashion - | head
     """
     from imgkit.bundle import load_bundle
-    from imgkit.predict import predict_inputs
+    from imgkit.infer.predict import predict_inputs
 
     bundle = load_bundle(run, task="classification")
     use_calibration(bundle, calibrated)

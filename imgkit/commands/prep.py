@@ -171,7 +171,7 @@ def command(
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
     """
-    from imgkit.prep import parse_max_bad, prepare
+    from imgkit.data.prep import parse_max_bad, prepare
 
     try:
         parse_max_bad(max_bad)

@@ -59,10 +59,10 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size)
         imgkit eval masks_out/ --truth data/seg
     """
     from imgkit.bundle import load_bundle
+    from imgkit.data.images import open_image
+    from imgkit.data.masks import mask_scores, write_mask_png
     from imgkit.errors import BadInputError
-    from imgkit.images import open_image
-    from imgkit.masks import mask_scores, write_mask_png
-    from imgkit.segment import overlay_panel, segment_inputs
+    from imgkit.infer.segment import overlay_panel, segment_inputs
 
     bundle = load_bundle(run, task="segmentation")
     out = Path(output)

@@ -58,9 +58,9 @@ def command(preds, output, sample, clip, column, id_from):
         imgkit submit tta.csv --sample sample_submission.csv -o submission.csv
         imgkit submit preds.csv --clip 0.005 -o submission.csv
     """
+    from imgkit.evaluate.matching import read_csv_strings, read_predictions
+    from imgkit.evaluate.submit import make_submission
     from imgkit.fileio import write_text
-    from imgkit.metrics import read_csv_strings, read_predictions
-    from imgkit.submit import make_submission
 
     source = click.get_binary_stream("stdin") if preds == "-" else preds
     table = read_predictions(source)

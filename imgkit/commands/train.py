@@ -247,7 +247,7 @@ def command(
     """
     from click.core import ParameterSource
 
-    from imgkit.training import train
+    from imgkit.train.trainer import train
 
     # On --resume an option left at its default means "as the run was started"; only
     # options the user typed are checked against the saved run.

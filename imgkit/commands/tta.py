@@ -49,7 +49,7 @@ def command(run, inputs, views, output, split, batch_size, invert, seed, calibra
         imgkit eval preds.csv tta.csv --truth data/dvc
     """
     from imgkit.bundle import load_bundle
-    from imgkit.tta import tta_inputs
+    from imgkit.infer.tta import tta_inputs
 
     bundle = load_bundle(run, task="classification")
     use_calibration(bundle, calibrated)

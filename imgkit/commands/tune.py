@@ -83,7 +83,7 @@ def command(
         imgkit tune data/idc -o tune/ft --model vgg16 --metric f1 \\
             --grid fine_tune_last=0,4 --grid lr=1e-4,1e-5 --trials 3 --random
     """
-    from imgkit.tune import parse_grid, tune
+    from imgkit.train.tune import parse_grid, tune
 
     grid = parse_grid(list(grid_items))
     fixed = {

@@ -64,6 +64,8 @@ class ModelSpec:
         min_size: the smallest input side the model builds at.
         options: the builder's keyword options and their defaults (e.g. dropout;
             ``weights`` for models that start from pretrained weights).
+        weights_file: for pretrained models, ``fn(input_size) -> Path``: the ImageNet
+            file ``--weights imagenet`` loads at that size (Keras's cache name).
     """
 
     name: str
@@ -82,6 +84,7 @@ class ModelSpec:
     augment: str = "none"
     min_size: int = 1
     options: dict = field(default_factory=dict)
+    weights_file: Callable | None = None
 
     @property
     def takes_weights(self) -> bool:
@@ -111,6 +114,7 @@ def register_model(
     label_smoothing: float = 0.0,
     augment: str = "none",
     min_size: int = 1,
+    weights_file: Callable | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register a model builder under ``name``.
 
@@ -129,6 +133,7 @@ def register_model(
         label_smoothing: default label smoothing.
         augment: default augmentation level.
         min_size: the smallest input side the model builds at.
+        weights_file: pretrained models: ``fn(input_size) -> Path`` of the ImageNet file.
 
     Returns:
         The decorator, which returns the builder unchanged.
@@ -168,6 +173,7 @@ def register_model(
             augment=augment,
             min_size=int(min_size),
             options=options,
+            weights_file=weights_file,
         )
         return fn
 

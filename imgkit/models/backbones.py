@@ -102,11 +102,12 @@ def cached_weights_file(name: str, origin: str, advice: str = "") -> Path:
 
 def imagenet_file_for(model: str, input_size: tuple[int, int]) -> Path:
     """The ImageNet weights file registry model ``model`` loads at ``input_size``."""
-    if model == "vgg16":
-        from imgkit.models.vgg16 import imagenet_weights_file as vgg16_file
+    from imgkit.models import get_spec
 
-        return vgg16_file()
-    return imagenet_weights_file(input_size)
+    spec = get_spec(model)
+    if spec.weights_file is None:
+        raise BadInputError(f"model {model!r} does not start from ImageNet weights")
+    return spec.weights_file(input_size)
 
 
 def mobilenetv2_weights_source(weights, channels: int, input_size: tuple[int, int]) -> str | None:

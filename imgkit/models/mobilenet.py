@@ -12,6 +12,7 @@ from imgkit.models.backbones import (
     BACKBONE_LAYER,
     FEATURES_LAYER,
     freeze,
+    imagenet_weights_file,
     load_weights_file,
     mobilenetv2_weights_source,
 )
@@ -40,6 +41,7 @@ DEFAULT_FINE_TUNE_LAST = 30
     label_smoothing=0.1,
     augment="standard",
     min_size=32,
+    weights_file=imagenet_weights_file,
 )
 def mobilenetv2(
     num_classes: int,

@@ -13,6 +13,7 @@ from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
     freeze,
+    imagenet_weights_file,
     load_weights_file,
     mobilenetv2_weights_source,
 )
@@ -49,6 +50,7 @@ DECODER_FILTERS = (512, 256, 128, 64)
     patience=10,
     augment="light",
     min_size=32,
+    weights_file=imagenet_weights_file,
 )
 def unet_mobilenetv2(
     num_classes: int,

@@ -88,6 +88,7 @@ def caffe_kernel(channels: int) -> tuple[np.ndarray, np.ndarray]:
     patience=5,
     augment="none",
     min_size=32,
+    weights_file=lambda _size: imagenet_weights_file(),
 )
 def vgg16(
     num_classes: int,

@@ -1,0 +1,414 @@
+"""Make a dataset folder from image sources: the library side of ``imgkit prep``.
+
+Every image is opened and decoded once here, so that training later never meets an
+unreadable file; what cannot be used goes to rejects.csv with the reason, and the run
+goes on (unless ``max_bad`` says too many are broken).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections import Counter, defaultdict
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from imgkit.data.dataset import (
+    REJECTS,
+    Dataset,
+    Record,
+    Reject,
+    assign_splits,
+    write_dataset,
+)
+from imgkit.data.grouping import compile_group_by, regroup, split_balance
+from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
+from imgkit.data.prep_output import _check_output, _replace_folder
+from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
+from imgkit.errors import BadImageError, BadInputError, ImgkitError
+from imgkit.fileio import atomic_dir
+
+DEFAULT_VAL = 0.1
+DEFAULT_TEST = 0.1
+
+
+def parse_max_bad(value: str | int | float | None) -> tuple[int | None, float | None]:
+    """Read ``--max-bad``: a count of bad images (``10``) or a fraction (``0.05``).
+
+    Returns:
+        ``(count, None)``, ``(None, fraction)``, or ``(None, None)`` for no limit.
+
+    Raises:
+        BadInputError: neither a whole number nor a fraction below 1.
+    """
+    if value is None:
+        return None, None
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if number >= 1 and number == int(number):
+        return int(number), None
+    if 0 <= number < 1:
+        return (0, None) if number == 0 else (None, number)
+    raise BadInputError(
+        f"--max-bad must be a count (like 10) or a fraction below 1 (like 0.05), got {value!r}"
+    )
+
+
+def reason_kind(reason: str) -> str:
+    """A reject reason without its details, for counting reasons in a summary."""
+    return reason.split(" (", 1)[0]
+
+
+# --- the output folder ---------------------------------------------------------------
+
+
+# --- checking images -----------------------------------------------------------------
+
+
+class _BadCounter:
+    """Counts broken inputs and stops the run once ``--max-bad`` is exceeded."""
+
+    def __init__(self, max_bad: str | int | float | None):
+        self.raw = max_bad
+        self.count, self.fraction = parse_max_bad(max_bad)
+        self.total = 0
+        self.bad: list[Reject] = []
+
+    def allowed(self) -> float:
+        if self.count is not None:
+            return self.count
+        if self.fraction is not None:
+            return self.fraction * self.total
+        return float("inf")
+
+    def add(self, reject: Reject) -> None:
+        self.bad.append(reject)
+        if len(self.bad) > self.allowed():
+            self.fail()
+
+    def fail(self) -> None:
+        kinds = Counter(reason_kind(r.reason) for r in self.bad).most_common(3)
+        top = "; ".join(f"{k} ({n})" for k, n in kinds)
+        examples = ", ".join(r.path for r in self.bad[:3])
+        raise ImgkitError(
+            f"stopped: {len(self.bad)} unreadable or unusable inputs of {self.total}, more than "
+            f"--max-bad {self.raw}. Reasons: {top}. For example: {examples}"
+        )
+
+
+def _check_all(
+    records: list[Record],
+    workdir: Path,
+    counter: _BadCounter,
+    progress: Progress | None,
+    max_pixels: int,
+) -> tuple[list[Record], list[Reject]]:
+    """Open and decode every record's image once, in threads; split good from bad."""
+    if not records:
+        return [], []
+
+    def check(record: Record) -> str | None:
+        path = Path(record.path)
+        try:
+            check_image(path if path.is_absolute() else workdir / path, max_pixels)
+        except BadImageError as e:
+            return e.reason
+        return None
+
+    reasons: list[str | None] = [None] * len(records)
+    pool = ThreadPoolExecutor(os.cpu_count() or 2)
+    try:
+        futures: dict[Future, int] = {pool.submit(check, r): i for i, r in enumerate(records)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = futures[future]
+                reasons[i] = future.result()
+                if reasons[i] is not None:
+                    counter.add(Reject(records[i].path, reasons[i]))
+            if progress is not None:
+                progress("checking images", len(done), len(records))
+    finally:
+        # On a --max-bad stop, images not yet checked are not worth waiting for.
+        pool.shutdown(wait=True, cancel_futures=True)
+    good = [r for r, reason in zip(records, reasons, strict=True) if reason is None]
+    bad = [Reject(r.path, reason) for r, reason in zip(records, reasons, strict=True) if reason]
+    return good, bad
+
+
+# --- assembling ----------------------------------------------------------------------
+
+
+def _dedupe(records: list[Record]) -> tuple[list[Record], list[Reject]]:
+    """Keep the first listing of each file: a file twice in a dataset leaks across splits."""
+    seen: dict[str, Record] = {}
+    kept, rejects = [], []
+    for r in records:
+        key = os.path.realpath(r.path) if Path(r.path).is_absolute() else r.path
+        first = seen.get(key)
+        if first is None:
+            seen[key] = r
+            kept.append(r)
+        elif first.label != r.label:
+            rejects.append(
+                Reject(
+                    r.path, f"listed twice with different labels ({first.label!r} and {r.label!r})"
+                )
+            )
+        else:
+            rejects.append(Reject(r.path, "skipped: listed twice (the first listing was taken)"))
+    return kept, rejects
+
+
+def _limit(records: list[Record], limit: int | None, seed: int) -> list[Record]:
+    """At most ``limit`` images per fixed split (unassigned ones count as one), stratified."""
+    if limit is None:
+        return records
+    by_split: dict[str | None, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_split[r.split].append(i)
+    keep: list[int] = []
+    for members in by_split.values():
+        chosen = stratified_subset([records[i].label for i in members], limit, seed)
+        keep.extend(members[j] for j in chosen)
+    return [records[i] for i in sorted(keep)]
+
+
+def _assign(
+    records: list[Record], val: float | None, test: float | None, seed: int
+) -> tuple[list[Record], float, float]:
+    fixed = [r.split for r in records]
+    # A source with its own test (or val) set, like fashion-mnist's official test set,
+    # gets no second one carved out unless asked for.
+    val = val if val is not None else (0.0 if "val" in fixed else DEFAULT_VAL)
+    test = test if test is not None else (0.0 if "test" in fixed else DEFAULT_TEST)
+    groups = None
+    if any(r.group is not None for r in records):
+        # An image without a group is a group of its own.
+        groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
+    splits = assign_splits([r.label for r in records], val, test, seed, groups=groups, fixed=fixed)
+    return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
+
+
+def _assign_pairs(
+    records: list[Record], val: float | None, test: float | None, seed: int
+) -> tuple[list[Record], float, float]:
+    """Random splits for image+mask pairs: no classes to stratify by."""
+    val = DEFAULT_VAL if val is None else val
+    test = DEFAULT_TEST if test is None else test
+    groups = None
+    if any(r.group is not None for r in records):
+        groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
+    # One stand-in label for all: assign_splits then draws a plain random split.
+    splits = assign_splits(["object"] * len(records), val, test, seed, groups=groups)
+    return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
+
+
+def _store_cache(folder: Path, arrays: dict[str, np.ndarray]) -> list[str]:
+    """Fill the decode cache for every split whose images all came as arrays."""
+    dataset = Dataset.load(folder)
+    stored = []
+    for split in dataset.splits():
+        paths = list(dataset.rows(split)["path"])
+        if not all(p in arrays for p in paths):
+            continue
+        if len({arrays[p].shape for p in paths}) != 1:
+            continue
+        dataset.store_arrays(split, np.stack([arrays[p] for p in paths]), resize="stretch")
+        stored.append(split)
+    return stored
+
+
+def _warnings(records: list[Record]) -> list[str]:
+    counts = Counter(r.label for r in records if r.label is not None)
+    out = []
+    if len(counts) == 1:
+        out.append(f"only one class ({next(iter(counts))!r}): a classifier needs at least two")
+    few = sorted(k for k, n in counts.items() if n < 5)
+    if few:
+        out.append(f"classes with fewer than 5 images: {', '.join(few[:10])}")
+    return out
+
+
+def prepare(
+    sources: list[str],
+    output: str | os.PathLike,
+    *,
+    val: float | None = None,
+    test: float | None = None,
+    seed: int = 0,
+    max_bad: str | int | float | None = None,
+    overwrite: bool = False,
+    idx_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name_labels: bool | None = None,
+    masks: str | os.PathLike | None = None,
+    group_by: str | None = None,
+) -> dict:
+    """Read image sources, check every image, assign splits, write a dataset folder.
+
+    Args:
+        sources: folders, CSV files, zip/tar archives, IDX folders or "fashion-mnist"
+            (see :mod:`imgkit.data.sources`).
+        output: the dataset folder to make.
+        val: fraction for validation (default 0.1, or 0 when a source fixes val).
+        test: fraction for test (default 0.1, or 0 when a source has its own test set).
+        seed: seed for the splits and ``limit`` subsets.
+        max_bad: stop when more inputs than this are unreadable: a count (10) or a
+            fraction (0.05); hidden files and non-image files do not count.
+        overwrite: replace an existing dataset folder (only once the new one is done).
+        idx_dir: where the fashion-mnist IDX files are.
+        limit: at most this many images per split of the sources, stratified by class.
+        progress: called as ``progress(task, advance, total)``.
+        max_pixels: images with more pixels are rejected as possible decompression bombs.
+        name_labels: label folders by Kaggle-style file names (``cat.12.jpg``): None
+            decides from the names, True whenever any name fits, False never (see
+            :mod:`imgkit.data.sources.kaggle_names`).
+        masks: a folder of masks matched to the images by file stem, or a CSV with
+            path,mask columns: makes a segmentation dataset (see :mod:`imgkit.data.segprep`).
+        group_by: a regular expression searched in each image's path relative to its
+            source; its first group (or the whole match) is the image's group, kept in
+            one split. Images it does not match are groups of their own (counted in a
+            warning). See :mod:`imgkit.data.grouping`.
+
+    Returns:
+        The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
+        ``skipped`` (count), ``reject_reasons`` ([(reason, count)], most common first),
+        ``cached_splits`` and ``warnings``.
+
+    Raises:
+        OutputExistsError: ``output`` exists and ``overwrite`` is off.
+        BadInputError: a source cannot be read, or no usable image is left.
+        OfflineError: fashion-mnist is not here and cannot be downloaded.
+        ImgkitError: more bad images than ``max_bad``.
+    """
+    sources = [str(s) for s in sources]
+    if not sources:
+        raise BadInputError("no sources given (folders, CSV files or fashion-mnist)")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    output = Path(output)
+    counter = _BadCounter(max_bad)  # parses max_bad before any work
+    group_pattern = compile_group_by(group_by) if group_by else None
+    _check_output(output, sources, overwrite)
+    replacing = output.exists()
+    staging = (
+        output.with_name(f".{output.name}.new-{secrets.token_hex(4)}") if replacing else output
+    )
+
+    with atomic_dir(staging) as workdir:
+        ctx = SourceContext(
+            workdir=workdir,
+            idx_dir=Path(idx_dir) if idx_dir else None,
+            limit=limit,
+            seed=seed,
+            progress=progress,
+            name_labels=name_labels,
+        )
+        records: list[Record] = []
+        rejects: list[Reject] = []
+        trusted: set[str] = set()
+        arrays: dict[str, np.ndarray] = {}
+        details = []
+        notes: list[str] = []
+        for spec in sources:
+            result = read_source(spec, ctx)
+            if group_pattern is not None:
+                result.records, unmatched = regroup(result.records, group_pattern, spec, workdir)
+                if unmatched:
+                    result.warnings.append(
+                        f"--group-by matched no group in {unmatched} of {len(result.records)} "
+                        "paths: each of those is a group of its own"
+                    )
+            records.extend(result.records)
+            rejects.extend(result.rejects)
+            if result.trusted:
+                trusted.update(r.path for r in result.records)
+            if result.arrays:
+                arrays.update(result.arrays)
+            details.append(result.description)
+            notes.extend(f"{spec}: {w}" for w in result.warnings)
+
+        records, duplicates = _dedupe(records)
+        rejects.extend(duplicates)
+        records = _limit(records, limit, seed)
+        bad_so_far = [r for r in rejects if not is_skipped(r.reason)]
+        counter.total = len(records) + len(bad_so_far)
+        for r in bad_so_far:
+            counter.add(r)
+
+        if masks is not None:
+            # Pairs are checked together (image and mask, and their sizes) right here.
+            from imgkit.data.segprep import attach_masks
+
+            records, bad_pairs, mask_notes = attach_masks(records, masks, workdir)
+            notes.extend(mask_notes)
+            for r in bad_pairs:
+                rejects.append(r)
+                if not is_skipped(r.reason):
+                    counter.add(r)
+            trusted.update(r.path for r in records)
+
+        unchecked = [r for r in records if r.path not in trusted]
+        good, broken = _check_all(unchecked, workdir, counter, progress, max_pixels)
+        good_paths = {r.path for r in good}
+        records = [r for r in records if r.path in trusted or r.path in good_paths]
+        rejects.extend(broken)
+
+        if not records:
+            kinds = Counter(reason_kind(r.reason) for r in rejects).most_common(3)
+            why = "; ".join(f"{k} ({n})" for k, n in kinds) or "no image files found"
+            raise BadInputError(f"no usable images in {', '.join(sources)}: {why}")
+        if (
+            masks is None
+            and not any(r.label for r in records)
+            and not any(r.split == "unlabeled" for r in records)
+        ):
+            raise BadInputError(f"no classes found in {', '.join(sources)}")
+
+        if masks is not None:
+            records, val_used, test_used = _assign_pairs(records, val, test, seed)
+        else:
+            records, val_used, test_used = _assign(records, val, test, seed)
+        info = write_dataset(
+            workdir,
+            records,
+            rejects,
+            task="segmentation" if masks is not None else "classification",
+            source=sources,
+            seed=seed,
+            final_folder=output,
+            extra={
+                "val": val_used,
+                "test": test_used,
+                "limit": limit,
+                "sources": details,
+                **split_balance(records),
+            },
+        )
+        cached = _store_cache(workdir, arrays) if arrays else []
+
+    if replacing:
+        _replace_folder(staging, output)
+
+    n_skipped = sum(1 for r in rejects if is_skipped(r.reason))
+    reasons = Counter(reason_kind(r.reason) for r in rejects).most_common()
+    return {
+        **info,
+        "path": str(output),
+        "rejects_file": str(output / REJECTS),
+        "bad": len(rejects) - n_skipped,
+        "skipped": n_skipped,
+        "reject_reasons": reasons,
+        "cached_splits": cached,
+        "warnings": notes + _warnings(records),
+    }

@@ -1,0 +1,140 @@
+"""Score a folder of predicted masks against the true ones: per-image IoU, Dice, accuracy.
+
+Predicted masks are matched to the truth by file stem (``segment`` names each mask
+after its image). The truth is a segmentation dataset folder (its masks, every split)
+or a folder of mask files. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgkit.data.dataset import Dataset
+from imgkit.data.images import list_images
+from imgkit.data.masks import mask_scores, mean_scores, read_mask, resize_mask
+from imgkit.errors import BadDatasetError, BadImageError, BadInputError
+from imgkit.infer.inputs import is_dataset_folder
+
+MASK_METRICS = ("iou", "dice", "pixel_accuracy")
+
+
+@dataclass
+class MaskReport:
+    """What :func:`evaluate_masks` found.
+
+    Attributes:
+        per_image: one row per scored mask: path, truth, split, iou, dice,
+            pixel_accuracy, resized (the prediction had another size than the truth).
+        summary: n, the mean of each metric, and counts of what was not scored.
+        unmatched: predicted masks with no true mask.
+        unreadable: (path, reason) of predicted or true masks that could not be read.
+    """
+
+    per_image: pd.DataFrame
+    summary: dict
+    unmatched: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_mask_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder of images (predicted masks), not a CSV."""
+    return Path(path).is_dir() and not is_dataset_folder(path)
+
+
+def mask_truth(source: str | os.PathLike) -> dict[str, tuple[Path, str]]:
+    """The true masks by stem: ``{stem: (mask file, split)}``.
+
+    Args:
+        source: a segmentation dataset folder, or a folder of mask files.
+
+    Raises:
+        BadDatasetError: a dataset that is not a segmentation dataset.
+        BadInputError: not a folder.
+    """
+    path = Path(source)
+    if is_dataset_folder(path):
+        ds = Dataset.load(path)
+        if ds.task != "segmentation" or "mask" not in ds.manifest.columns:
+            raise BadDatasetError(
+                f"{path}: a {ds.task} dataset has no masks; give a segmentation dataset "
+                "(imgkit prep IMAGES --masks MASKS) or a folder of masks"
+            )
+        return {
+            Path(p).stem: (ds.abspath(m), s)
+            for p, m, s in zip(
+                ds.manifest["path"], ds.manifest["mask"], ds.manifest["split"], strict=True
+            )
+            if m
+        }
+    if path.is_dir():
+        files, _ = list_images(path)
+        return {Path(f).stem: (Path(f), "") for f in files}
+    raise BadInputError(f"{path}: the truth for masks is a segmentation dataset or a masks folder")
+
+
+def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskReport:
+    """Score every predicted mask in ``preds`` that has a true mask.
+
+    A prediction of another size than its truth (a mask written at the model's size,
+    say) is resized to the truth's size by nearest neighbour and flagged ``resized``.
+    """
+    truths = mask_truth(truth)
+    files, _ = list_images(preds)
+    rows, unmatched, unreadable = [], [], []
+    for f in files:
+        stem = Path(f).stem
+        if stem not in truths:
+            unmatched.append(str(f))
+            continue
+        true_path, split = truths[stem]
+        try:
+            pred = read_mask_or_empty(f)
+            true = read_mask(true_path).mask
+        except BadImageError as e:
+            unreadable.append((e.path, e.reason))
+            continue
+        resized = pred.shape != true.shape
+        if resized:
+            pred = resize_mask(pred, true.shape).astype(bool)
+        rows.append(
+            {"path": str(f), "truth": str(true_path), "split": split,
+             **mask_scores(pred, true), "resized": resized}
+        )  # fmt: skip
+    if not rows:
+        raise BadInputError(
+            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
+            f"({len(files)} predicted, {len(truths)} true)"
+        )
+    per_image = pd.DataFrame(rows).sort_values("iou", kind="stable").reset_index(drop=True)
+    summary = {
+        "predictions": str(preds),
+        "truth": str(truth),
+        "task": "segmentation",
+        "n": len(rows),
+        **mean_scores(rows),
+        "median_iou": float(np.median(per_image["iou"])),
+        "unmatched": len(unmatched),
+        "unreadable": len(unreadable),
+        "resized": int(per_image["resized"].sum()),
+    }
+    return MaskReport(per_image, summary, unmatched, unreadable)
+
+
+def read_mask_or_empty(path: str | os.PathLike) -> np.ndarray:
+    """A predicted mask as bool; one all background or all object is a valid answer too."""
+    try:
+        return read_mask(path).mask
+    except BadImageError as e:
+        # One value everywhere: all background (empty) or all object, both answers.
+        full = e.reason.startswith("mask has a single value")
+        if not (full or e.reason.startswith("empty mask")):
+            raise
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return np.full((img.height, img.width), full, dtype=bool)

@@ -1,0 +1,174 @@
+"""Checkpoints: what ``--resume`` reads, written after every epoch.
+
+Under ``RUN/checkpoints/``: the model with its compile settings once (``base.keras``),
+then per epoch its variables and the optimizer's (whose step counter drives the
+learning-rate schedule) as one .npz, the best weights so far, and state.json (epoch,
+best loss, patience count, history, the random streams, the run's settings). state.json
+is written last and names the files that belong to it, so an interruption at any moment
+leaves a consistent checkpoint. In a features run (frozen backbone, head trained on
+cached features) the full model is kept once as ``frozen.keras``.
+
+Also the rules for what an output folder may hold before a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from imgkit.bundle import BUNDLE_META, CHECKPOINT_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE
+from imgkit.errors import BadInputError, OutputExistsError
+from imgkit.fileio import atomic_open, atomic_path, write_text
+
+STATE_FILE = "state.json"
+# In a features run, the full model (frozen backbone) saved once; the per-epoch
+# checkpoints then hold only the head.
+FROZEN_FILE = "frozen.keras"
+BASE_FILE = "base.keras"
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> dict | None:
+    """Check what ``out`` holds against the flags; return the saved state to resume."""
+    complete = (out / BUNDLE_META).is_file()
+    ckpt = out / CHECKPOINT_DIR
+    state_path = ckpt / STATE_FILE
+    if resume:
+        if complete:
+            raise OutputExistsError(
+                f"{out}: the run there is complete; nothing to resume "
+                "(pass --overwrite to train it again, or choose another -o)"
+            )
+        if not state_path.is_file():
+            raise BadInputError(f"{out}: no checkpoint to resume from ({state_path} is missing)")
+        try:
+            return json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"{state_path}: cannot read the checkpoint state ({e})") from e
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if complete and not overwrite:
+        raise OutputExistsError(
+            f"{out}: already holds a trained model bundle; pass --overwrite to train it again, "
+            "or choose another -o"
+        )
+    if not complete and ckpt.is_dir() and not overwrite:
+        raise OutputExistsError(
+            f"{out}: holds an interrupted run (checkpoints but no {BUNDLE_META}); "
+            "--resume continues it, --overwrite starts again"
+        )
+    if not complete and not ckpt.is_dir() and out.is_dir() and any(out.iterdir()):
+        raise OutputExistsError(
+            f"{out}: exists and is not a model bundle; choose a new or empty folder"
+        )
+    if overwrite:
+        # imgkit.json first, so a crash part-way never leaves something that looks complete.
+        for name in (BUNDLE_META, MODEL_FILE, HISTORY_FILE, CURVES_FILE):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def save_checkpoint(ckpt: Path, net, best_weights: list | None, state: dict) -> None:
+    """Write this epoch's checkpoint; state.json (last) names the files that belong to it.
+
+    The full model (architecture, compile settings, optimizer) is saved once, as
+    ``base.keras``; each epoch then adds only its variables, the model's and the
+    optimizer's (step counter, moments), as one .npz. Saving a whole .keras every epoch
+    cost ~0.4 s for MobileNetV2, a tenth of a small epoch; the arrays take ~0.05 s.
+    Files are named by epoch and only removed once a newer state.json points past them,
+    so an interruption at any moment leaves a consistent checkpoint.
+    """
+    ckpt.mkdir(parents=True, exist_ok=True)
+    epoch = state["epoch"]
+    previous = read_state(ckpt)
+    if not (ckpt / BASE_FILE).is_file():
+        with atomic_path(ckpt / BASE_FILE) as tmp:
+            net.save(tmp)
+    model_file = f"epoch-{epoch:03d}.npz"
+    with atomic_open(ckpt / model_file, "wb") as f:
+        model_vars = net.get_weights()
+        opt_vars = [np.asarray(v.numpy()) for v in net.optimizer.variables]
+        np.savez(f, *model_vars, *opt_vars)
+    if best_weights is not None:
+        best_file = f"best-{epoch:03d}.npz"
+        with atomic_open(ckpt / best_file, "wb") as f:
+            np.savez(f, *best_weights)
+    else:
+        best_file = previous.get("best_file") if previous else None
+    state = {
+        **state,
+        "base_file": BASE_FILE,
+        "model_file": model_file,
+        "model_vars": len(model_vars),
+        "best_file": best_file,
+    }
+    write_text(ckpt / STATE_FILE, json.dumps(state, indent=1) + "\n")
+    keep = {BASE_FILE, model_file, best_file, STATE_FILE}
+    for f in ckpt.iterdir():
+        if f.name not in keep and (
+            f.name.startswith(("epoch-", "best-")) or f.name.startswith(".")
+        ):
+            f.unlink(missing_ok=True)
+
+
+def load_trainer(ckpt: Path, state: dict):
+    """The model being trained, as it was after the checkpoint's epoch."""
+    net = load_checkpoint(ckpt / state.get("base_file", BASE_FILE))
+    arrays = load_weights(ckpt / state["model_file"])
+    n = state["model_vars"]
+    net.set_weights(arrays[:n])
+    opt = net.optimizer
+    if len(opt.variables) != len(arrays) - n:
+        opt.build(net.trainable_variables)
+    if len(opt.variables) != len(arrays) - n:
+        raise BadInputError(
+            f"{ckpt}: the checkpoint's optimizer state does not fit the model; "
+            "cannot resume (use --overwrite)"
+        )
+    for var, value in zip(opt.variables, arrays[n:], strict=True):
+        var.assign(value)
+    return net
+
+
+def _rng_vars(net) -> list:
+    # Dropout's random stream lives in SeedGenerator variables, which model.save does
+    # not keep; the checkpoint keeps them so a resumed run draws the same masks.
+    return [v for v in net.variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_state(net) -> list:
+    import keras
+
+    return [keras.ops.convert_to_numpy(v.value).tolist() for v in _rng_vars(net)]
+
+
+def set_rng_state(net, values: list) -> None:
+    variables = _rng_vars(net)
+    if len(variables) == len(values):
+        for v, value in zip(variables, values, strict=True):
+            v.assign(np.asarray(value, dtype=v.dtype))
+
+
+def read_state(ckpt: Path) -> dict | None:
+    try:
+        return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_checkpoint(path: Path):
+    import keras
+
+    if not path.is_file():
+        raise BadInputError(
+            f"{path}: the checkpoint model is missing; cannot resume (use --overwrite)"
+        )
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def load_weights(path: Path) -> list:
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]

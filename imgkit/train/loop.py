@@ -1,0 +1,280 @@
+"""The training loop: one ``model.fit`` per run, a checkpoint after every epoch.
+
+:func:`fit_run` builds the model (or loads it from the checkpoint on ``--resume``),
+compiles it with the run's recipe and calls ``fit`` once over
+:func:`imgkit.train.epochs.epoch_batches`. :class:`RunCallback` does, at each epoch's
+end, what the run needs: early stopping on the monitored loss with the best weights
+kept, the checkpoint (:mod:`imgkit.train.checkpoints`), the history row and the caller's
+progress report. Resuming reloads the weights, the optimizer (its step counter drives
+the learning-rate schedule) and the random streams, and fits from the next epoch: the
+batches depend on (seed, epoch) only, so the result equals an uninterrupted run's.
+
+Transfer learning with a frozen backbone and no augmentation trains only the head, on
+the backbone's pooled features computed once: the same result as running every epoch
+through the frozen backbone, many times faster. The full model goes in the bundle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgkit import __version__
+from imgkit.train import checkpoints as ck
+from imgkit.train.epochs import batch_bounds, epoch_batches, in_order
+from imgkit.train.settings import RunSettings
+
+
+@dataclass
+class FitData:
+    """What the loop trains on: images, targets, optional weights, optional val split."""
+
+    x: object
+    y: np.ndarray
+    weights: np.ndarray | None = None
+    val: tuple | None = None  # (images, targets)
+    in_memory: bool = True
+    monitor: str = "val_loss"
+
+
+@dataclass
+class FitResult:
+    """The trained model and how the run went."""
+
+    net: object  # the full model, best weights
+    trainer: object  # what was fitted: the head alone in a features run, else net
+    features_mode: bool
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class Reporting:
+    """Where the loop reports: per epoch, per step, one-line notes; extra Keras callbacks."""
+
+    on_epoch: Callable[[dict], None] | None = None
+    on_batch: Callable[[int, int, int], None] | None = None
+    say: Callable[[str], None] = lambda _msg: None
+    callbacks: list = field(default_factory=list)
+
+
+def fit_run(
+    out: Path,
+    settings: RunSettings,
+    state: dict | None,
+    data: FitData,
+    compile_fn: Callable,
+    dataset_state: dict,
+    report: Reporting,
+    num_classes: int,
+    cache_features: bool | None = None,
+    segmentation: bool = False,
+) -> FitResult:
+    """Build or resume the model, fit it once over all remaining epochs, keep the best.
+
+    Args:
+        out: the run folder (its ``checkpoints/`` are written here).
+        settings: the run's settings.
+        state: the checkpoint state to resume from, or None for a new run.
+        data: the training data.
+        compile_fn: ``fn(model, steps_per_epoch)`` compiling the model to fit.
+        dataset_state: what state.json records about the dataset (path, hash, classes).
+        report: progress callbacks.
+        num_classes: classes (the builder's output width).
+        cache_features: False never trains on cached features (see the module doc).
+        segmentation: image and mask are mirrored together instead of augmentation layers.
+    """
+    import keras
+
+    # Seeding before building (or loading) gives every layer the same initial weights
+    # and dropout seeds in a fresh run and in a resumed one.
+    keras.utils.set_random_seed(settings.seed)
+    ckpt = out / ck.CHECKPOINT_DIR
+    if state is None:
+        net, trainer, features_mode = _build(settings, num_classes, cache_features, segmentation)
+        compile_fn(trainer, len(batch_bounds(len(data.x), settings.batch_size)))
+        run = {"history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False, "done": 0}
+        best_weights = None
+    else:
+        features_mode = bool(state.get("features"))
+        trainer = ck.load_trainer(ckpt, state)
+        net = ck.load_checkpoint(ckpt / ck.FROZEN_FILE) if features_mode else trainer
+        ck.set_rng_state(trainer, state.get("rng", []))
+        run = {k: state[k] for k in ("best", "best_epoch", "wait", "stopped")}
+        run.update(history=list(state["history"]), done=state["epoch"])
+        best_weights = (
+            ck.load_weights(ckpt / state["best_file"]) if state.get("best_file") else None
+        )
+        report.say(f"resuming {out} after epoch {run['done']} of {settings.epochs}")
+
+    base_state = {
+        "imgkit_version": __version__,
+        "args": settings.to_dict(),
+        "dataset": dataset_state,
+        "features": features_mode,
+    }
+    callback = RunCallback(
+        ckpt, settings, run, best_weights, report, features_mode, net, data.monitor, base_state
+    )
+    if not run["stopped"] and run["done"] < settings.epochs:
+        fit_x, fit_val = _inputs(net, data, features_mode, settings.batch_size, report.say)
+        batches = epoch_batches(
+            fit_x, data.y, settings.batch_size, settings.seed, run["done"], data.weights,
+            flip_pairs=segmentation and settings.augment != "none",
+        )  # fmt: skip
+        trainer.fit(
+            batches,
+            epochs=settings.epochs,
+            initial_epoch=run["done"],
+            shuffle=False,  # the order is ours: a function of (seed, epoch)
+            steps_per_epoch=batches.steps,
+            validation_data=fit_val,
+            verbose=0,  # Keras prints to stdout, which carries data only
+            # The caller's callbacks first: what they do to an epoch's logs is what the
+            # run sees (and records).
+            callbacks=[*report.callbacks, callback],
+        )
+    return callback.finish(trainer)
+
+
+def _build(settings: RunSettings, num_classes: int, cache_features, segmentation: bool):
+    from imgkit.models import create_model
+    from imgkit.models.backbones import has_features, head_model
+    from imgkit.train.augment import with_augmentation
+
+    base = create_model(
+        settings.model, num_classes, settings.input_size, settings.channels,
+        **settings.builder_options(),
+    )  # fmt: skip
+    net = base if segmentation else with_augmentation(base, settings.augment, settings.seed)
+    features_mode = (
+        cache_features is not False
+        and settings.augment == "none"
+        and settings.fine_tune_last == 0
+        and has_features(net)
+    )
+    return net, head_model(net) if features_mode else net, features_mode
+
+
+def _inputs(net, data: FitData, features_mode: bool, batch_size: int, say):
+    """The training images and val data fit takes: pooled features in a features run."""
+    val = data.val
+    if not features_mode:
+        if val is not None and not data.in_memory:
+            return data.x, in_order(val[0], val[1], batch_size)
+        return data.x, val
+    from imgkit.models.backbones import feature_extractor
+    from imgkit.train.scoring import predict_batches
+
+    say("backbone frozen and no augmentation: computing its features once, training the head")
+    extractor = feature_extractor(net)
+    x = predict_batches(extractor, data.x, batch_size, np.float32)
+    if val is not None:
+        val = (predict_batches(extractor, val[0], batch_size, np.float32), val[1])
+    return x, val
+
+
+def _keras_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class RunCallback(_keras_callback_base()):
+    """Early stopping, best weights, checkpoints, history and progress, epoch by epoch."""
+
+    def __init__(self, ckpt, settings, run, best_weights, report, features_mode, net, monitor,
+                 base_state):  # fmt: skip
+        super().__init__()
+        self.ckpt, self.settings, self.run, self.report = ckpt, settings, run, report
+        self.best_weights, self.features_mode, self.net = best_weights, features_mode, net
+        self.monitor, self.base_state = monitor, base_state
+        self.epoch, self.lr, self.started = 0, 0.0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import keras
+
+        self.epoch = epoch
+        self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.report.on_batch is not None:
+            self.report.on_batch(self.epoch + 1, batch + 1, self.params.get("steps") or 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        run, logs = self.run, {k: float(v) for k, v in (logs or {}).items()}
+        row = {"epoch": epoch + 1, **logs, "lr": self.lr,
+               "seconds": round(time.perf_counter() - self.started, 3)}  # fmt: skip
+        run["history"].append(row)
+        value = logs.get(self.monitor)
+        improved = (
+            value is not None
+            and math.isfinite(value)
+            and (run["best"] is None or value < run["best"])
+        )
+        if improved:
+            run.update(best=float(value), best_epoch=epoch + 1, wait=0)
+            self.best_weights = self.model.get_weights()
+        else:
+            run["wait"] += 1
+        patience = self.settings.patience
+        run["stopped"] = patience > 0 and run["wait"] >= patience
+        run["done"] = epoch + 1
+        self._checkpoint(improved)
+        if self.report.on_epoch is not None:
+            self.report.on_epoch(
+                {
+                    **row,
+                    "epochs": self.settings.epochs,
+                    "improved": improved,
+                    "best_epoch": run["best_epoch"],
+                    "stopping": run["stopped"],
+                }
+            )
+        if run["stopped"]:
+            self.model.stop_training = True
+
+    def _checkpoint(self, improved: bool) -> None:
+        from imgkit.fileio import atomic_path
+
+        if self.features_mode and not (self.ckpt / ck.FROZEN_FILE).is_file():
+            self.ckpt.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.ckpt / ck.FROZEN_FILE) as tmp:
+                self.net.save(tmp)
+        run = self.run
+        ck.save_checkpoint(
+            self.ckpt,
+            self.model,
+            self.best_weights if improved else None,
+            {**self.base_state, "epoch": run["done"], "best": run["best"],
+             "best_epoch": run["best_epoch"], "wait": run["wait"], "stopped": run["stopped"],
+             "history": run["history"], "rng": ck.rng_state(self.model)},
+        )  # fmt: skip
+
+    def finish(self, trainer) -> FitResult:
+        """Put the best weights back (onto the full model in a features run)."""
+        from imgkit.models.backbones import head_model
+
+        run, say = self.run, self.report.say
+        if run["stopped"]:
+            say(
+                f"early stopping after epoch {len(run['history'])}: "
+                f"no better {self.monitor} for {run['wait']} epochs"
+            )
+        if self.best_weights is not None:
+            trainer.set_weights(self.best_weights)
+            if run["best_epoch"] != len(run["history"]):
+                best = f"best {self.monitor} {run['best']:.4f}"
+                say(f"kept the weights of epoch {run['best_epoch']} ({best})")
+        if self.features_mode:
+            # The trained head goes onto the full model (a resumed head is its own copy).
+            head_model(self.net).set_weights(trainer.get_weights())
+        return FitResult(self.net, trainer, self.features_mode, run["history"],
+                         run["best_epoch"], bool(run["stopped"]))  # fmt: skip

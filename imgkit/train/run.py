@@ -1,0 +1,136 @@
+"""A run's beginning and end, shared by every task: settings and folder in, bundle out.
+
+:func:`start_run` loads the dataset, checks the output folder against ``--resume`` and
+``--overwrite`` and settles the settings (new, or as saved when resuming);
+:func:`write_bundle` writes the finished bundle, imgkit.json last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from imgkit.bundle import CHECKPOINT_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE, save_meta
+from imgkit.data.dataset import Dataset
+from imgkit.errors import BadDatasetError, BadInputError
+from imgkit.fileio import atomic_path, write_csv
+from imgkit.train.checkpoints import prepare_output
+from imgkit.train.settings import RunSettings, setting_names
+
+
+@dataclass
+class Run:
+    """A run being started: where, on what, with which settings, from which checkpoint."""
+
+    out: Path
+    ds: Dataset
+    settings: RunSettings
+    state: dict | None
+
+    @property
+    def dataset_state(self) -> dict:
+        ds = self.ds
+        return {"path": str(ds.root.resolve()), "hash": ds.hash, "classes": ds.classes}
+
+
+def start_run(dataset_dir, output, settings, given: dict, *, resume: bool, overwrite: bool) -> Run:
+    """Load the dataset, check the output folder, and settle the run's settings."""
+    out = Path(output)
+    ds = Dataset.load(dataset_dir)
+    _check_dataset(ds)
+    if resume and overwrite:
+        raise BadInputError("--resume and --overwrite contradict each other; pass one")
+    if settings is not None:
+        given = {**{k: getattr(settings, k) for k in setting_names()}, **given}
+    unknown = set(given) - set(setting_names())
+    if unknown:
+        raise TypeError(f"train() got unknown settings: {', '.join(sorted(unknown))}")
+    state = prepare_output(out, resume=resume, overwrite=overwrite)
+    task = "segmentation" if ds.task == "segmentation" else "classification"
+    if state is None:
+        return Run(out, ds, RunSettings.resolve(given, task), None)
+    saved = state.get("dataset", {})
+    if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
+        raise BadInputError(
+            f"--resume: {ds.root} is not the dataset the run in {out} was started on "
+            f"(that was {saved.get('path')}, hash {saved.get('hash')}; this one has hash {ds.hash})"
+        )
+    settings = RunSettings.from_saved(state["args"])
+    settings.check_resume(given)
+    return Run(out, ds, settings, state)
+
+
+def run_meta(run: Run, fit, metrics: dict, monitor: str, mixed: bool) -> dict:
+    """The imgkit.json keys every task shares: how the run went and on what data."""
+    ds = run.ds
+    splits = ds.splits()
+    return {
+        "train_args": run.settings.to_dict(),
+        "dataset": {
+            "path": str(ds.root.resolve()),
+            "hash": ds.hash,
+            "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
+        },
+        "metrics": metrics,
+        "monitor": monitor,
+        "epochs_run": len(fit.history),
+        "best_epoch": fit.best_epoch,
+        "early_stopped": bool(fit.stopped),
+        "resumed": run.state is not None,
+        "mixed_precision": mixed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_bundle(out: Path, fit, meta: dict, title: str) -> dict:
+    """model.keras, history.csv, curves.png, then imgkit.json; drop the checkpoints."""
+    from imgkit.train.curves import plot_history
+
+    with atomic_path(out / MODEL_FILE) as tmp:
+        fit.net.save(tmp)
+    hist_df = pd.DataFrame(fit.history)
+    write_csv(hist_df, out / HISTORY_FILE)
+    plot_history(hist_df, out / CURVES_FILE, title=title)
+    # imgkit.json last: its presence says the bundle is complete. The checkpoints only
+    # served --resume, which a complete bundle refuses, so they go.
+    saved = save_meta(out, meta)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return json.loads(saved.read_text(encoding="utf-8"))
+
+
+def transfer_info(net, settings: RunSettings, features_mode: bool) -> dict:
+    """What imgkit.json says about a pretrained model's start and what of it trained."""
+    from imgkit.models.backbones import BACKBONE_LAYER, find_layer, imagenet_file_for
+
+    backbone = find_layer(net, BACKBONE_LAYER)
+    info = {"weights": settings.weights, "fine_tune_last": settings.fine_tune_last}
+    if settings.weights == "imagenet":
+        info["weights_file"] = str(imagenet_file_for(settings.model, settings.input_size))
+    if backbone is not None:
+        info["backbone_layers"] = len(backbone.layers)
+        # Layers with weights only: a weightless layer's flag changes nothing.
+        info["trainable_backbone_layers"] = sum(
+            1 for lay in backbone.layers if lay.trainable and lay.weights
+        )
+    info["features_cached"] = bool(features_mode)
+    return info
+
+
+def _check_dataset(ds: Dataset) -> None:
+    if ds.task == "segmentation" and "mask" not in ds.manifest.columns:
+        raise BadDatasetError(f"{ds.root}: a segmentation dataset without a mask column")
+    if ds.task not in ("classification", "segmentation"):
+        raise BadDatasetError(f"{ds.root}: a {ds.task} dataset; imgkit train needs classification")
+    if ds.task == "classification" and len(ds.classes) < 2:
+        raise BadDatasetError(
+            f"{ds.root}: {len(ds.classes)} class(es) {ds.classes}; classification needs at least 2"
+        )
+    if "train" not in ds.splits():
+        raise BadDatasetError(
+            f"{ds.root}: no train split (splits here: {', '.join(ds.splits()) or 'none'})"
+        )
