@@ -20,6 +20,23 @@ def _umask() -> int:
     return mask
 
 
+def _named(error: BaseException, path: Path, tmp: Path | None = None) -> BaseException:
+    """An OS error about a temporary name (or none) told about the output the user named.
+
+    Inside a temporary folder ``tmp`` the file keeps its place under ``path``.
+    """
+    if not isinstance(error, OSError) or error.errno is None:
+        return error
+    name = None if error.filename is None else str(error.filename)
+    if tmp is not None and name is not None and name.startswith(str(tmp) + os.sep):
+        name = str(path / os.path.relpath(name, tmp))
+    elif name is None or ".part" in os.path.basename(name):
+        name = str(path)
+    if name == error.filename:
+        return error
+    return type(error)(error.errno, error.strerror, name)
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     # The temporary file lives beside the target so the final rename stays on one
     # file system (os.replace is atomic only there).
@@ -40,15 +57,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, suffix="".join(path.suffixes[-1:]))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(path, suffix="".join(path.suffixes[-1:]))
+    except OSError as e:
+        named = _named(e, path)
+        if named is e:
+            raise
+        raise named from e
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        named = _named(e, path)
+        if named is e:
+            raise
+        raise named from e
 
 
 @contextlib.contextmanager
@@ -80,12 +106,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     partial folder is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    except OSError as e:
+        named = _named(e, path)
+        if named is e:
+            raise
+        raise named from e
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared dataset or bundle
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        named = _named(e, path, tmp)
+        if named is e:
+            raise
+        raise named from e

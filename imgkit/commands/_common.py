@@ -7,6 +7,7 @@ values and errors meet the terminal.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import traceback
@@ -50,6 +51,37 @@ def translate_errors(ctx: click.Context):
         # raise again, and end with status 0. (click's own main() would exit 1.)
         _silence_stdout()
         raise click.exceptions.Exit(0) from None
+    except OSError as e:
+        # A full disk, a read-only or forbidden folder, a file where a folder should be:
+        # the user's to fix, so one line naming the path, as for any other bad input.
+        if is_verbose(ctx):
+            traceback.print_exc(file=sys.stderr)
+        raise CommandError(os_error_message(e), 1) from e
+
+
+def lock_output(folder) -> None:
+    """Hold ``folder``'s lock (:mod:`imgkit.locks`) until the command ends."""
+    from imgkit.locks import output_lock
+
+    click.get_current_context().with_resource(output_lock(folder, say=warn))
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for an OS error: the path, what went wrong, and what helps."""
+    hints = {
+        errno.ENOSPC: "no space left on the device; free some or write elsewhere",
+        errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+        errno.EROFS: "read-only file system; write elsewhere",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOTDIR: "a file stands where a folder is needed",
+        errno.EISDIR: "a folder stands where a file is needed",
+    }
+    what = hints.get(error.errno, error.strerror or str(error))
+    if error.errno == errno.EEXIST and error.filename and os.path.isfile(error.filename):
+        what = hints[errno.ENOTDIR]  # mkdir met a file on the way
+    where = error.filename if error.filename is not None else None
+    return f"{where}: {what}" if where is not None else f"{what} ({error})"
 
 
 def _silence_stdout() -> None:

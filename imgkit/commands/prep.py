@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from imgkit.commands._common import output_option, seed_option, show_progress, stderr_console, warn
+from imgkit.commands._common import (
+    lock_output,
+    output_option,
+    seed_option,
+    show_progress,
+    stderr_console,
+    warn,
+)
 
 _MAX_CLASS_ROWS = 30
 
@@ -177,6 +184,7 @@ def command(
         parse_max_bad(max_bad)
     except Exception as e:
         raise click.BadParameter(str(e), param_hint="--max-bad") from None
+    lock_output(output)
     bars = _Bars() if show_progress() else None
     try:
         info = prepare(

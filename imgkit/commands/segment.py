@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from imgkit.commands._common import batch_size_option, info, output_option, show_progress, warn
+from imgkit.commands._common import (
+    batch_size_option,
+    info,
+    lock_output,
+    output_option,
+    show_progress,
+    warn,
+)
 
 
 @click.command(name="segment")
@@ -64,6 +71,7 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size)
     from imgkit.errors import BadInputError
     from imgkit.infer.segment import overlay_panel, segment_inputs
 
+    lock_output(output)
     bundle = load_bundle(run, task="segmentation")
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None

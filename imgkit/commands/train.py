@@ -9,6 +9,7 @@ import click
 from imgkit.commands._common import (
     batch_size_option,
     info,
+    lock_output,
     output_option,
     seed_option,
     show_progress,
@@ -249,6 +250,7 @@ def command(
 
     from imgkit.train.trainer import train
 
+    lock_output(output)
     # On --resume an option left at its default means "as the run was started"; only
     # options the user typed are checked against the saved run.
     if ctx.get_parameter_source("seed") is ParameterSource.DEFAULT:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from imgkit.commands._common import batch_size_option, info, output_option, seed_option
+from imgkit.commands._common import batch_size_option, info, lock_output, output_option, seed_option
 
 
 @click.command("tune")
@@ -101,6 +101,7 @@ def command(
         params = " ".join(f"{k}={row[k]}" for k in grid)
         info(f"{row['trial']}: {params}  val {metric} {row['score']:.4f}  ({row['status']})")
 
+    lock_output(output)
     table = tune(
         data,
         output,

@@ -1,0 +1,221 @@
+"""Nothing lost under faults: full disks, read-only folders, two writers, kill -9.
+
+Full and read-only file systems are real: a tiny tmpfs mounted for the test (skipped,
+with the reason, where mounting is not allowed). Interruptions are real SIGKILLs sent
+to real ``imgkit`` processes, at seeded moments.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import make_class_folder
+from tiny_data import SIZE, make_dataset
+
+from imgkit.commands import cli
+from imgkit.locks import FolderLockedError, lock_path, output_lock
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'})")
+
+
+@pytest.fixture
+def mounts():
+    """``mount(path, options)``: a tmpfs for this test, unmounted afterwards."""
+    made = []
+
+    def mount(where: Path, options: str) -> Path:
+        _mount_tmpfs(where, options)
+        made.append(where)
+        return where
+
+    yield mount
+    for where in reversed(made):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    """Use up every free byte of the file system under ``folder``."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def _one_line_error(result, path_text: str, problem: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    assert path_text in lines[-1] and problem in lines[-1], lines[-1]
+
+
+def _finals(folder: Path) -> list[str]:
+    """Files under final names (not the hidden temporary ones, not the filler)."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != "filler"
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A prepared dataset and a trained 1-epoch bundle on it."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = root / "data"
+    make_dataset(data, n_train=32, n_val=8, n_test=8)
+    run = root / "run"
+    result = invoke("train", data, "-o", run, "--model", "small-cnn", "--epochs", "1",
+                    "--batch-size", "8", "--size", SIZE)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return data, run
+
+
+def test_full_disk_prep_predict_train_one_line_nothing_left(tmp_path, mounts, tiny):
+    data, run = tiny
+    photos = make_class_folder(tmp_path / "photos", per_class=40)
+    full = mounts(tmp_path / "full", "size=256k")
+    _fill(full)
+
+    result = invoke("prep", photos, "-o", full / "data")
+    _one_line_error(result, str(full / "data"), "no space left")
+    result = invoke("predict", run, data, "--split", "test", "-o", full / "preds.csv")
+    _one_line_error(result, str(full / "preds.csv"), "no space left")
+    result = invoke("train", data, "-o", full / "run", "--model", "small-cnn", "--epochs", "1",
+                    "--batch-size", "8", "--size", SIZE)  # fmt: skip
+    _one_line_error(result, str(full / "run"), "no space left")
+    assert _finals(full) == []
+
+
+def test_read_only_and_file_in_the_way(tmp_path, mounts, tiny):
+    data, run = tiny
+    photos = make_class_folder(tmp_path / "photos", per_class=3)
+    ro = mounts(tmp_path / "ro", "ro,size=64k")
+    result = invoke("prep", photos, "-o", ro / "data")
+    _one_line_error(result, str(ro), "read-only")
+    result = invoke("predict", run, data, "--split", "test", "-o", ro / "preds.csv")
+    _one_line_error(result, str(ro / "preds.csv"), "read-only")
+
+    (tmp_path / "afile").write_text("mine")
+    result = invoke("prep", photos, "-o", tmp_path / "afile" / "data")
+    _one_line_error(result, "afile", "a file stands where a folder is needed")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    code = (
+        "import sys, time\n"
+        "from imgkit.locks import output_lock\n"
+        f"with output_lock({str(folder)!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path, tiny):
+    data, _ = tiny
+    out = tmp_path / "runs" / "x"
+    holder = _hold_lock(out)
+    try:
+        result = invoke("train", data, "-o", out, "--model", "small-cnn", "--overwrite")
+        assert result.exit_code == 1
+        assert f"pid {holder.pid}" in result.stderr and str(out) in result.stderr
+        result = invoke("prep", data, "-o", out)
+        assert result.exit_code == 1 and f"pid {holder.pid}" in result.stderr
+        assert not out.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The kernel dropped the dead holder's lock; its pid is still in the file.
+    assert lock_path(out).is_file()
+    result = invoke("train", data, "-o", out, "--model", "small-cnn", "--epochs", "1",
+                    "--batch-size", "8", "--size", SIZE)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"took over a stale lock from pid {holder.pid}" in result.stderr
+    assert not lock_path(out).exists()  # released and removed at the end
+
+
+def test_lock_in_one_process_refuses_a_second_open(tmp_path):
+    with (
+        output_lock(tmp_path / "a"),
+        pytest.raises(FolderLockedError, match="another imgkit process"),
+        output_lock(tmp_path / "a"),
+    ):
+        pass
+    with output_lock(tmp_path / "a"):  # released: free again
+        pass
+
+
+def _kill_at(cmd: list[str], delay: float) -> int:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
+def _imgkit(*args) -> list[str]:
+    return [sys.executable, "-m", "imgkit", *[str(a) for a in args]]
+
+
+def test_kill_9_prep_at_random_moments_then_rerun_equals_one_run(tmp_path):
+    photos = make_class_folder(tmp_path / "photos", per_class=150, size=(64, 48))
+    ref = tmp_path / "ref"
+    subprocess.run(_imgkit("prep", photos, "-o", ref), check=True, env=ENV, capture_output=True)
+    want = pd.read_csv(ref / "manifest.csv")
+    moments = random.Random(9).sample([0.3, 0.5, 0.7, 0.9, 1.1, 1.3], 3)
+    for i, delay in enumerate(moments):
+        out = tmp_path / f"out{i}"
+        _kill_at(_imgkit("prep", photos, "-o", out), delay)
+        # Killed mid-way: no dataset under the final name; done: a complete one.
+        assert not out.exists() or (out / "dataset.json").is_file()
+        if out.exists():
+            pd.testing.assert_frame_equal(pd.read_csv(out / "manifest.csv"), want)
+            continue
+        done = subprocess.run(_imgkit("prep", photos, "-o", out), env=ENV, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        pd.testing.assert_frame_equal(pd.read_csv(out / "manifest.csv"), want)
+
+
+def test_kill_9_predict_leaves_no_partial_csv(tmp_path, tiny):
+    data, run = tiny
+    photos = make_class_folder(tmp_path / "photos", per_class=400, size=(16, 16))
+    ref = tmp_path / "ref.csv"
+    done = subprocess.run(_imgkit("predict", run, photos, "-o", ref), env=ENV, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    for i, delay in enumerate(random.Random(4).sample([2.0, 4.0, 6.0, 8.0], 2)):
+        out = tmp_path / f"p{i}.csv"
+        _kill_at(_imgkit("predict", run, photos, "-o", out), delay)
+        assert not out.exists() or out.read_bytes() == ref.read_bytes()
+        subprocess.run(_imgkit("predict", run, photos, "-o", out), env=ENV, check=True,
+                       capture_output=True)  # fmt: skip
+        assert out.read_bytes() == ref.read_bytes()
