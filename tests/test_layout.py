@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imgkit"
 # The pipeline, bottom to top. A module may import its own stage and the ones below.
 STAGES = {"data": 1, "models": 2, "train": 3, "infer": 4, "evaluate": 5, "commands": 6}
 MAX_LINES = 450
+MAX_FUNCTION_LINES = 80  # of code: the docstring does not count
 
 
 def _module_name(path: Path) -> str:
@@ -109,6 +110,26 @@ def test_shared_modules_import_no_stage():
 def test_no_module_is_too_long(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path}: {lines} lines (at most {MAX_LINES})"
+
+
+def _function_lengths(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            first = body[0]
+            has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            start = body[1].lineno if has_doc and len(body) > 1 else first.lineno
+            yield node.name, node.end_lineno - start + 1
+
+
+def test_no_function_is_too_long():
+    long = [
+        f"{path.relative_to(PACKAGE.parent)}:{name} ({n} lines)"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name, n in _function_lengths(path)
+        if n > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: " + ", ".join(long)
 
 
 def test_the_checker_sees_a_cycle(tmp_path, monkeypatch):

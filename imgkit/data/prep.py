@@ -11,7 +11,7 @@ import os
 import secrets
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +237,81 @@ def _warnings(records: list[Record]) -> list[str]:
     return out
 
 
+@dataclass
+class _Gathered:
+    """What the sources gave: records, rejects, which records need no check, arrays."""
+
+    records: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    trusted: set[str] = field(default_factory=set)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    details: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> _Gathered:
+    """Read every source in order (regrouped by ``--group-by`` when given)."""
+    got = _Gathered()
+    for spec in sources:
+        result = read_source(spec, ctx)
+        if group_pattern is not None:
+            result.records, unmatched = regroup(result.records, group_pattern, spec, ctx.workdir)
+            if unmatched:
+                result.warnings.append(
+                    f"--group-by matched no group in {unmatched} of {len(result.records)} "
+                    "paths: each of those is a group of its own"
+                )
+        got.records.extend(result.records)
+        got.rejects.extend(result.rejects)
+        if result.trusted:
+            got.trusted.update(r.path for r in result.records)
+        if result.arrays:
+            got.arrays.update(result.arrays)
+        got.details.append(result.description)
+        got.notes.extend(f"{spec}: {w}" for w in result.warnings)
+    return got
+
+
+def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_pixels) -> None:
+    """Drop duplicates, apply ``limit``, pair masks, and open every unchecked image once."""
+    got.records, duplicates = _dedupe(got.records)
+    got.rejects.extend(duplicates)
+    got.records = _limit(got.records, limit, seed)
+    bad_so_far = [r for r in got.rejects if not is_skipped(r.reason)]
+    counter.total = len(got.records) + len(bad_so_far)
+    for r in bad_so_far:
+        counter.add(r)
+    if masks is not None:
+        # Pairs are checked together (image and mask, and their sizes) right here.
+        from imgkit.data.segprep import attach_masks
+
+        got.records, bad_pairs, mask_notes = attach_masks(got.records, masks, workdir)
+        got.notes.extend(mask_notes)
+        for r in bad_pairs:
+            got.rejects.append(r)
+            if not is_skipped(r.reason):
+                counter.add(r)
+        got.trusted.update(r.path for r in got.records)
+    unchecked = [r for r in got.records if r.path not in got.trusted]
+    good, broken = _check_all(unchecked, workdir, counter, progress, max_pixels)
+    good_paths = {r.path for r in good}
+    got.records = [r for r in got.records if r.path in got.trusted or r.path in good_paths]
+    got.rejects.extend(broken)
+
+
+def _require_usable(records, rejects, sources: list[str], masks) -> None:
+    if not records:
+        kinds = Counter(reason_kind(r.reason) for r in rejects).most_common(3)
+        why = "; ".join(f"{k} ({n})" for k, n in kinds) or "no image files found"
+        raise BadInputError(f"no usable images in {', '.join(sources)}: {why}")
+    if (
+        masks is None
+        and not any(r.label for r in records)
+        and not any(r.split == "unlabeled" for r in records)
+    ):
+        raise BadInputError(f"no classes found in {', '.join(sources)}")
+
+
 def prepare(
     sources: list[str],
     output: str | os.PathLike,
@@ -314,66 +389,10 @@ def prepare(
             progress=progress,
             name_labels=name_labels,
         )
-        records: list[Record] = []
-        rejects: list[Reject] = []
-        trusted: set[str] = set()
-        arrays: dict[str, np.ndarray] = {}
-        details = []
-        notes: list[str] = []
-        for spec in sources:
-            result = read_source(spec, ctx)
-            if group_pattern is not None:
-                result.records, unmatched = regroup(result.records, group_pattern, spec, workdir)
-                if unmatched:
-                    result.warnings.append(
-                        f"--group-by matched no group in {unmatched} of {len(result.records)} "
-                        "paths: each of those is a group of its own"
-                    )
-            records.extend(result.records)
-            rejects.extend(result.rejects)
-            if result.trusted:
-                trusted.update(r.path for r in result.records)
-            if result.arrays:
-                arrays.update(result.arrays)
-            details.append(result.description)
-            notes.extend(f"{spec}: {w}" for w in result.warnings)
-
-        records, duplicates = _dedupe(records)
-        rejects.extend(duplicates)
-        records = _limit(records, limit, seed)
-        bad_so_far = [r for r in rejects if not is_skipped(r.reason)]
-        counter.total = len(records) + len(bad_so_far)
-        for r in bad_so_far:
-            counter.add(r)
-
-        if masks is not None:
-            # Pairs are checked together (image and mask, and their sizes) right here.
-            from imgkit.data.segprep import attach_masks
-
-            records, bad_pairs, mask_notes = attach_masks(records, masks, workdir)
-            notes.extend(mask_notes)
-            for r in bad_pairs:
-                rejects.append(r)
-                if not is_skipped(r.reason):
-                    counter.add(r)
-            trusted.update(r.path for r in records)
-
-        unchecked = [r for r in records if r.path not in trusted]
-        good, broken = _check_all(unchecked, workdir, counter, progress, max_pixels)
-        good_paths = {r.path for r in good}
-        records = [r for r in records if r.path in trusted or r.path in good_paths]
-        rejects.extend(broken)
-
-        if not records:
-            kinds = Counter(reason_kind(r.reason) for r in rejects).most_common(3)
-            why = "; ".join(f"{k} ({n})" for k, n in kinds) or "no image files found"
-            raise BadInputError(f"no usable images in {', '.join(sources)}: {why}")
-        if (
-            masks is None
-            and not any(r.label for r in records)
-            and not any(r.split == "unlabeled" for r in records)
-        ):
-            raise BadInputError(f"no classes found in {', '.join(sources)}")
+        got = _read_sources(sources, ctx, group_pattern)
+        _filter(got, workdir, counter, limit, seed, masks, progress, max_pixels)
+        records, rejects, notes = got.records, got.rejects, got.notes
+        _require_usable(records, rejects, sources, masks)
 
         if masks is not None:
             records, val_used, test_used = _assign_pairs(records, val, test, seed)
@@ -391,11 +410,11 @@ def prepare(
                 "val": val_used,
                 "test": test_used,
                 "limit": limit,
-                "sources": details,
+                "sources": got.details,
                 **split_balance(records),
             },
         )
-        cached = _store_cache(workdir, arrays) if arrays else []
+        cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
     if replacing:
         _replace_folder(staging, output)
