@@ -219,3 +219,51 @@ def test_kill_9_predict_leaves_no_partial_csv(tmp_path, tiny):
         subprocess.run(_imgkit("predict", run, photos, "-o", out), env=ENV, check=True,
                        capture_output=True)  # fmt: skip
         assert out.read_bytes() == ref.read_bytes()
+
+
+def test_kill_9_tune_then_rerun_equals_one_run(tmp_path):
+    data = tmp_path / "data"
+    make_dataset(data, n_train=32, n_val=8, n_test=0)
+    args = ["--model", "small-cnn", "--grid", "lr=1e-3,1e-2", "--epochs", "1",
+            "--batch-size", "8", "--size", SIZE]  # fmt: skip
+    ref = tmp_path / "ref"
+    done = subprocess.run(_imgkit("tune", data, "-o", ref, *args), env=ENV, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    want = pd.read_csv(ref / "trials.csv").drop(columns=["seconds", "path"])
+    for i, delay in enumerate(random.Random(2).sample([5.0, 7.0, 9.0], 2)):
+        out = tmp_path / f"t{i}"
+        _kill_at(_imgkit("tune", data, "-o", out, *args), delay)
+        assert not (out / "best").exists() or (out / "best" / "imgkit.json").is_file()
+        done = subprocess.run(_imgkit("tune", data, "-o", out, *args), env=ENV,
+                              capture_output=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        got = pd.read_csv(out / "trials.csv").drop(columns=["seconds", "path"])
+        pd.testing.assert_frame_equal(got, want, rtol=1e-5)
+
+
+def test_kill_9_segment_then_rerun_writes_the_same_masks(tmp_path):
+    from seg_data import write_disc_pairs
+
+    images, masks = write_disc_pairs(tmp_path / "src", n=8, size=(32, 32))
+    data = tmp_path / "data"
+    assert invoke("prep", images, "--masks", masks, "-o", data, "--val", "0.25",
+                  "--test", "0").exit_code == 0  # fmt: skip
+    run = tmp_path / "run"
+    result = invoke("train", data, "-o", run, "--model", "unet-mobilenetv2", "--weights", "none",
+                    "--size", "32", "--epochs", "1", "--batch-size", "4")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    many, _ = write_disc_pairs(tmp_path / "many", n=300, size=(48, 48))
+    ref = tmp_path / "ref"
+    subprocess.run(_imgkit("segment", run, many, "-o", ref), env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
+    want = {p.name: p.read_bytes() for p in ref.iterdir()}
+    for i, delay in enumerate(random.Random(3).sample([5.0, 7.0, 9.0], 2)):
+        out = tmp_path / f"m{i}"
+        _kill_at(_imgkit("segment", run, many, "-o", out), delay)
+        if out.exists():  # every mask under a final name is complete
+            for p in out.iterdir():
+                assert p.name.startswith(".") or p.read_bytes() == want[p.name], p
+        subprocess.run(_imgkit("segment", run, many, "-o", out), env=ENV, check=True,
+                       capture_output=True)  # fmt: skip
+        got = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+        assert got == want
