@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +82,29 @@ def save_checkpoint(ckpt: Path, net, best_weights: list | None, state: dict) -> 
     Files are named by epoch and only removed once a newer state.json points past them,
     so an interruption at any moment leaves a consistent checkpoint.
     """
+    save_base(ckpt, net)
+    write_checkpoint(ckpt, *snapshot(net), best_weights, state)
+
+
+def save_base(ckpt: Path, net) -> None:
+    """``base.keras``, once per run: the model with its compile settings and optimizer."""
     ckpt.mkdir(parents=True, exist_ok=True)
-    epoch = state["epoch"]
-    previous = read_state(ckpt)
     if not (ckpt / BASE_FILE).is_file():
         with atomic_path(ckpt / BASE_FILE) as tmp:
             net.save(tmp)
+
+
+def snapshot(net) -> tuple[list, list]:
+    """Copies of the model's and the optimizer's variables, as they are now."""
+    return net.get_weights(), [np.asarray(v.numpy()) for v in net.optimizer.variables]
+
+
+def write_checkpoint(ckpt: Path, model_vars, opt_vars, best_weights, state: dict) -> None:
+    """Write one epoch's arrays, then its state.json, then drop what it replaces."""
+    epoch = state["epoch"]
+    previous = read_state(ckpt)
     model_file = f"epoch-{epoch:03d}.npz"
     with atomic_open(ckpt / model_file, "wb") as f:
-        model_vars = net.get_weights()
-        opt_vars = [np.asarray(v.numpy()) for v in net.optimizer.variables]
         np.savez(f, *model_vars, *opt_vars)
     if best_weights is not None:
         best_file = f"best-{epoch:03d}.npz"
@@ -112,6 +126,42 @@ def save_checkpoint(ckpt: Path, net, best_weights: list | None, state: dict) -> 
             f.name.startswith(("epoch-", "best-")) or f.name.startswith(".")
         ):
             f.unlink(missing_ok=True)
+
+
+class CheckpointWriter:
+    """Writes each epoch's checkpoint in a background thread while the next epoch trains.
+
+    The variables are copied on the caller's thread (so they are the epoch's own); only
+    the file writing overlaps training. One write at a time: a new one, and
+    :meth:`wait`, first finish the one before, and re-raise its error if it failed.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, ckpt: Path, net, best_weights: list | None, state: dict) -> None:
+        self.wait()
+        save_base(ckpt, net)
+        arrays = snapshot(net)
+        self._thread = threading.Thread(
+            target=self._write, args=(ckpt, *arrays, best_weights, state), name="checkpoint"
+        )
+        self._thread.start()
+
+    def _write(self, *args) -> None:
+        try:
+            write_checkpoint(*args)
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load_trainer(ckpt: Path, state: dict):

@@ -128,18 +128,23 @@ def fit_run(
             fit_x, data.y, settings.batch_size, settings.seed, run["done"], data.weights,
             flip_pairs=segmentation and settings.augment != "none",
         )  # fmt: skip
-        trainer.fit(
-            batches,
-            epochs=settings.epochs,
-            initial_epoch=run["done"],
-            shuffle=False,  # the order is ours: a function of (seed, epoch)
-            steps_per_epoch=batches.steps,
-            validation_data=fit_val,
-            verbose=0,  # Keras prints to stdout, which carries data only
-            # The caller's callbacks first: what they do to an epoch's logs is what the
-            # run sees (and records).
-            callbacks=[*report.callbacks, callback],
-        )
+        try:
+            trainer.fit(
+                batches,
+                epochs=settings.epochs,
+                initial_epoch=run["done"],
+                shuffle=False,  # the order is ours: a function of (seed, epoch)
+                steps_per_epoch=batches.steps,
+                validation_data=fit_val,
+                verbose=0,  # Keras prints to stdout, which carries data only
+                # The caller's callbacks first: what they do to an epoch's logs is what the
+                # run sees (and records).
+                callbacks=[*report.callbacks, *_batch_reporter(report), callback],
+            )
+        finally:
+            # Interrupted or not, the last finished epoch's checkpoint is on disk
+            # before anything else happens.
+            callback.writer.wait()
     return callback.finish(trainer)
 
 
@@ -180,6 +185,29 @@ def _inputs(net, data: FitData, features_mode: bool, batch_size: int, say):
     return x, val
 
 
+def _batch_reporter(report: Reporting) -> list:
+    """A callback passing (epoch, step, steps) to ``report.on_batch``, when it is set.
+
+    Only then: a callback with a batch hook makes Keras wait for every step to finish
+    before starting the next (measured: +30% per MobileNetV2 epoch on 2 CPU cores).
+    This one reads nothing from the model, so it declares itself safe to run
+    asynchronously, and Keras keeps dispatching ahead.
+    """
+    if report.on_batch is None:
+        return []
+
+    class BatchReporter(_keras_callback_base()):
+        async_safe = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            report.on_batch(self.epoch + 1, batch + 1, self.params.get("steps") or 0)
+
+    return [BatchReporter()]
+
+
 def _keras_callback_base():
     import keras
 
@@ -196,6 +224,7 @@ class RunCallback(_keras_callback_base()):
         self.best_weights, self.features_mode, self.net = best_weights, features_mode, net
         self.monitor, self.base_state = monitor, base_state
         self.epoch, self.lr, self.started = 0, 0.0, 0.0
+        self.writer = ck.CheckpointWriter()
 
     def on_epoch_begin(self, epoch, logs=None):
         import keras
@@ -203,10 +232,6 @@ class RunCallback(_keras_callback_base()):
         self.epoch = epoch
         self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.report.on_batch is not None:
-            self.report.on_batch(self.epoch + 1, batch + 1, self.params.get("steps") or 0)
 
     def on_epoch_end(self, epoch, logs=None):
         run, logs = self.run, {k: float(v) for k, v in (logs or {}).items()}
@@ -249,7 +274,7 @@ class RunCallback(_keras_callback_base()):
             with atomic_path(self.ckpt / ck.FROZEN_FILE) as tmp:
                 self.net.save(tmp)
         run = self.run
-        ck.save_checkpoint(
+        self.writer.save(
             self.ckpt,
             self.model,
             self.best_weights if improved else None,
@@ -262,6 +287,7 @@ class RunCallback(_keras_callback_base()):
         """Put the best weights back (onto the full model in a features run)."""
         from imgkit.models.backbones import head_model
 
+        self.writer.wait()
         run, say = self.run, self.report.say
         if run["stopped"]:
             say(
