@@ -3,7 +3,7 @@
 ::
 
     RUN/
-      model.keras    the Keras 3 model (loaded with safe_mode on)
+      model.keras    the Keras 3 model (loaded with safe_mode on unless trusted)
       imgkit.json    task, classes, input size, channels, pixel scaling, polarity,
                      training arguments, dataset hash, metrics, temperature,
                      transfer (pretrained models) (written last)
@@ -17,11 +17,14 @@ imgkit.json is written last, so its presence means the bundle is complete.
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
+import zipfile
 from pathlib import Path
 
 from imgkit import __version__
-from imgkit.errors import BadBundleError
+from imgkit.errors import BadBundleError, UntrustedCodeError
 from imgkit.fileio import write_text
 
 BUNDLE_META = "imgkit.json"
@@ -35,6 +38,14 @@ CHECKPOINT_DIR = "checkpoints"
 BUNDLE_FORMAT = 1
 
 REQUIRED_KEYS = ("task", "model", "classes", "input_size", "channels", "pixels")
+
+# Set to 1 (or true/yes) to trust every bundle's code, like --trust-code on each command.
+TRUST_ENV = "IMGKIT_TRUST_CODE"
+TRUST_HINT = f"add --trust-code (or set {TRUST_ENV}=1)"
+
+# model.keras's config.json is a few hundred KB at most; a bigger one is not scanned
+# here (Keras's own safe mode still refuses code in it).
+_MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 
 def save_meta(folder: str | os.PathLike, meta: dict) -> Path:
@@ -83,15 +94,118 @@ def read_meta(folder: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise BadBundleError(f"{path}: missing keys {missing}")
+    _check_values(path, meta)
     return meta
 
 
-class Bundle:
-    """A complete model bundle; the Keras model is loaded on first use of ``.model``."""
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-    def __init__(self, path: Path, meta: dict):
+
+def _check_values(path: Path, meta: dict) -> None:
+    """Refuse a value of the wrong kind in a key that :class:`Bundle` or a command reads,
+    so a damaged or hand-edited imgkit.json fails here, in one line, not inside predict."""
+    size = meta["input_size"]
+    problems = {
+        "task": not isinstance(meta["task"], str),
+        "model": not isinstance(meta["model"], str),
+        "classes": not isinstance(meta["classes"], list)
+        or not all(isinstance(c, str) for c in meta["classes"]),
+        "input_size": not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size),
+        "channels": meta["channels"] not in (1, 3),
+        "pixels": not isinstance(meta["pixels"], dict),
+        # Optional keys; where a consumer reads a missing one as a default, null is too.
+        "resize": not isinstance(meta.get("resize", ""), str),
+        "output": not isinstance(meta.get("output", ""), str),
+        "polarity": not isinstance(meta.get("polarity", ""), (str, type(None))),
+        "metrics": not isinstance(meta.get("metrics") or {}, dict),
+        "dataset": not isinstance(meta.get("dataset") or {}, dict),
+        "temperature": meta.get("temperature") is not None
+        and not (_is_number(meta["temperature"]) and meta["temperature"] >= 0),
+        "threshold": meta.get("threshold") is not None and not _is_number(meta["threshold"]),
+    }
+    wrong = [key for key, bad in problems.items() if bad]
+    if wrong:
+        shown = ", ".join(f"{key}={reprlib.repr(meta[key])}" for key in wrong)
+        raise BadBundleError(f"{path}: damaged (unexpected values: {shown})")
+
+
+def trust_from_env() -> bool:
+    """Whether ``IMGKIT_TRUST_CODE`` says to trust bundles' code (1, true, yes, on)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def code_layers(model_file: str | os.PathLike) -> list[str]:
+    """What in a ``model.keras`` carries Python code, found without Keras.
+
+    A Lambda layer, or any layer whose config holds a serialized Python lambda (an
+    activation, say), would run that code as soon as Keras rebuilds it. The file is
+    read as the zip it is; one that cannot be read gives [] (loading it then fails
+    with its own error).
+
+    Returns:
+        One description per layer, e.g. ``"a Lambda layer 'double'"``.
+    """
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            info = archive.getinfo("config.json")
+            if info.file_size > _MAX_CONFIG_BYTES:
+                return []
+            config = json.loads(archive.read(info).decode("utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    _find_code(config, "?", found)
+    return found
+
+
+def _find_code(node, layer: str, found: list[str]) -> None:
+    # The whole config is walked, since nested models (backbones) hold layers of their
+    # own, except compile_config: the model is loaded uncompiled, so a lambda loss
+    # there never runs.
+    if isinstance(node, list):
+        for value in node:
+            _find_code(value, layer, found)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("class_name")
+    config = node.get("config")
+    if isinstance(config, dict) and isinstance(config.get("name"), str):
+        layer = config["name"]
+    if kind == "Lambda":
+        what = f"a Lambda layer {layer!r}"
+    elif kind == "__lambda__":
+        what = f"a Python lambda in layer {layer!r}"
+    else:
+        for key, value in node.items():
+            if key != "compile_config":
+                _find_code(value, layer, found)
+        return
+    if what not in found:
+        found.append(what)
+
+
+def _untrusted(model_file: Path, what: str) -> UntrustedCodeError:
+    return UntrustedCodeError(
+        f"{model_file}: the model contains code ({what}) that imgkit does not run unless "
+        f"told to; load only bundles you trust, and for one you trust {TRUST_HINT}"
+    )
+
+
+class Bundle:
+    """A complete model bundle; the Keras model is loaded on first use of ``.model``.
+
+    ``trust`` lets the model's own code (Lambda layers) run when it is loaded: Keras's
+    safe mode is off for it.
+    """
+
+    def __init__(self, path: Path, meta: dict, trust: bool = False):
         self.path = path
         self.meta = meta
+        self.trust = bool(trust)
         self._model = None
 
     @property
@@ -143,15 +257,18 @@ class Bundle:
 
     @property
     def model(self):
-        """The Keras model (uncompiled, loaded with ``safe_mode=True``)."""
+        """The Keras model (uncompiled; ``safe_mode=True`` unless the bundle is trusted)."""
         if self._model is None:
             import keras
 
             try:
                 self._model = keras.saving.load_model(
-                    self.model_path, compile=False, safe_mode=True
+                    self.model_path, compile=False, safe_mode=not self.trust
                 )
             except Exception as e:  # Keras raises many kinds; the user needs one line
+                if not self.trust and "safe_mode" in str(e):
+                    # Code that code_layers() did not spot; Keras's safe mode did.
+                    raise _untrusted(self.model_path, "Python code in a layer") from e
                 raise BadBundleError(f"{self.model_path}: cannot load the model ({e})") from e
         return self._model
 
@@ -159,18 +276,26 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, model={self.meta.get('model')!r}, task={self.task!r})"
 
 
-def load_bundle(folder: str | os.PathLike, task: str | None = None) -> Bundle:
+def load_bundle(
+    folder: str | os.PathLike, task: str | None = None, trust: bool | None = None
+) -> Bundle:
     """Open a model bundle, checking it is complete and made for ``task``.
+
+    A model.keras can carry Python code (Lambda layers) that runs when Keras loads
+    it, so such a bundle is refused here, before anything is loaded, unless trusted.
 
     Args:
         folder: the bundle folder (``imgkit train -o``).
         task: the task the caller needs ("classification", "segmentation"), or None.
+        trust: run the model's code (Lambda layers) if it has any. None: as
+            ``IMGKIT_TRUST_CODE`` says (trusted when 1), else not.
 
     Returns:
         The bundle; its model is loaded lazily.
 
     Raises:
         BadBundleError: missing folder or files, another task, an incompatible version.
+        UntrustedCodeError: the model carries code and ``trust`` is not given.
     """
     root = Path(folder)
     meta = read_meta(root)
@@ -178,4 +303,10 @@ def load_bundle(folder: str | os.PathLike, task: str | None = None) -> Bundle:
         raise BadBundleError(f"{root}: this bundle is for {meta['task']}, not {task}")
     if not (root / MODEL_FILE).is_file():
         raise BadBundleError(f"{root}: {MODEL_FILE} is missing (the bundle is incomplete)")
-    return Bundle(root, meta)
+    if trust is None:
+        trust = trust_from_env()
+    if not trust:
+        found = code_layers(root / MODEL_FILE)
+        if found:
+            raise _untrusted(root / MODEL_FILE, ", ".join(found))
+    return Bundle(root, meta, trust=trust)

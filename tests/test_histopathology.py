@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -257,9 +258,45 @@ def test_histopathology_script_end_to_end(tmp_path):
         SIZE="32", EPOCHS="1", VAL="0.3", TEST="0.3", TRAIN_ARGS="--batch-size 16",
     )  # fmt: skip
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
-    text = json.dumps(metrics)
-    for key in ("balanced_accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1"):
-        assert key in text
+    assert set(metrics) == {
+        "predictions", "truth", "n", "classes", "accuracy", "macro_precision", "macro_recall",
+        "macro_f1", "weighted_f1", "log_loss", "balanced_accuracy", "positive_class", "roc_auc",
+        "pr_auc", "per_class", "confusion", "unmatched",
+    }  # fmt: skip
+    assert metrics["classes"] == ["0", "1"] and metrics["positive_class"] == "1"
+    assert metrics["unmatched"] == 0
+    # Purple nuclei against pink stroma: even one epoch ranks the patients' patches.
+    assert metrics["roc_auc"] >= 0.9 and metrics["balanced_accuracy"] >= 0.8
+
+    # Recompute every number from test_preds.csv, the truth being each patch's folder.
+    preds = pd.read_csv(work / "test_preds.csv", dtype={"label": str})
+    assert len(preds) == len(Dataset.load(work / "data").rows("test")) == metrics["n"]
+    truth = preds["path"].map(lambda p: Path(p).parent.name).to_numpy()
+    said = preds["label"].to_numpy()
+    confusion = [[int(np.sum((truth == t) & (said == s))) for s in "01"] for t in "01"]
+    assert metrics["confusion"] == confusion
+    (tn, fp), (fn, tp) = confusion
+    recall = {"0": tn / (tn + fp), "1": tp / (tp + fn)}
+    precision = {"0": tn / (tn + fn), "1": tp / (tp + fp)}
+    for c in "01":
+        f1 = 2 * precision[c] * recall[c] / (precision[c] + recall[c])
+        assert metrics["per_class"][c] == {
+            "precision": pytest.approx(precision[c]), "recall": pytest.approx(recall[c]),
+            "f1": pytest.approx(f1), "support": int(np.sum(truth == c)),
+        }  # fmt: skip
+    assert metrics["accuracy"] == pytest.approx((tn + tp) / len(preds))
+    assert metrics["balanced_accuracy"] == pytest.approx((recall["0"] + recall["1"]) / 2)
+    p1 = preds["p_1"].to_numpy()
+    pos, neg = p1[truth == "1"], p1[truth == "0"]
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert metrics["roc_auc"] == pytest.approx(pairs.mean())
+    # Average precision: one step per distinct score, highest first (ties move together).
+    called = [p1 >= t for t in np.unique(p1)[::-1]]
+    hits = np.array([np.sum(c & (truth == "1")) for c in called])
+    steps = np.diff(np.r_[0, hits]) / len(pos)
+    assert metrics["pr_auc"] == pytest.approx(np.sum(steps * hits / [c.sum() for c in called]))
+    p_true = np.where(truth == "1", p1, preds["p_0"].to_numpy())
+    assert metrics["log_loss"] == pytest.approx(-np.mean(np.log(p_true)), rel=1e-4)
     meta = json.loads((work / "run" / "imgkit.json").read_text())
     assert meta["train_args"]["class_weight"] == "balanced"
     assert proc.stdout.strip().splitlines()[-1].endswith("metrics.json")

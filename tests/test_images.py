@@ -19,7 +19,7 @@ from imgkit.data.images import (
     open_image,
     to_array,
 )
-from imgkit.errors import BadImageError
+from imgkit.errors import BadImageError, BadInputError
 
 
 def reason_for(path, **kwargs) -> str:
@@ -236,7 +236,9 @@ def test_crop_keeps_the_centre(tmp_path):
 
 def test_bad_resize_mode_is_a_clear_error(tmp_path, make_image):
     img = open_image(make_image(tmp_path / "a.png"))
-    with pytest.raises(Exception, match="resize mode"):
+    with pytest.raises(
+        BadInputError, match=r"unknown resize mode 'squash' \(choose from stretch, pad, crop\)"
+    ):
         to_array(img, (4, 4), 3, "squash")
 
 

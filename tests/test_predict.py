@@ -395,16 +395,24 @@ def test_any_image_mode_and_orientation_is_converted(bundles, tmp_path, make_ima
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: the file is 16x8, the image 8x16
     paths = [
-        make_image(tmp_path / "rgba.png", size=(30, 20), mode="RGBA"),
+        # Fully transparent: white once composited on white (black if alpha were dropped).
+        make_image(tmp_path / "rgba.png", size=(30, 20), mode="RGBA", color=(0, 0, 0, 0)),
         make_image(tmp_path / "palette.gif", mode="P"),
         make_image(tmp_path / "cmyk.jpg", mode="CMYK"),
         make_image(tmp_path / "deep.png", mode="I;16"),
         make_image(tmp_path / "turned.jpg", size=(16, 8), exif=exif.tobytes()),
     ]
-    result = _run("predict", bundles["softmax"], *paths)
+    result = _run("predict", bundles["softmax"], *paths, "--invert", "never")
     assert result.exit_code == 0, result.output
     df = pd.read_csv(io.StringIO(result.stdout))
-    assert len(df) == 5 and set(df["label"]) <= set(CLASSES)
+    assert list(df["path"]) == [str(p) for p in paths]
+    assert list(df["label"]) == ["lit", "dim", "dim", "dim", "dim"]
+
+    # The gradients' mean brightness by hand: (row * 7 + col * 13) over 8x6 (w x h) is
+    # 63/255, over 16x8 is 122/255; 16-bit and CMYK pixels must land on the same scale.
+    # The model's P(lit) is sigmoid(20 * mean - 10).
+    mean = np.array([1.0, 63 / 255, 63 / 255, 63 / 255, 122 / 255])
+    np.testing.assert_allclose(df["p_lit"], 1 / (1 + np.exp(10 - 20 * mean)), atol=2e-3)
 
 
 def test_closed_pipe_ends_quietly(bundles, tmp_path):

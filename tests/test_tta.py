@@ -152,6 +152,7 @@ def test_views_depend_only_on_seed_and_index():
 @pytest.mark.parametrize("which", ["plain", "hot"])
 def test_one_view_is_exactly_predict(bundles, images, which):
     want = _run("predict", bundles[which], images)
+    assert want.exit_code == 0, want.output
     got = _run("tta", bundles[which], images, "-n", "1", "--batch-size", "64")
     assert got.exit_code == 0, got.output
     assert got.stdout == want.stdout
@@ -172,6 +173,7 @@ def test_deterministic_and_independent_of_batch_size(bundles, images):
     args = ("tta", bundles["plain"], images, "-n", "6", "--seed", "3")
     a = _run(*args, "--batch-size", "2")
     b = _run(*args, "--batch-size", "2")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert a.stdout == b.stdout
     pd.testing.assert_frame_equal(_frame(a), _frame(_run(*args, "--batch-size", "64")), atol=1e-6)
     other = _frame(_run("tta", bundles["plain"], images, "-n", "6", "--seed", "4"))
@@ -243,7 +245,9 @@ def truth(images):
 def test_eval_compares_predict_and_tta(bundles, images, truth):
     assert _run("predict", bundles["plain"], images, "-o", "preds.csv").exit_code == 0
     assert _run("tta", bundles["plain"], images, "-o", "tta.csv").exit_code == 0
-    single = json.loads(_run("eval", "preds.csv", "--truth", truth).stdout)
+    alone = _run("eval", "preds.csv", "--truth", truth)
+    assert alone.exit_code == 0, alone.output
+    single = json.loads(alone.stdout)
 
     result = _run("eval", "preds.csv", "tta.csv", "--truth", truth)
     assert result.exit_code == 0, result.output
@@ -259,8 +263,8 @@ def test_eval_compares_predict_and_tta(bundles, images, truth):
 
 
 def test_eval_several_to_a_folder(bundles, images, truth):
-    _run("predict", bundles["plain"], images, "-o", "a/preds.csv")
-    _run("tta", bundles["plain"], images, "-n", "3", "-o", "b/preds.csv")
+    assert _run("predict", bundles["plain"], images, "-o", "a/preds.csv").exit_code == 0
+    assert _run("tta", bundles["plain"], images, "-n", "3", "-o", "b/preds.csv").exit_code == 0
     result = _run("eval", "a/preds.csv", "b/preds.csv", "--truth", truth, "-o", "ev")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(Path("ev/comparison.csv"))
@@ -275,10 +279,12 @@ def test_eval_several_to_a_folder(bundles, images, truth):
 
 
 def test_eval_gates_apply_to_every_file(bundles, images, truth):
-    _run("predict", bundles["plain"], images, "-o", "preds.csv")
-    _run("tta", bundles["plain"], images, "-o", "tta.csv")
+    assert _run("predict", bundles["plain"], images, "-o", "preds.csv").exit_code == 0
+    assert _run("tta", bundles["plain"], images, "-o", "tta.csv").exit_code == 0
     both = ("eval", "preds.csv", "tta.csv", "--truth", truth)
-    accs = [s["accuracy"] for s in json.loads(_run(*both).stdout)]
+    ungated = _run(*both)
+    assert ungated.exit_code == 0, ungated.output
+    accs = [s["accuracy"] for s in json.loads(ungated.stdout)]
     bar = max(accs) + 0.01  # above both: each file must be named
     result = _run(*both, "--fail-under", f"accuracy={bar}")
     assert result.exit_code == 3

@@ -133,6 +133,21 @@ def output_option(required: bool = False, help_text: str = "Output path (- for s
     return click.option("-o", "--output", required=required, default=None, help=help_text)
 
 
+# Off by default: a bundle's Lambda layers are Python code that runs on loading, so
+# only someone who trusts where the bundle came from should turn this on. Commands pass
+# ``trust=trust_code or None`` to load_bundle: without the flag, None lets
+# IMGKIT_TRUST_CODE decide there.
+trust_code_option = click.option(
+    "--trust-code",
+    "trust_code",
+    is_flag=True,
+    default=False,
+    help="Load a bundle whose model contains code (Lambda layers), which runs as it loads. "
+    "Without it such a bundle is refused; use it only for bundles you trust. "
+    "IMGKIT_TRUST_CODE=1 does the same.",
+)
+
+
 def stderr_console():
     """A rich console on stderr (tables and logs never mix with data on stdout)."""
     from rich.console import Console

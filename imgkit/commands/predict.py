@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from imgkit.commands._common import batch_size_option, output_option
+from imgkit.commands._common import batch_size_option, output_option, trust_code_option
 from imgkit.commands._predictions import (
     calibration_option,
     invert_option,
@@ -22,7 +22,8 @@ from imgkit.commands._predictions import (
 @batch_size_option(64)
 @invert_option
 @calibration_option
-def command(run, inputs, output, split, batch_size, invert, calibrated):
+@trust_code_option
+def command(run, inputs, output, split, batch_size, invert, calibrated, trust_code):
     """Classify images with the model bundle RUN; one CSV row per image.
 
     INPUTS are image files, folders (walked recursively, in sorted order), dataset
@@ -36,6 +37,9 @@ def command(run, inputs, output, split, batch_size, invert, calibrated):
     reported on stderr and skipped; the exit status is 1 only if no image could be
     predicted.
 
+    A bundle whose model contains code (a Lambda layer) is refused unless
+    --trust-code is given: that code would run as the model loads.
+
     \b
     Example:
         imgkit predict runs/fashion photos/ -o preds.csv
@@ -45,7 +49,7 @@ def command(run, inputs, output, split, batch_size, invert, calibrated):
     from imgkit.bundle import load_bundle
     from imgkit.infer.predict import predict_inputs
 
-    bundle = load_bundle(run, task="classification")
+    bundle = load_bundle(run, task="classification", trust=trust_code or None)
     use_calibration(bundle, calibrated)
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
     write_predictions(

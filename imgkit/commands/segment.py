@@ -15,6 +15,7 @@ from imgkit.commands._common import (
     lock_output,
     output_option,
     show_progress,
+    trust_code_option,
     warn,
 )
 
@@ -50,7 +51,8 @@ from imgkit.commands._common import (
     help="Which split to segment when an input is a dataset folder  [default: test, else val].",
 )
 @batch_size_option(16)
-def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size):
+@trust_code_option
+def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size, trust_code):
     """Segment images with the bundle RUN: one mask PNG per image in -o.
 
     INPUTS are image files, folders (walked recursively, sorted), dataset folders
@@ -72,7 +74,7 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size)
     from imgkit.infer.segment import overlay_panel, segment_inputs
 
     lock_output(output)
-    bundle = load_bundle(run, task="segmentation")
+    bundle = load_bundle(run, task="segmentation", trust=trust_code or None)
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None
     for folder in (out, overlays):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from imgkit.commands._common import batch_size_option, output_option, seed_option
+from imgkit.commands._common import (
+    batch_size_option,
+    output_option,
+    seed_option,
+    trust_code_option,
+)
 from imgkit.commands._predictions import (
     calibration_option,
     invert_option,
@@ -32,7 +37,8 @@ from imgkit.commands._predictions import (
 @invert_option
 @seed_option
 @calibration_option
-def command(run, inputs, views, output, split, batch_size, invert, seed, calibrated):
+@trust_code_option
+def command(run, inputs, views, output, split, batch_size, invert, seed, calibrated, trust_code):
     """Classify images with RUN, each averaged over -n augmented views (test-time augmentation).
 
     Inputs and the CSV are those of `imgkit predict` (path,label,confidence,
@@ -51,7 +57,7 @@ def command(run, inputs, views, output, split, batch_size, invert, seed, calibra
     from imgkit.bundle import load_bundle
     from imgkit.infer.tta import tta_inputs
 
-    bundle = load_bundle(run, task="classification")
+    bundle = load_bundle(run, task="classification", trust=trust_code or None)
     use_calibration(bundle, calibrated)
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
     write_predictions(

@@ -214,6 +214,16 @@ class Dataset:
             info = json.loads(ipath.read_text(encoding="utf-8"))
         except (ValueError, OSError) as e:
             raise BadDatasetError(f"{root}: cannot read the dataset ({e})") from e
+        # What .task and .classes return must be what every consumer expects.
+        if not isinstance(info, dict):
+            raise BadDatasetError(f"{ipath}: not a JSON object")
+        classes = info.get("classes", [])
+        if not isinstance(info.get("task", ""), str) or not (
+            isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+        ):
+            raise BadDatasetError(
+                f"{ipath}: damaged ('task' must be a name and 'classes' a list of names)"
+            )
         missing = {"path", "label", "split"} - set(manifest.columns)
         if missing:
             raise BadDatasetError(f"{mpath}: missing columns {sorted(missing)}")

@@ -33,6 +33,9 @@ class _PathKeys:
 
     def __call__(self, path: str, base: str | os.PathLike | None = None) -> list[str]:
         full = os.path.join(base, path) if base is not None else path
+        if "\0" in full:
+            # No file has such a name (realpath refuses it); it can match as written.
+            return [os.path.normpath(path).replace("\\", "/")]
         head, name = os.path.split(os.path.abspath(full))
         real = self._dirs.get(head)
         if real is None:
@@ -99,6 +102,12 @@ def load_truth(source: str | os.PathLike) -> Truth:
         if ds.task != "classification":
             raise BadDatasetError(f"{source}: a {ds.task} dataset; eval scores classification here")
         m = ds.manifest
+        unknown = sorted({v for v in m["label"] if v} - set(ds.classes))
+        if unknown:
+            raise BadDatasetError(
+                f"{source}: manifest.csv has labels {unknown[:5]} that are not among the "
+                f"classes of dataset.json ({ds.classes}); the folder is damaged"
+            )
         return _truth_from_pairs(
             m["path"], m["label"], ds.classes, str(source), [source], exact=True
         )

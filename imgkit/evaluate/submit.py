@@ -210,11 +210,13 @@ def make_submission(
         predictions' order.
 
     Raises:
-        BadInputError: duplicate, missing or extra ids, NaN or out-of-range values, a
-            sample without two columns.
+        BadInputError: no rows, duplicate, missing or extra ids, NaN or out-of-range
+            values, a sample without two columns.
     """
     if "path" not in preds.columns:
         raise BadInputError(f"{preds_name}: no path column (got {list(preds.columns)})")
+    if preds.empty:
+        raise BadInputError(f"{preds_name}: no predictions (a header but no rows)")
     col = probability_column(preds, column, preds_name)
     values = probabilities(preds, col, preds_name)
     ids = [id_of(str(p), id_from) for p in preds["path"]]
@@ -230,6 +232,8 @@ def make_submission(
     else:
         frame = _fill_sample(sample, dict(zip(keys, values, strict=True)), ids, sample_name)
 
+    _check_one_line(frame, sample_name if sample is not None else preds_name)
+
     clipped = 0
     if clip is not None:
         if not 0 <= clip < 0.5:
@@ -238,6 +242,18 @@ def make_submission(
         clipped = int(np.count_nonzero((v < clip) | (v > 1 - clip)))
         frame.iloc[:, 1] = np.clip(v, clip, 1 - clip)
     return Submission(frame, col, clip, clipped)
+
+
+def _check_one_line(frame: pd.DataFrame, name: str) -> None:
+    # The CSV writer quotes a cell holding "\n" but not one holding "\r", which would
+    # then end the row early; neither belongs in an id or a column name anyway.
+    cells = [*map(str, frame.columns), *frame.iloc[:, 0].astype(str)]
+    broken = [c for c in cells if "\r" in c or "\n" in c]
+    if broken:
+        raise BadInputError(
+            f"{name}: {len(broken)} id or column name(s) hold a line break, which a "
+            f"submission file cannot ({_examples(map(repr, broken))})"
+        )
 
 
 def _fill_sample(

@@ -63,7 +63,9 @@ def fashion_cnn(num_classes: int, input_size: tuple[int, int], channels: int, dr
     x = layers.Dense(256, activation="relu")(x)
     if late:
         x = layers.Dropout(late)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    # float32 even under mixed precision: a float16 softmax rounds small probabilities
+    # to 0 (log loss, calibration) and can overflow.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name="fashion_cnn")
 
 
@@ -101,5 +103,7 @@ def small_cnn(num_classes: int, input_size: tuple[int, int], channels: int, drop
     x = layers.Dense(128, activation="relu")(x)
     if dropout:
         x = layers.Dropout(float(dropout))(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    # float32 even under mixed precision: a float16 softmax rounds small probabilities
+    # to 0 (log loss, calibration) and can overflow.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name="small_cnn")

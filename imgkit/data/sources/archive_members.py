@@ -46,9 +46,15 @@ class _Member:
     target: str = ""
 
 
+def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
+    # ZipInfo.is_dir() reads the name's last character, so an empty name (a hostile
+    # archive's) would raise IndexError there.
+    return info.filename.endswith("/")
+
+
 def _zip_kind(info: zipfile.ZipInfo) -> str:
     mode = info.external_attr >> 16
-    if info.is_dir() or stat.S_ISDIR(mode):
+    if _zip_is_dir(info) or stat.S_ISDIR(mode):
         return "dir"
     if stat.S_ISLNK(mode):
         return "symbolic link"
@@ -72,7 +78,7 @@ def _zip_members(archive: Path, extractor) -> Iterator[tuple[_Member, None]]:
         # Declared sizes can lie low but never make a good archive look too big, so
         # refusing on them early is safe; the bytes are still counted while extracting.
         declared = sum(
-            i.file_size for i in infos if not i.is_dir() and has_image_extension(i.filename)
+            i.file_size for i in infos if not _zip_is_dir(i) and has_image_extension(i.filename)
         )
         if declared > extractor.max_total_bytes():
             raise extractor.too_big()

@@ -1,7 +1,8 @@
 """Archive names: which files are archives, and which member names are safe to write.
 
 A member name is refused when it is absolute, carries a drive letter, climbs out with
-'..', or is empty; everything here is plain string work, no file is opened."""
+'..', holds a NUL or a line break, or is empty; everything here is plain string work, no
+file is opened."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def unsafe_path_reason(name: str) -> str | None:
     text = name.replace("\\", "/")
     if "\0" in text:
         return "name contains a NUL character"
+    if "\r" in text or "\n" in text:
+        # manifest.csv could not hold it: a carriage return is written unquoted there.
+        return "name contains a line break"
     if text.startswith("/") or _DRIVE.match(text) or PureWindowsPath(name).anchor:
         return "absolute path"
     if ".." in text.split("/"):

@@ -62,6 +62,9 @@ def read(spec: str, ctx: SourceContext) -> SourceResult:
         if not raw:
             rejects.append(Reject(f"{csv_path}:{line}", "empty path"))
             continue
+        if "\0" in raw:
+            rejects.append(Reject(f"{csv_path}:{line}", "path contains a NUL character"))
+            continue
         path = absolute(base / raw)
         split = row.get("split", "").strip().lower() or None
         split = _SPLIT_ALIASES.get(split, split) if split else None

@@ -95,7 +95,9 @@ class _Extractor:
     # --- bookkeeping -------------------------------------------------------------------
 
     def reject(self, name: str, reason: str) -> None:
-        self.rejects.append(Reject(f"{self.label}:{name}", reason))
+        # A line break in the name would split its rejects.csv row in two.
+        shown = name.replace("\r", "\\r").replace("\n", "\\n")
+        self.rejects.append(Reject(f"{self.label}:{shown}", reason))
 
     def refuse(self, name: str, why: str) -> None:
         self.reject(name, f"{REFUSED}: {why} (archive member {name!r})")
