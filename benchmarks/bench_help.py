@@ -36,6 +36,12 @@ def main() -> None:
         [(name, f"{t * 1000:.0f} ms", f"{t / base:.2f}x") for name, t in times],
         ("command", "median", "vs baseline"),
     )
+    # The bar: help never imports TensorFlow, so each help stays far below its import.
+    tf_time = times[-1][1]
+    slow = [name for name, t in times[1:-1] if t > tf_time / 2]
+    print("bar: every help under half the time of importing TensorFlow")
+    if slow:
+        raise SystemExit(f"missed the bar: {', '.join(slow)}")
 
 
 if __name__ == "__main__":

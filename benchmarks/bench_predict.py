@@ -116,6 +116,8 @@ def main() -> None:
         ("run", "images", "time", "images/s", "vs baseline"),
     )
     print("bar: at least 20x")
+    if ours_rate / base_rate < 20:
+        raise SystemExit(f"missed the bar: {ours_rate / base_rate:.1f}x < 20x")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def main() -> None:
             )
     print("imgkit predict on folders of 50x50 PNGs (small-cnn bundle), one process each")
     print_table(rows, ("images", "time", "images/s", "peak RSS", "vs smallest"))
-    print("bar: flat (the 50k run's peak close to the 10k run's)")
+    print("bar: flat (the 50k run's peak within 1.25x of the 10k run's)")
+    if peak / base_peak > 1.25:
+        raise SystemExit(f"missed the bar: peak RSS grew {peak / base_peak:.2f}x")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ def main() -> None:
         ("run", "time", "images/s", "time vs baseline"),
     )
     print(f"overhead: {100 * (ours / bare - 1):+.1f}% (bar: at most +15%, model load included)")
+    if ours / bare > 1.15:
+        raise SystemExit(f"missed the bar: {100 * (ours / bare - 1):+.1f}% > +15%")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ def main() -> None:
     print(f"{n} JPEGs of 64x64 -> fashion-cnn (28x28x1), {v} views each, median of {args.repeat}")
     print_table(rows, ("run", "views scored", "time", "views/s", "time vs 10 x predict"))
     print("bar: tta at most 1.0x the time of ten predict passes")
+    if times["tta_cmd"] > times["predicts_cmd"]:
+        raise SystemExit("missed the bar: tta took longer than ten predict passes")
 
 
 if __name__ == "__main__":
