@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections import Counter, defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import Counter, defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -102,6 +102,13 @@ class _BadCounter:
         )
 
 
+def _collect(item, records, reasons, counter: _BadCounter) -> None:
+    i, future = item
+    reasons[i] = future.result()
+    if reasons[i] is not None:
+        counter.add(Reject(records[i].path, reasons[i]))
+
+
 def _check_all(
     records: list[Record],
     workdir: Path,
@@ -122,19 +129,32 @@ def _check_all(
         return None
 
     reasons: list[str | None] = [None] * len(records)
-    pool = ThreadPoolExecutor(os.cpu_count() or 2)
+    workers = os.cpu_count() or 2
+    # A bounded window of futures, collected oldest first: each image costs O(1) here
+    # (waiting on the whole pending set per completion made prep quadratic), and the
+    # queue never holds more than a few batches' worth of work.
+    window = 8 * workers
+    step = max(1, len(records) // 200)
+    shown = 0  # progress takes increments
+
+    def show(done: int) -> None:
+        nonlocal shown
+        if progress is not None and done > shown:
+            progress("checking images", done - shown, len(records))
+            shown = done
+
+    pool = ThreadPoolExecutor(workers)
     try:
-        futures: dict[Future, int] = {pool.submit(check, r): i for i, r in enumerate(records)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                i = futures[future]
-                reasons[i] = future.result()
-                if reasons[i] is not None:
-                    counter.add(Reject(records[i].path, reasons[i]))
-            if progress is not None:
-                progress("checking images", len(done), len(records))
+        inflight: deque[tuple[int, Future]] = deque()
+        for i, record in enumerate(records):
+            inflight.append((i, pool.submit(check, record)))
+            if len(inflight) >= window:
+                _collect(inflight.popleft(), records, reasons, counter)
+            if (i + 1) % step == 0:
+                show(i + 1 - len(inflight))
+        while inflight:
+            _collect(inflight.popleft(), records, reasons, counter)
+        show(len(records))
     finally:
         # On a --max-bad stop, images not yet checked are not worth waiting for.
         pool.shutdown(wait=True, cancel_futures=True)
