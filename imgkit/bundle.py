@@ -10,12 +10,15 @@
       history.csv    one row per epoch
       curves.png     loss and accuracy curves
       checkpoints/   what ``imgkit train --resume`` needs
+      model.onnx     ``imgkit export`` (optional); saved_model/ and model.tflite too,
+                     each with a record under ``exports`` in imgkit.json
 
 imgkit.json is written last, so its presence means the bundle is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,6 +35,8 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
+# What `imgkit export` writes beside model.keras (format -> name in the bundle).
+EXPORT_FILES = {"onnx": "model.onnx", "savedmodel": "saved_model", "tflite": "model.tflite"}
 
 # Bumped only when a change to imgkit.json or model.keras would make an older imgkit
 # misread a bundle. Readers accept this format and older ones.
@@ -125,11 +130,21 @@ def _check_values(path: Path, meta: dict) -> None:
         "temperature": meta.get("temperature") is not None
         and not (_is_number(meta["temperature"]) and meta["temperature"] >= 0),
         "threshold": meta.get("threshold") is not None and not _is_number(meta["threshold"]),
+        "exports": not isinstance(meta.get("exports") or {}, dict),
     }
     wrong = [key for key, bad in problems.items() if bad]
     if wrong:
         shown = ", ".join(f"{key}={reprlib.repr(meta[key])}" for key in wrong)
         raise BadBundleError(f"{path}: damaged (unexpected values: {shown})")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as exports are recorded with in imgkit.json."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def trust_from_env() -> bool:
@@ -156,6 +171,15 @@ def code_layers(model_file: str | os.PathLike) -> list[str]:
             config = json.loads(archive.read(info).decode("utf-8"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return []
+    return config_code(config)
+
+
+def config_code(config) -> list[str]:
+    """What in a Keras model config (parsed JSON, from any file format) carries code.
+
+    Lambda layers and serialized Python lambdas, as :func:`code_layers` finds them, and
+    SavedModel layers (``TFSMLayer``: a TensorFlow graph from outside the file).
+    """
     found: list[str] = []
     _find_code(config, "?", found)
     return found
@@ -179,6 +203,8 @@ def _find_code(node, layer: str, found: list[str]) -> None:
         what = f"a Lambda layer {layer!r}"
     elif kind == "__lambda__":
         what = f"a Python lambda in layer {layer!r}"
+    elif kind == "TFSMLayer":
+        what = f"a SavedModel layer {layer!r}"
     else:
         for key, value in node.items():
             if key != "compile_config":
@@ -259,6 +285,9 @@ class Bundle:
     def model(self):
         """The Keras model (uncompiled; ``safe_mode=True`` unless the bundle is trusted)."""
         if self._model is None:
+            from imgkit.backend import import_keras_quietly
+
+            import_keras_quietly()
             import keras
 
             try:
@@ -271,6 +300,12 @@ class Bundle:
                     raise _untrusted(self.model_path, "Python code in a layer") from e
                 raise BadBundleError(f"{self.model_path}: cannot load the model ({e})") from e
         return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        """Run the bundle through another model object: anything with ``predict_on_batch``
+        (an ONNX Runtime session, :mod:`imgkit.infer.runtime`) instead of model.keras."""
+        self._model = model
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, model={self.meta.get('model')!r}, task={self.task!r})"

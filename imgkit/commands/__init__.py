@@ -38,11 +38,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgkit.commands.tune",
         "Train a grid of settings; rank on a val metric, keep the best.",
     ),
+    "import": (
+        "imgkit.commands.import_model",
+        "Make a model bundle from a Keras model made elsewhere (.keras, .h5, SavedModel).",
+    ),
+    "export": (
+        "imgkit.commands.export",
+        "Export a bundle's model as ONNX, SavedModel or TFLite, checked against Keras.",
+    ),
+    "info": ("imgkit.commands.info", "Describe a model bundle: JSON on stdout, a table on stderr."),
 }
 
 
-# Commands that run a model: Keras is imported (quietly) before they start.
-NEEDS_KERAS = {"train", "predict", "tta", "segment", "tune"}
+# Commands that run a model: Keras is imported (quietly) before they start. predict,
+# tta and segment import it themselves, only for --runtime keras (imgkit.infer.runtime),
+# so a bundle run through ONNX Runtime never pays for TensorFlow.
+NEEDS_KERAS = {"train", "tune", "export", "import"}
 
 
 class LazyGroup(click.Group):

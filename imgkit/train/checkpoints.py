@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.bundle import BUNDLE_META, CHECKPOINT_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE
+from imgkit.bundle import (
+    BUNDLE_META,
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    EXPORT_FILES,
+    HISTORY_FILE,
+    MODEL_FILE,
+)
 from imgkit.errors import BadInputError, OutputExistsError
 from imgkit.fileio import atomic_open, atomic_path, write_text
 
@@ -69,6 +76,13 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> dict | None:
         for name in (BUNDLE_META, MODEL_FILE, HISTORY_FILE, CURVES_FILE):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(ckpt, ignore_errors=True)
+        # An earlier model's exports would only waste disk (nothing uses an export
+        # that imgkit.json does not record).
+        for name in EXPORT_FILES.values():
+            if (out / name).is_dir():
+                shutil.rmtree(out / name, ignore_errors=True)
+            else:
+                (out / name).unlink(missing_ok=True)
     return None
 
 

@@ -1,0 +1,177 @@
+"""Parity: how far an exported model's answers are from Keras's, on real images.
+
+The images are the bundle's own val split when its dataset folder is still where
+training recorded it (same manifest hash), else the images the user names. What is
+compared is what a user would read: class probabilities (before the bundle's
+temperature, which both sides share) and labels (after temperature and threshold,
+as ``imgkit predict`` chooses them), or for a segmentation bundle the mask
+probabilities and the thresholded masks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imgkit.data.dataset import Dataset
+from imgkit.errors import BadDatasetError, BadInputError
+from imgkit.infer.inputs import decoded_batches, is_dataset_folder, iter_input_paths
+from imgkit.infer.predict import (
+    apply_temperature,
+    image_loader,
+    prediction_frame,
+    split_batches,
+    to_probabilities,
+)
+
+DEFAULT_LIMIT = 500
+BATCH = 32
+MASK_THRESHOLD = 0.5
+
+
+@dataclass
+class CheckImages:
+    """The images parity is measured on.
+
+    Attributes:
+        arrays: uint8 (n, h, w, c), as the bundle's model takes them.
+        truth: class indices (n,), or bool masks (n, h, w), when known; else None.
+        source: where they came from, in words (recorded in imgkit.json).
+    """
+
+    arrays: np.ndarray
+    truth: np.ndarray | None
+    source: str
+
+
+def bundle_dataset(bundle) -> Dataset | None:
+    """The dataset folder the bundle was trained on, if it is at hand and unchanged and
+    has a val split; else None."""
+    info = bundle.meta.get("dataset") or {}
+    path = info.get("path")
+    if not path or not is_dataset_folder(path):
+        return None
+    try:
+        ds = Dataset.load(path)
+    except BadDatasetError:
+        return None
+    if not info.get("hash") or ds.hash != info["hash"] or "val" not in ds.splits():
+        return None
+    return ds
+
+
+def check_images(
+    bundle, check: Sequence[str | os.PathLike] | None = None, limit: int = DEFAULT_LIMIT
+) -> CheckImages:
+    """Real images for the parity check: ``check`` when given, else the val split.
+
+    Raises:
+        BadInputError: neither is at hand, or no image could be read.
+    """
+    if check:
+        return _named_images(bundle, check, limit)
+    ds = bundle_dataset(bundle)
+    if ds is None:
+        where = (bundle.meta.get("dataset") or {}).get("path") or "unknown"
+        raise BadInputError(
+            f"{bundle.path}: its dataset ({where}) is not at hand to check the export "
+            "on its val split; name real images with --check IMAGES"
+        )
+    n = min(limit, len(ds.rows("val")))
+    size, channels = tuple(bundle.input_size), bundle.channels
+    if bundle.task == "segmentation":
+        arrays = np.array(ds.arrays("val", size, channels, "stretch")[:n])
+        try:
+            truth = np.array(ds.mask_arrays("val", size)[:n, ..., 0]).astype(bool)
+        except BadDatasetError:
+            truth = None
+    else:
+        batches = split_batches(bundle, ds, "val", BATCH)
+        arrays = _first(batches, n)
+        try:
+            truth = ds.labels("val")[:n]
+        except BadDatasetError:
+            truth = None
+    return CheckImages(arrays, truth, f"val split of {ds.root} ({n} images)")
+
+
+def _first(batches, n: int) -> np.ndarray:
+    taken, count = [], 0
+    for _, arrays in batches:
+        taken.append(np.asarray(arrays)[: n - count])
+        count += len(taken[-1])
+        if count >= n:
+            break
+    return np.concatenate(taken) if taken else np.zeros((0,), np.uint8)
+
+
+def _named_images(bundle, check, limit: int) -> CheckImages:
+    from imgkit.data.images import load_array
+
+    if bundle.task == "segmentation":
+        size, channels = tuple(bundle.input_size), bundle.channels
+
+        def load(path: Path) -> np.ndarray:
+            return load_array(path, size, channels, "stretch")
+    else:
+        load = image_loader(bundle, "auto")
+    paths = (p for p, reject in iter_input_paths(check) if reject is None)
+    arrays = _first(decoded_batches(itertools.islice(paths, limit), load, BATCH), limit)
+    if not len(arrays):
+        shown = " ".join(str(c) for c in check)
+        raise BadInputError(f"--check {shown}: no image could be read to check the export on")
+    return CheckImages(arrays, None, f"{len(arrays)} images from --check")
+
+
+def outputs(run: Callable[[np.ndarray], np.ndarray], arrays: np.ndarray) -> np.ndarray:
+    """A model's raw outputs for all of ``arrays``, in batches."""
+    parts = [
+        np.asarray(run(np.asarray(arrays[i : i + BATCH], dtype=np.float32)))
+        for i in range(0, len(arrays), BATCH)
+    ]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _labels(bundle, raw: np.ndarray) -> np.ndarray:
+    """Predicted class indices as ``imgkit predict`` chooses them (temperature, threshold)."""
+    classes = bundle.classes
+    proba = apply_temperature(raw, bundle.temperature)
+    names = prediction_frame([""] * len(proba), proba, classes, bundle.meta.get("threshold"))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[c] for c in names["label"]], dtype=np.int64)
+
+
+def compare(
+    bundle, keras_out: np.ndarray, export_out: np.ndarray, truth: np.ndarray | None = None
+) -> dict:
+    """Parity figures for one export: the largest absolute difference of probabilities,
+    whether every label (every mask pixel) agrees, and the accuracy of both sides
+    against ``truth`` (or, without it, the export's agreement with Keras's labels)."""
+    if bundle.task == "segmentation":
+        pk, pe = keras_out[..., 0], export_out[..., 0]
+        threshold = float(bundle.meta.get("threshold") or MASK_THRESHOLD)
+        lk, le = pk > threshold, pe > threshold
+        compared, unit = "mask probabilities", "pixels"
+    else:
+        k = len(bundle.classes)
+        pk = to_probabilities(keras_out, bundle.output, k)
+        pe = to_probabilities(export_out, bundle.output, k)
+        lk, le = _labels(bundle, pk), _labels(bundle, pe)
+        compared, unit = "probabilities", "labels"
+    reference = lk if truth is None else truth.reshape(lk.shape)
+    return {
+        "compared": compared,
+        "max_abs_diff": float(np.abs(pk - pe).max()) if pk.size else 0.0,
+        "labels_agree": bool((lk == le).all()),
+        f"{unit}_differing": int((lk != le).sum()),
+        "accuracy": {
+            "against": "Keras's labels" if truth is None else "the true labels",
+            "keras": float((lk == reference).mean()),
+            "export": float((le == reference).mean()),
+        },
+    }
