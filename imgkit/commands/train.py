@@ -188,6 +188,14 @@ def _parse_fine_tune(_ctx, _param, value):
     help="Segmentation models: binary cross-entropy, Dice, or their sum.  [default: bce+dice]",
 )
 @click.option(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Write TensorBoard events to DIR/<-o's name>: losses, metrics and learning rate "
+    "per epoch, and the model graph; --resume appends. View: tensorboard --logdir DIR",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
 )
 @click.option(
@@ -226,6 +234,7 @@ def command(
     calibrate,
     threshold,
     loss,
+    tensorboard,
     resume,
     overwrite,
 ):
@@ -241,6 +250,7 @@ def command(
         imgkit train data/fashion -o runs/fashion --model fashion-cnn
         imgkit train data/fashion -o runs/nodrop --model small-cnn --dropout 0
         imgkit train data/fashion -o runs/fashion --resume
+        imgkit train data/fashion -o runs/fashion --tensorboard runs/tb
         imgkit train data/dvc -o runs/dvc --model mobilenetv2 --weights imagenet
         imgkit train data/dvc -o runs/fast --model mobilenetv2 --size 96 \\
             --fine-tune-last 0 --augment none
@@ -259,6 +269,11 @@ def command(
         calibrate = None
     if channels is not None:
         channels = int(channels)
+    extra = []
+    if tensorboard:
+        from imgkit.train.tensorboard import run_log_dir, tensorboard_callback
+
+        extra.append(tensorboard_callback(run_log_dir(tensorboard, output)))
 
     progress = _Progress()
     try:
@@ -287,6 +302,7 @@ def command(
             loss=loss,
             resume=resume,
             overwrite=overwrite,
+            callbacks_extra=extra,
             on_epoch=progress.epoch,
             on_batch=progress.batch if show_progress() else None,
             on_info=info,
