@@ -30,3 +30,5 @@ bench:
 	python3 benchmarks/bench_predict_memory.py
 	python3 benchmarks/bench_vgg16_head.py
 	python3 benchmarks/bench_segment.py
+	python3 benchmarks/bench_runtime.py   # needs the export extra
+	python3 benchmarks/bench_scale.py     # an hour: 300,000 images

@@ -76,8 +76,8 @@ def make_submission_preds(path: Path, n: int = 12500) -> None:
     p = rng.random(n)
     lines = ["path,label,confidence,p_cat,p_dog"]
     for i in range(n):
-        label = "dog" if p[i] >= 0.5 else "cat"
-        lines.append(f"test1/{i + 1}.jpg,{label},{max(p[i], 1 - p[i]):.6g},{1 - p[i]:.6g},{p[i]:.6g}")
+        label, conf = ("dog", p[i]) if p[i] >= 0.5 else ("cat", 1 - p[i])
+        lines.append(f"test1/{i + 1}.jpg,{label},{conf:.6g},{1 - p[i]:.6g},{p[i]:.6g}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -108,7 +108,8 @@ def measure(n: int, tmp: Path) -> dict[str, tuple[float, float, int]]:
         n,
     )  # fmt: skip
     out["predict"] = (*run_step(["predict", str(run), str(root), "-o", str(preds)]), n)
-    out["eval"] = (*run_step(["eval", str(preds), "--truth", str(data), "-o", str(tmp / f"eval{n}")]), n)
+    scores = tmp / f"eval{n}"
+    out["eval"] = (*run_step(["eval", str(preds), "--truth", str(data), "-o", str(scores)]), n)
     shutil.rmtree(root)
     shutil.rmtree(data)
     return out
@@ -125,7 +126,7 @@ def main() -> int:
     try:
         for n in args.sizes:
             results[n] = measure(n, tmp)
-            for step, (s, mib, k) in results[n].items():
+            for step, (s, mib, _) in results[n].items():
                 print(f"# {n:>7,} {step}: {s:.1f} s, {mib:.0f} MiB", file=sys.stderr, flush=True)
         subs = tmp / "sub_preds.csv"
         make_submission_preds(subs)

@@ -20,14 +20,13 @@ from PIL import Image
 from imgkit.commands import cli
 from imgkit.data.dataset import Dataset, Record, write_dataset
 from imgkit.infer.inputs import iter_input_paths
+from imgkit.infer.inversion import border_mean, should_invert
 from imgkit.infer.predict import (
     apply_temperature,
-    border_mean,
     csv_columns,
     frame_to_csv,
     predict_paths,
     prediction_frame,
-    should_invert,
     to_probabilities,
 )
 

@@ -54,17 +54,21 @@ def use_calibration(bundle, calibrated: bool) -> None:
         bundle.meta["temperature"] = 1.0
 
 
-def write_predictions(classes, make_frames: Callable[[Callable], Iterator], output) -> None:
+def write_predictions(
+    classes, make_frames: Callable[[Callable], Iterator], output, header: bool = True
+) -> None:
     """Stream prediction frames to ``output`` (a file, atomically, or stdout) and summarise.
 
     Args:
         classes: the bundle's classes, for the summary.
         make_frames: called with an ``on_reject`` callback; returns the frames.
         output: a CSV path, or None / "-" for stdout (rows written batch by batch).
+        header: write the header row (a shard after the first does not); it is written
+            even when no image could be predicted, so every first shard has one.
     """
     from imgkit.data.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
     from imgkit.fileio import atomic_open
-    from imgkit.infer.predict import frame_to_csv
+    from imgkit.infer.predict import csv_columns, frame_to_csv
 
     summary = _Summary(classes)
 
@@ -86,12 +90,16 @@ def write_predictions(classes, make_frames: Callable[[Callable], Iterator], outp
         else:
             f = stack.enter_context(atomic_open(output, "w", encoding="utf-8", newline=""))
             write = f.write
-        first = True
+        first = header
         for df in frames:
             write(frame_to_csv(df, header=first))
             first = False
             summary.add(df)
             progress.update(len(df))
+        if first:
+            import pandas as pd
+
+            write(frame_to_csv(pd.DataFrame(columns=csv_columns(classes)), header=True))
     summary.show()
     if not to_stdout:
         click.echo(output)

@@ -14,6 +14,10 @@ from imgkit.commands._common import (
     info,
     lock_output,
     output_option,
+    ray_options,
+    ray_settings,
+    runtime_option,
+    shard_option,
     show_progress,
     trust_code_option,
     warn,
@@ -52,7 +56,13 @@ from imgkit.commands._common import (
 )
 @batch_size_option(16)
 @trust_code_option
-def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size, trust_code):
+@shard_option
+@runtime_option
+@ray_options
+def command(
+    run, inputs, output, threshold, overlay_dir, tta, split, batch_size, trust_code, shard,
+    runtime, ray_address, workers, gpus_per_worker,
+):  # fmt: skip
     """Segment images with the bundle RUN: one mask PNG per image in -o.
 
     INPUTS are image files, folders (walked recursively, sorted), dataset folders
@@ -66,15 +76,22 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size,
         imgkit segment runs/seg new_images/ -o masks_out/ --overlay overlays/
         imgkit segment runs/seg data/seg --split val -o val_masks/ --tta
         imgkit eval masks_out/ --truth data/seg
+        imgkit segment runs/seg big/ -o masks/ --shard 3/8     # a job array
+
+    With --shard, the N shards may share one -o folder; an image name met twice
+    (a/x.png, b/x.png) gets its -2 suffix only within one shard.
     """
-    from imgkit.bundle import load_bundle
     from imgkit.data.images import open_image
     from imgkit.data.masks import mask_scores, write_mask_png
     from imgkit.errors import BadInputError
-    from imgkit.infer.segment import overlay_panel, segment_inputs
+    from imgkit.infer.inputs import parse_shard
+    from imgkit.infer.runtime import open_bundle
+    from imgkit.infer.segment import overlay_panel
 
-    lock_output(output)
-    bundle = load_bundle(run, task="segmentation", trust=trust_code or None)
+    shard = parse_shard(shard)
+    # Shards of one job write disjoint masks into one folder: each holds its own lock.
+    lock_output(output if shard is None else f"{output.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}")
+    bundle = open_bundle(run, task="segmentation", trust=trust_code or None, runtime=runtime)
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None
     for folder in (out, overlays):
@@ -115,13 +132,14 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size,
         if bar is not None:
             bar.update(1)
 
+    ray = ray_settings(ray_address, workers, gpus_per_worker)
+    items = _items(
+        bundle, inputs, stdin, split, batch_size, tta, rejects.append, shard, ray, runtime
+    )
     pending: deque = deque()
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for item in segment_inputs(
-                bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
-                on_reject=rejects.append,
-            ):  # fmt: skip
+            for item in items:
                 name = _unique_name(item.path.stem, names)
                 pending.append(pool.submit(finish, item, name))
                 # Bounded: memory stays flat however many images there are.
@@ -134,19 +152,40 @@ def command(run, inputs, output, threshold, overlay_dir, tta, split, batch_size,
             bar.close()
     for r in rejects:
         warn(f"{r.path}: {r.reason} (skipped)")
-    if count == 0:
+    if count == 0 and (shard is None or rejects):
         raise BadInputError("no image could be segmented (see the warnings above)")
     seconds = time.perf_counter() - started
-    line = (
-        f"{count} masks in {out} ({count / seconds:.1f} img/s"
-        f"{', with TTA' if tta else ''}); mean object share {fraction / count:.3f}"
-    )
+    info(_summary(out, count, seconds, tta, fraction, ious, len(rejects)))
+    click.echo(str(out))
+
+
+def _items(bundle, inputs, stdin, split, batch_size, tta, on_reject, shard, ray, runtime):
+    """The Segmented items to write, from this process or from Ray."""
+    from imgkit.infer.segment import segment_inputs
+
+    if ray is not None:
+        from imgkit.infer.ray_batch import ray_segment
+
+        return ray_segment(
+            bundle, inputs, stdin, split, batch_size, tta, on_reject, ray,
+            runtime=runtime, shard=shard,
+        )  # fmt: skip
+    return segment_inputs(
+        bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
+        on_reject=on_reject, shard=shard,
+    )  # fmt: skip
+
+
+def _summary(out, count, seconds, tta, fraction, ious, skipped) -> str:
+    line = f"{count} masks in {out} ({count / max(seconds, 1e-9):.1f} img/s"
+    line += f"{', with TTA' if tta else ''})"
+    if count:
+        line += f"; mean object share {fraction / count:.3f}"
     if ious:
         line += f"; mean IoU against the dataset's masks {sum(ious) / len(ious):.4f}"
-    if rejects:
-        line += f"; {len(rejects)} skipped"
-    info(line)
-    click.echo(str(out))
+    if skipped:
+        line += f"; {skipped} skipped"
+    return line
 
 
 def _unique_name(stem: str, taken: set[str]) -> str:

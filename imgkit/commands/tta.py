@@ -7,7 +7,11 @@ import click
 from imgkit.commands._common import (
     batch_size_option,
     output_option,
+    ray_options,
+    ray_settings,
+    runtime_option,
     seed_option,
+    shard_option,
     trust_code_option,
 )
 from imgkit.commands._predictions import (
@@ -38,7 +42,13 @@ from imgkit.commands._predictions import (
 @seed_option
 @calibration_option
 @trust_code_option
-def command(run, inputs, views, output, split, batch_size, invert, seed, calibrated, trust_code):
+@shard_option
+@runtime_option
+@ray_options
+def command(
+    run, inputs, views, output, split, batch_size, invert, seed, calibrated, trust_code, shard,
+    runtime, ray_address, workers, gpus_per_worker,
+):  # fmt: skip
     """Classify images with RUN, each averaged over -n augmented views (test-time augmentation).
 
     Inputs and the CSV are those of `imgkit predict` (path,label,confidence,
@@ -54,16 +64,50 @@ def command(run, inputs, views, output, split, batch_size, invert, seed, calibra
         imgkit tta runs/dvc data/dvc-test -n 10 -o tta.csv
         imgkit eval preds.csv tta.csv --truth data/dvc
     """
-    from imgkit.bundle import load_bundle
+    from imgkit.infer.inputs import parse_shard
+    from imgkit.infer.runtime import open_bundle
     from imgkit.infer.tta import tta_inputs
 
-    bundle = load_bundle(run, task="classification", trust=trust_code or None)
+    shard = parse_shard(shard)
+    bundle = open_bundle(run, task="classification", trust=trust_code or None, runtime=runtime)
     use_calibration(bundle, calibrated)
     stdin = click.get_text_stream("stdin") if "-" in inputs else None
+    ray = ray_settings(ray_address, workers, gpus_per_worker)
+
+    def frames(on_reject):
+        if ray is not None:
+            from imgkit.infer.ray_batch import ray_predict
+
+            return ray_predict(
+                bundle,
+                inputs,
+                stdin,
+                split,
+                batch_size,
+                invert,
+                on_reject,
+                ray,
+                runtime=runtime,
+                views=views,
+                seed=seed,
+                shard=shard,
+            )
+        return tta_inputs(
+            bundle,
+            inputs,
+            stdin,
+            split,
+            views,
+            seed,
+            batch_size,
+            invert,
+            on_reject=on_reject,
+            shard=shard,
+        )
+
     write_predictions(
         bundle.classes,
-        lambda on_reject: tta_inputs(
-            bundle, inputs, stdin, split, views, seed, batch_size, invert, on_reject=on_reject
-        ),
+        frames,
         output,
-    )
+        header=shard is None or shard[0] == 1,
+    )  # fmt: skip

@@ -62,6 +62,54 @@ def iter_input_paths(
             yield None, Reject(str(path), "no such file or folder")
 
 
+# --- shards ---------------------------------------------------------------------------
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """Read ``--shard I/N`` (1-based: 1/3, 2/3, 3/3); None when not given.
+
+    Raises:
+        ImgkitError: not two whole numbers with 1 <= I <= N.
+    """
+    if text is None:
+        return None
+    from imgkit.errors import BadInputError
+
+    parts = str(text).strip().split("/")
+    try:
+        i, n = (int(x) for x in parts)
+    except ValueError:
+        i, n = 0, 0
+    if len(parts) != 2 or not 1 <= i <= n:
+        raise BadInputError(f"--shard must be I/N with 1 <= I <= N, like 2/8 (got {text!r})")
+    return i, n
+
+
+def shard_bounds(total: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """The ``[start, stop)`` positions shard I/N takes of ``total`` inputs.
+
+    Shards are contiguous and in order, so shard outputs concatenated in order are
+    the single-process output; their sizes differ by at most one.
+    """
+    if shard is None:
+        return 0, total
+    i, n = shard
+    return (i - 1) * total // n, i * total // n
+
+
+def shard_slices(lengths: Iterable[int], shard: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """Split a shard's range over consecutive parts of the input: one local
+    ``(start, stop)`` per part (empty where the shard takes none of it)."""
+    lengths = list(lengths)
+    lo, hi = shard_bounds(sum(lengths), shard)
+    out, offset = [], 0
+    for n in lengths:
+        start, stop = max(lo - offset, 0), max(min(hi - offset, n), 0)
+        out.append((min(start, stop), stop))
+        offset += n
+    return out
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):

@@ -21,9 +21,14 @@ import pandas as pd
 
 from imgkit.data.dataset import Dataset, Reject
 from imgkit.errors import BadBundleError, ImgkitError
-from imgkit.infer.inputs import decoded_batches, is_dataset_folder, iter_input_paths
+from imgkit.infer.inputs import (
+    decoded_batches,
+    is_dataset_folder,
+    iter_input_paths,
+    shard_slices,
+)
+from imgkit.infer.inversion import INVERT_MODES, should_invert
 
-INVERT_MODES = ("auto", "always", "never")
 # CSV number format: 6 significant digits keep tiny probabilities (which log loss
 # needs) without writing 17 digits per value.
 FLOAT_FORMAT = "%.6g"
@@ -106,50 +111,6 @@ def prediction_frame(
 def frame_to_csv(df: pd.DataFrame, header: bool) -> str:
     """Format prediction rows as CSV text (the one format every writer uses)."""
     return df.to_csv(index=False, header=header, float_format=FLOAT_FORMAT, lineterminator="\n")
-
-
-# --- inversion ------------------------------------------------------------------------
-
-
-def border_mean(array: np.ndarray) -> float:
-    """Mean brightness (0-255, all channels) of an image's border ring.
-
-    The ring is 10% of the shorter side (at least one pixel), the same ring training
-    uses to find the bundle's polarity, so both judge "background" alike.
-    """
-    a = np.asarray(array, dtype=np.float64)
-    if a.ndim == 3:
-        a = a.mean(axis=2)
-    h, w = a.shape
-    b = max(1, round(min(h, w) * 0.1))
-    if 2 * b >= min(h, w):
-        return float(a.mean())
-    ring = np.ones((h, w), dtype=bool)
-    ring[b : h - b, b : w - b] = False
-    return float(a[ring].mean())
-
-
-def should_invert(array: np.ndarray, polarity: str | None, mode: str = "auto") -> bool:
-    """Whether to invert an image before the model sees it.
-
-    Args:
-        array: the image already converted to the bundle's size and channels.
-        polarity: the training images' background: "dark" (light objects on black,
-            like Fashion-MNIST), "light", or None (unknown: never invert in auto).
-        mode: "auto" (invert when the background is the opposite of ``polarity``),
-            "always" or "never".
-    """
-    if mode == "always":
-        return True
-    if mode == "never" or polarity not in ("dark", "light"):
-        return False
-    if mode != "auto":
-        raise ValueError(f"invert mode must be one of {INVERT_MODES} (got {mode!r})")
-    background = border_mean(array)
-    return background > 127 if polarity == "dark" else background < 128
-
-
-# --- inputs ---------------------------------------------------------------------------
 
 
 # --- the pipeline ---------------------------------------------------------------------
@@ -252,6 +213,15 @@ def _trained_on(bundle, dataset: Dataset) -> bool:
     return bool(info.get("hash")) and info.get("hash") == dataset.hash
 
 
+def default_split(dataset: Dataset, split: str | None) -> str:
+    """``split``, or for None "test" ("unlabeled" for a dataset that has no test split:
+    a Kaggle test archive prepped on its own)."""
+    if split is not None:
+        return split
+    present = dataset.splits()
+    return "unlabeled" if "test" not in present and "unlabeled" in present else "test"
+
+
 def split_batches(
     bundle,
     dataset: Dataset,
@@ -260,17 +230,18 @@ def split_batches(
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
+    rows: tuple[int, int | None] = (0, None),
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
     """One split of a dataset folder as ``(paths, arrays)`` batches; see :func:`predict_split`.
 
-    ``split=None`` means "test", or "unlabeled" for a dataset that has no test split
-    (a Kaggle test archive prepped on its own).
+    ``split=None`` means :func:`default_split`; ``rows`` is the ``[start, stop)`` part of
+    the split to read (a shard's).
     """
-    if split is None:
-        present = dataset.splits()
-        split = "unlabeled" if "test" not in present and "unlabeled" in present else "test"
+    split = default_split(dataset, split)
+    first, last = rows
     rels = list(dataset.rows(split)["path"])
-    paths = [dataset.abspath(r) for r in rels]
+    last = len(rels) if last is None else last
+    paths = [dataset.abspath(r) for r in rels[first:last]]
     size = tuple(bundle.input_size)
     own = _trained_on(bundle, dataset)
     cached = dataset.cache_file(split, size, bundle.channels, bundle.resize).is_file()
@@ -278,6 +249,7 @@ def split_batches(
         yield from path_batches(bundle, paths, batch_size, invert, on_reject, workers)
         return
     arrays = dataset.arrays(split, size, bundle.channels, bundle.resize, workers=workers)
+    arrays = arrays[first:last]
     auto_invert = invert == "auto" and not own
     for start in range(0, len(paths), batch_size):
         batch = np.array(arrays[start : start + batch_size])
@@ -331,6 +303,7 @@ def input_batches(
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
     """Everything the user named on the command line as ``(paths, arrays)`` batches, in order.
 
@@ -338,9 +311,12 @@ def input_batches(
     (folders, files, ``-``) form one stream of paths (:func:`iter_input_paths`,
     :func:`path_batches`), so batches fill up across them. This is the pipeline
     ``predict`` and ``tta`` share: they differ only in what they do with a batch.
+    ``shard=(i, n)`` keeps the i-th of n contiguous slices of all the inputs in order
+    (:func:`imgkit.infer.inputs.shard_bounds`); the paths are listed first to count them.
 
     Raises:
-        ImgkitError: when not a single image could be read.
+        ImgkitError: when not a single image could be read (without a shard, or when
+            the whole input is empty).
     """
     rejected = 0
 
@@ -350,36 +326,70 @@ def input_batches(
         if on_reject:
             on_reject(r)
 
-    def paths_of(group):
-        for path, r in iter_input_paths(group, stdin):
-            if r is not None:
-                reject(r)
-            else:
-                yield path
-
     read = 0
-    for is_dataset, group in itertools.groupby(
-        inputs, key=lambda i: str(i) != "-" and is_dataset_folder(i)
-    ):
-        if is_dataset:
-            batches = itertools.chain.from_iterable(
-                split_batches(bundle, Dataset.load(d), split, batch_size, invert, reject, workers)
-                for d in group
-            )
-        else:
-            batches = path_batches(
-                bundle, paths_of(list(group)), batch_size, invert, reject, workers
-            )
+    parts = _shard_parts if shard is not None else _stream_parts
+    for batches in parts(bundle, inputs, stdin, split, batch_size, invert, reject, workers, shard):
         for paths, arrays in batches:
             read += len(paths)
             yield paths, arrays
-    if not read:
+    if not read and (shard is None or rejected):
         why = (
             f" ({rejected} input{'s' if rejected != 1 else ''} could not be read)"
             if rejected
             else ""
         )
         raise ImgkitError(f"no image could be predicted{why}")
+
+
+def _accepted(entries, reject: Callable[[Reject], None]) -> Iterator[Path]:
+    """The paths of ``(path, reject)`` entries; the rejects go to ``reject``."""
+    for path, r in entries:
+        if r is not None:
+            reject(r)
+        else:
+            yield path
+
+
+def _stream_parts(bundle, inputs, stdin, split, batch_size, invert, reject, workers, _shard):
+    """The inputs as runs of batches, read lazily: dataset folders one after another,
+    other inputs (folders, files, ``-``) as one stream each run."""
+    for is_dataset, group in itertools.groupby(
+        inputs, key=lambda i: str(i) != "-" and is_dataset_folder(i)
+    ):
+        if is_dataset:
+            for d in group:
+                yield split_batches(
+                    bundle, Dataset.load(d), split, batch_size, invert, reject, workers
+                )
+        else:
+            paths = _accepted(iter_input_paths(list(group), stdin), reject)
+            yield path_batches(bundle, paths, batch_size, invert, reject, workers)
+
+
+def _shard_parts(bundle, inputs, stdin, split, batch_size, invert, reject, workers, shard):
+    """Like :func:`_stream_parts`, for one shard: every input is listed (and counted)
+    first, then each part gives the piece of the shard's range that falls in it."""
+    parts: list[tuple[Dataset | None, list]] = []
+    for is_dataset, group in itertools.groupby(
+        inputs, key=lambda i: str(i) != "-" and is_dataset_folder(i)
+    ):
+        if is_dataset:
+            for d in group:
+                ds = Dataset.load(d)
+                parts.append((ds, [None] * len(ds.rows(default_split(ds, split)))))
+        else:
+            parts.append((None, list(iter_input_paths(list(group), stdin))))
+    for (ds, entries), (start, stop) in zip(
+        parts, shard_slices((len(e) for _, e in parts), shard), strict=True
+    ):
+        if start == stop:
+            continue
+        if ds is not None:
+            rows = (start, stop)
+            yield split_batches(bundle, ds, split, batch_size, invert, reject, workers, rows)
+        else:
+            paths = _accepted(entries[start:stop], reject)
+            yield path_batches(bundle, paths, batch_size, invert, reject, workers)
 
 
 def predict_inputs(
@@ -391,6 +401,7 @@ def predict_inputs(
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Classify everything the user named on the command line, in order.
 
@@ -400,6 +411,8 @@ def predict_inputs(
         One DataFrame of prediction rows per batch.
     """
     predictor = Predictor(bundle)
-    batches = input_batches(bundle, inputs, stdin, split, batch_size, invert, on_reject, workers)
+    batches = input_batches(
+        bundle, inputs, stdin, split, batch_size, invert, on_reject, workers, shard
+    )
     for paths, arrays in batches:
         yield predictor.frame(paths, arrays)

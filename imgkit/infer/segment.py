@@ -19,7 +19,12 @@ from PIL import Image
 from imgkit.data.dataset import Dataset, Reject
 from imgkit.data.images import open_image, to_array
 from imgkit.errors import BadDatasetError, BadImageError
-from imgkit.infer.inputs import decoded_batches, is_dataset_folder, iter_input_paths
+from imgkit.infer.inputs import (
+    decoded_batches,
+    is_dataset_folder,
+    iter_input_paths,
+    shard_bounds,
+)
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -70,6 +75,20 @@ def _dataset_items(folder: Path, split: str | None) -> tuple[list[Path], dict[st
     return paths, truths
 
 
+def segment_entries(
+    inputs: Iterable[str | os.PathLike], stdin, split: str | None, truths: dict[str, Path]
+) -> Iterator[tuple[Path | None, Reject | None]]:
+    """What ``segment`` reads, in order: ``(path, None)`` per image, ``(None, reject)`` per
+    input that cannot be; a dataset folder's true masks are added to ``truths``."""
+    for item in inputs:
+        if str(item) != "-" and is_dataset_folder(item):
+            found, masks = _dataset_items(Path(item), split)
+            truths.update(masks)
+            yield from ((p, None) for p in found)
+        else:
+            yield from iter_input_paths([item], stdin)
+
+
 def segment_inputs(
     bundle,
     inputs: Iterable[str | os.PathLike],
@@ -80,6 +99,7 @@ def segment_inputs(
     tta: bool = False,
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Segmented]:
     """Segment image files, folders, ``-`` (paths on stdin) or a dataset folder's split.
 
@@ -92,30 +112,29 @@ def segment_inputs(
         tta: also run each image mirrored and average the maps (flipped back).
         on_reject: called for each input that cannot be read.
         workers: decoding threads.
+        shard: ``(i, n)``: only the i-th of n contiguous slices of the inputs, in order.
 
     Yields:
         One :class:`Segmented` per image that could be read.
     """
-    from imgkit.data.masks import read_mask
-
     size, channels = tuple(bundle.input_size), bundle.channels
     model = bundle.model
     truths: dict[str, Path] = {}
     own_size: dict[str, tuple[int, int]] = {}
 
     def paths() -> Iterator[Path]:
-        for item in inputs:
-            if str(item) != "-" and is_dataset_folder(item):
-                found, masks = _dataset_items(Path(item), split)
-                truths.update(masks)
-                yield from found
-                continue
-            for path, reject in iter_input_paths([item], stdin):
-                if reject is not None:
-                    if on_reject:
-                        on_reject(reject)
-                else:
-                    yield path
+        listed = segment_entries(inputs, stdin, split, truths)
+        if shard is not None:
+            # Contiguous slices need the count: list every input first.
+            everything = list(listed)
+            start, stop = shard_bounds(len(everything), shard)
+            listed = iter(everything[start:stop])
+        for path, reject in listed:
+            if reject is not None:
+                if on_reject:
+                    on_reject(reject)
+            else:
+                yield path
 
     def decode(path: Path) -> np.ndarray:
         with open_image(path) as img:
@@ -128,14 +147,22 @@ def segment_inputs(
     for good, arrays in decoded_batches(paths(), decode, batch_size, workers, on_reject):
         maps = flip_tta(predict, arrays) if tta else predict(arrays)
         for path, m in zip(good, maps, strict=True):
-            truth = None
-            mask_file = truths.get(str(path))
-            if mask_file is not None:
-                try:
-                    truth = read_mask(mask_file).mask
-                except BadImageError as e:
-                    raise BadDatasetError(f"{mask_file}: unusable true mask ({e})") from e
-            yield Segmented(path, resize_proba(m[..., 0], own_size.pop(str(path))), truth)
+            yield segmented(path, m[..., 0], own_size.pop(str(path)), truths)
+
+
+def segmented(path: Path, model_map: np.ndarray, own_size, truths: dict[str, Path]) -> Segmented:
+    """The model's map for one image brought to the image's own (width, height), with
+    its true mask when the dataset has one."""
+    from imgkit.data.masks import read_mask
+
+    truth = None
+    mask_file = truths.get(str(path))
+    if mask_file is not None:
+        try:
+            truth = read_mask(mask_file).mask
+        except BadImageError as e:
+            raise BadDatasetError(f"{mask_file}: unusable true mask ({e})") from e
+    return Segmented(path, resize_proba(model_map, tuple(int(v) for v in own_size)), truth)
 
 
 def overlay_panel(image: Image.Image, mask: np.ndarray, truth: np.ndarray | None = None):

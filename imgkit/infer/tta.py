@@ -150,6 +150,7 @@ def tta_inputs(
     invert: str = "auto",
     on_reject: Callable[[Reject], None] | None = None,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Classify what the command line names, each image averaged over ``views`` views.
 
@@ -166,12 +167,15 @@ def tta_inputs(
         invert: "auto", "always" or "never", applied before augmenting.
         on_reject: called with a Reject for each unreadable input.
         workers: decoding threads.
+        shard: ``(i, n)``: only the i-th of n contiguous slices of the inputs.
 
     Yields:
         One DataFrame per batch, columns as :func:`imgkit.infer.predict.csv_columns`.
     """
     predictor = Predictor(bundle)
-    batches = input_batches(bundle, inputs, stdin, split, batch_size, invert, on_reject, workers)
+    batches = input_batches(
+        bundle, inputs, stdin, split, batch_size, invert, on_reject, workers, shard
+    )
     for paths, arrays in batches:
         proba = tta_proba(predictor, arrays, views, seed)
         yield prediction_frame(paths, proba, predictor.classes, predictor.threshold)

@@ -1,0 +1,64 @@
+"""--ray: batch inference on a local Ray (2 CPUs here) gives the local run's output."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from tiny_bundles import save_classifier, save_segmenter
+
+from imgkit.commands import cli
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    pytest.importorskip("ray", reason="Ray is an extra: pip install -e '.[ray]'")
+    import ray
+
+    root = tmp_path_factory.mktemp("ray")
+    rng = np.random.default_rng(1)
+    (root / "imgs").mkdir()
+    for i in range(11):
+        pixels = rng.integers(0, 256, size=(5 + i, 7, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "imgs" / f"{i:02d}.png")
+    (root / "imgs" / "03.png").write_bytes(b"broken")
+    yield {"root": root, "clf": save_classifier(root / "clf"), "seg": save_segmenter(root / "seg")}
+    ray.shutdown()
+
+
+def _run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_predict_on_ray_equals_the_local_run(world):
+    clf, imgs = world["clf"], world["root"] / "imgs"
+    local = _run("predict", clf, imgs, "--batch-size", "4").stdout
+    on_ray = _run("predict", clf, imgs, "--batch-size", "4", "--workers", "2", "--ray")
+    assert on_ray.stdout == local
+    assert len(local.splitlines()) == 11  # header and 10 readable images
+    assert "03.png" in on_ray.stderr  # the broken image is reported as locally
+
+
+def test_segment_on_ray_writes_the_local_masks(world):
+    root = world["root"]
+    _run("segment", world["seg"], root / "imgs", "-o", root / "local")
+    _run("segment", world["seg"], root / "imgs", "-o", root / "ray", "--workers", "1", "--ray")
+    local = {p.name: p.read_bytes() for p in (root / "local").iterdir()}
+    assert len(local) == 10
+    assert {p.name: p.read_bytes() for p in (root / "ray").iterdir()} == local
+
+
+def test_without_ray_one_line_names_the_extra(world, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
+    result = CliRunner().invoke(cli, ["predict", str(world["clf"]), str(world["root"]), "--ray"])
+    assert result.exit_code == 1
+    assert 'pip install -e ".[ray]"' in result.output
+    assert "Traceback" not in result.output
