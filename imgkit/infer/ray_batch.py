@@ -118,11 +118,16 @@ class BatchRunner:
                 errors.append(e.strerror or str(e))
                 size = (0, 0)
             sizes.append(size)
-        good = np.array([not e for e in errors])
-        out = self._run(np.stack(arrays)) if arrays else None
-        full = np.zeros((len(errors), *(out.shape[1:] if out is not None else (1,))))
-        if out is not None:
-            full[good] = out
+        good = np.array([not e for e in errors], dtype=bool)
+        # Every batch has the same columns and shapes, even one where no image could be
+        # read, so Ray can hand batches on without ragged tensors.
+        if self.job["kind"] == "segment":
+            shape = tuple(self.bundle.input_size)
+        else:
+            shape = (len(self.bundle.classes),)
+        full = np.zeros((len(errors), *shape))
+        if arrays:
+            full[good] = self._run(np.stack(arrays))
         return {"path": batch["path"], "error": np.array(errors), "out": full,
                 "size": np.array(sizes, dtype=np.int64)}  # fmt: skip
 
