@@ -13,6 +13,7 @@ from imgkit.commands._common import (
     output_option,
     seed_option,
     show_progress,
+    trust_code_option,
 )
 
 
@@ -128,7 +129,10 @@ def _parse_fine_tune(_ctx, _param, value):
     metavar="imagenet|none|PATH",
     help="Pretrained models: start from ImageNet weights (Keras's cached file; "
     "downloaded if possible), none (random), or a weights file; vgg16 also takes an "
-    "earlier vgg16 bundle's model.keras (a second, fine-tuning phase).  [default: imagenet]",
+    "earlier vgg16 bundle's model.keras (a second, fine-tuning phase).  Any model: "
+    "RUN/model.keras of a classification bundle (imported or trained), without --model, "
+    "trains that model further at its input size, channels and pixels; its last Dense "
+    "layer is replaced when DATA's classes are not the bundle's.  [default: imagenet]",
 )
 @click.option(
     "--fine-tune-last",
@@ -195,6 +199,7 @@ def _parse_fine_tune(_ctx, _param, value):
     help="Write TensorBoard events to DIR/<-o's name>: losses, metrics and learning rate "
     "per epoch, and the model graph; --resume appends. View: tensorboard --logdir DIR",
 )
+@trust_code_option
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
 )
@@ -235,6 +240,7 @@ def command(
     threshold,
     loss,
     tensorboard,
+    trust_code,
     resume,
     overwrite,
 ):
@@ -255,6 +261,7 @@ def command(
         imgkit train data/dvc -o runs/fast --model mobilenetv2 --size 96 \\
             --fine-tune-last 0 --augment none
         imgkit train data/seg -o runs/seg --model unet-mobilenetv2 --size 128
+        imgkit train data/mine -o runs/mine --weights runs/seed000/model.keras
     """
     from click.core import ParameterSource
 
@@ -302,6 +309,7 @@ def command(
             loss=loss,
             resume=resume,
             overwrite=overwrite,
+            trust=trust_code or None,
             callbacks_extra=extra,
             on_epoch=progress.epoch,
             on_batch=progress.batch if show_progress() else None,

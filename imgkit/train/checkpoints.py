@@ -178,9 +178,10 @@ class CheckpointWriter:
             raise error
 
 
-def load_trainer(ckpt: Path, state: dict):
-    """The model being trained, as it was after the checkpoint's epoch."""
-    net = load_checkpoint(ckpt / state.get("base_file", BASE_FILE))
+def load_trainer(ckpt: Path, state: dict, trust: bool = False):
+    """The model being trained, as it was after the checkpoint's epoch (``trust``: its
+    code, from a trusted bundle it started from, may run)."""
+    net = load_checkpoint(ckpt / state.get("base_file", BASE_FILE), trust)
     arrays = load_weights(ckpt / state["model_file"])
     n = state["model_vars"]
     net.set_weights(arrays[:n])
@@ -223,14 +224,14 @@ def read_state(ckpt: Path) -> dict | None:
         return None
 
 
-def load_checkpoint(path: Path):
+def load_checkpoint(path: Path, trust: bool = False):
     import keras
 
     if not path.is_file():
         raise BadInputError(
             f"{path}: the checkpoint model is missing; cannot resume (use --overwrite)"
         )
-    return keras.saving.load_model(path, safe_mode=True)
+    return keras.saving.load_model(path, safe_mode=not trust)
 
 
 def load_weights(path: Path) -> list:

@@ -75,6 +75,7 @@ def fit_run(
     num_classes: int,
     cache_features: bool | None = None,
     segmentation: bool = False,
+    source=None,
 ) -> FitResult:
     """Build or resume the model, fit it once over all remaining epochs, keep the best.
 
@@ -89,6 +90,8 @@ def fit_run(
         num_classes: classes (the builder's output width).
         cache_features: False never trains on cached features (see the module doc).
         segmentation: image and mask are mirrored together instead of augmentation layers.
+        source: the :class:`~imgkit.bundle.Bundle` whose model the run trains further
+            (:mod:`imgkit.models.bundled`), or None to build the registry's model.
     """
     import keras
 
@@ -96,14 +99,18 @@ def fit_run(
     # and dropout seeds in a fresh run and in a resumed one.
     keras.utils.set_random_seed(settings.seed)
     ckpt = out / ck.CHECKPOINT_DIR
-    if state is None:
+    if state is None and source is not None:
+        net = trainer = _from_bundle(source, dataset_state["classes"], settings, report.say)
+        features_mode = False
+    elif state is None:
         net, trainer, features_mode = _build(settings, num_classes, cache_features, segmentation)
+    if state is None:
         compile_fn(trainer, len(batch_bounds(len(data.x), settings.batch_size)))
         run = {"history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False, "done": 0}
         best_weights = None
     else:
         features_mode = bool(state.get("features"))
-        trainer = ck.load_trainer(ckpt, state)
+        trainer = ck.load_trainer(ckpt, state, trust=source is not None and source.trust)
         net = ck.load_checkpoint(ckpt / ck.FROZEN_FILE) if features_mode else trainer
         ck.set_rng_state(trainer, state.get("rng", []))
         run = {k: state[k] for k in ("best", "best_epoch", "wait", "stopped")}
@@ -165,6 +172,19 @@ def _build(settings: RunSettings, num_classes: int, cache_features, segmentation
         and has_features(net)
     )
     return net, head_model(net) if features_mode else net, features_mode
+
+
+def _from_bundle(source, classes: list[str], settings: RunSettings, say):
+    from imgkit.models.bundled import start_model
+    from imgkit.train.augment import with_augmentation
+
+    base, replaced = start_model(source, classes)
+    if replaced:
+        say(
+            f"{source.path}: its classes ({', '.join(source.classes)}) are not the data's: "
+            f"its last Dense layer is replaced by a new one for {len(classes)} classes"
+        )
+    return with_augmentation(base, settings.augment, settings.seed)
 
 
 def _inputs(net, data: FitData, features_mode: bool, batch_size: int, say):

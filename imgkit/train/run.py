@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgkit.bundle import CHECKPOINT_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE, save_meta
+from imgkit.bundle import (
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    Bundle,
+    load_bundle,
+    save_meta,
+)
 from imgkit.data.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.fileio import atomic_path, write_csv
@@ -31,6 +39,17 @@ class Run:
     ds: Dataset
     settings: RunSettings
     state: dict | None
+    source: Bundle | None = None  # the bundle whose model the run trains further
+
+    @property
+    def spec(self):
+        """The model's registry spec (for a bundle's model, what it says in its stead)."""
+        from imgkit.models import get_spec
+        from imgkit.models.bundled import bundle_spec
+
+        if self.source is not None:
+            return bundle_spec(self.source.meta, self.ds.classes)
+        return get_spec(self.settings.model)
 
     @property
     def dataset_state(self) -> dict:
@@ -38,8 +57,14 @@ class Run:
         return {"path": str(ds.root.resolve()), "hash": ds.hash, "classes": ds.classes}
 
 
-def start_run(dataset_dir, output, settings, given: dict, *, resume: bool, overwrite: bool) -> Run:
-    """Load the dataset, check the output folder, and settle the run's settings."""
+def start_run(
+    dataset_dir, output, settings, given: dict, *, resume: bool, overwrite: bool, trust=None
+) -> Run:
+    """Load the dataset, check the output folder, and settle the run's settings.
+
+    A run that trains a bundle's model further opens that bundle here, refusing one
+    whose model carries code unless ``trust`` (None: as ``IMGKIT_TRUST_CODE`` says).
+    """
     out = Path(output)
     ds = Dataset.load(dataset_dir)
     _check_dataset(ds)
@@ -53,7 +78,7 @@ def start_run(dataset_dir, output, settings, given: dict, *, resume: bool, overw
     state = prepare_output(out, resume=resume, overwrite=overwrite)
     task = "segmentation" if ds.task == "segmentation" else "classification"
     if state is None:
-        return Run(out, ds, RunSettings.resolve(given, task), None)
+        return _with_source(Run(out, ds, RunSettings.resolve(given, task), None), trust)
     saved = state.get("dataset", {})
     if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
         raise BadInputError(
@@ -62,7 +87,13 @@ def start_run(dataset_dir, output, settings, given: dict, *, resume: bool, overw
         )
     settings = RunSettings.from_saved(state["args"])
     settings.check_resume(given)
-    return Run(out, ds, settings, state)
+    return _with_source(Run(out, ds, settings, state), trust)
+
+
+def _with_source(run: Run, trust) -> Run:
+    if run.settings.from_bundle:
+        run.source = load_bundle(Path(run.settings.weights).parent, "classification", trust)
+    return run
 
 
 def run_meta(run: Run, fit, metrics: dict, monitor: str, mixed: bool) -> dict:
@@ -119,6 +150,15 @@ def transfer_info(net, settings: RunSettings, features_mode: bool) -> dict:
         )
     info["features_cached"] = bool(features_mode)
     return info
+
+
+def source_info(source: Bundle, classes: list[str]) -> dict:
+    """What imgkit.json says about the bundle a run started from."""
+    return {
+        "model": source.meta["model"],
+        "path": str(source.path.resolve()),
+        "head": "kept" if list(classes) == source.classes else "replaced",
+    }
 
 
 def _check_dataset(ds: Dataset) -> None:

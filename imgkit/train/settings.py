@@ -66,6 +66,8 @@ class RunSettings:
         calibrate: fit a temperature on the val split.
         loss: segmentation: bce, dice or bce+dice.
         head_units: pretrained models: units of the head's hidden Dense layer.
+        from_bundle: the model of the bundle whose model.keras ``weights`` names, when the
+            run trains that model further (not a user option; recorded).
         schedule: the model's learning-rate schedule (not a user option; recorded).
     """
 
@@ -88,6 +90,7 @@ class RunSettings:
     calibrate: bool = _setting(legacy=False)
     loss: str | None = _setting(legacy=None)
     head_units: int | None = _setting(legacy=None, builder=True)
+    from_bundle: str | None = _setting(legacy=None)
     schedule: str = "constant"
 
     def __post_init__(self):
@@ -106,20 +109,26 @@ class RunSettings:
                 model does not take, or a value out of range.
         """
         from imgkit.models import get_spec, resolved_options
+        from imgkit.models.bundled import bundle_spec
 
         unknown = set(given) - set(setting_names())
         if unknown:
             raise BadInputError(f"unknown training settings: {', '.join(sorted(unknown))}")
         g = {k: given.get(k) for k in setting_names()}
-        if not g["model"]:
+        source = _source_bundle(g)
+        if not g["model"] and source is None:
             raise BadInputError("no model given (--model NAME; see --list-models)")
-        spec = get_spec(g["model"])
+        spec = get_spec(g["model"]) if source is None else bundle_spec(source)
         if spec.task != task:
             hint = "" if task == "classification" else " (segmentation models: unet-mobilenetv2)"
             raise BadInputError(f"model {spec.name!r} is for {spec.task}, not {task}{hint}")
-        _check_options_fit(spec, g)
+        if source is None:
+            _check_options_fit(spec, g)
+        else:
+            _check_bundle_fit(spec, g)
 
         epochs = SEGMENTATION_EPOCHS if task == "segmentation" else DEFAULT_EPOCHS
+        options = {} if source else resolved_options(spec.name, dropout=g["dropout"])
 
         def pick(key, default, kind):
             return default if g[key] is None else kind(g[key])
@@ -131,11 +140,11 @@ class RunSettings:
             "lr": pick("lr", spec.lr, float),
             "seed": pick("seed", DEFAULT_SEED, int),
             "patience": pick("patience", spec.patience, int),
-            "dropout": resolved_options(spec.name, dropout=g["dropout"]).get("dropout"),
-            "resize": g["resize"] or DEFAULT_RESIZE,
+            "dropout": options.get("dropout"),
+            "resize": g["resize"] or (source or {}).get("resize") or DEFAULT_RESIZE,
             "input_size": tuple(int(v) for v in (g["input_size"] or spec.input_size)),
             "channels": pick("channels", spec.channels, int),
-            "weights": None,
+            "weights": weights_arg(g["weights"]) if source else None,
             "fine_tune_last": None,
             "augment": g["augment"] or spec.augment,
             "label_smoothing": pick("label_smoothing", spec.label_smoothing, float),
@@ -144,6 +153,7 @@ class RunSettings:
             "calibrate": pick("calibrate", True, bool),
             "loss": g["loss"],
             "head_units": pick("head_units", None, int),
+            "from_bundle": spec.name if source else None,
             "schedule": spec.schedule,
         }  # fmt: skip
         if spec.takes_weights:
@@ -255,6 +265,8 @@ class RunSettings:
     def _validate_model(self) -> None:
         from imgkit.models import get_spec
 
+        if self.from_bundle:
+            return  # the bundle's own input size
         spec = get_spec(self.model)
         if min(self.input_size) < spec.min_size:
             h, w = self.input_size
@@ -265,8 +277,10 @@ class RunSettings:
 
 
 def setting_names() -> tuple[str, ...]:
-    """The settings a user may give (and a resumed run must share): every field but schedule."""
-    return tuple(f.name for f in dataclasses.fields(RunSettings) if f.name != "schedule")
+    """The settings a user may give (and a resumed run must share): every field but two."""
+    return tuple(
+        f.name for f in dataclasses.fields(RunSettings) if f.name not in ("schedule", "from_bundle")
+    )
 
 
 def flag(key: str) -> str:
@@ -302,6 +316,40 @@ def _check_options_fit(spec, g: dict) -> None:
         raise BadInputError(f"model {spec.name!r} has no dropout option")
     if g["head_units"] is not None and "head_units" not in spec.options:
         raise BadInputError(f"model {spec.name!r} has no --head-units option")
+
+
+def _source_bundle(g: dict) -> dict | None:
+    """The imgkit.json of the bundle ``--weights`` names when the run trains its model
+    further: no ``--model``, or the bundle's own (a pretrained model named keeps its
+    own ``--weights``, like vgg16's second phase)."""
+    from imgkit.models import get_spec, list_models
+    from imgkit.models.bundled import bundle_beside
+
+    source = bundle_beside(g["weights"])
+    if source is None or g["model"] not in (None, source["model"]):
+        return None
+    if g["model"] in list_models() and get_spec(g["model"]).takes_weights:
+        return None
+    return source
+
+
+def _check_bundle_fit(spec, g: dict) -> None:
+    """A bundle's model is trained as it is: its input, and no options that rebuild it."""
+    start = f"--weights {g['weights']}: the run trains that bundle's {spec.name} model further"
+    for key in ("dropout", "head_units", "fine_tune_last", "loss"):
+        if g[key] is not None:
+            raise BadInputError(f"{start}, as it is; it takes no {flag(key)}")
+    h, w = spec.input_size
+    size = tuple(int(v) for v in g["input_size"]) if g["input_size"] is not None else None
+    if size is not None and size != spec.input_size:
+        raise BadInputError(
+            f"{start}, which takes --size {h}x{w}, not {size[0]}x{size[1]} (leave --size out)"
+        )
+    if g["channels"] is not None and int(g["channels"]) != spec.channels:
+        raise BadInputError(
+            f"{start}, which takes --channels {spec.channels}, not {g['channels']} "
+            "(leave --channels out)"
+        )
 
 
 def _segmentation_values(values: dict, g: dict) -> None:

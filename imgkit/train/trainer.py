@@ -23,7 +23,14 @@ from imgkit.data.polarity import detect_polarity
 from imgkit.errors import BadDatasetError
 from imgkit.train.calibration import fit_temperature, log_loss, temper
 from imgkit.train.recipe import class_weights, sample_weights, targets
-from imgkit.train.run import Run, run_meta, start_run, transfer_info, write_bundle
+from imgkit.train.run import (
+    Run,
+    run_meta,
+    source_info,
+    start_run,
+    transfer_info,
+    write_bundle,
+)
 from imgkit.train.scoring import decision_threshold, score, split_arrays
 from imgkit.train.settings import RunSettings
 from imgkit.train.thresholds import parse_threshold
@@ -42,6 +49,7 @@ def train(
     cache_features: bool | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    trust: bool | None = None,
     callbacks_extra: list | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
@@ -78,7 +86,11 @@ def train(
         input_size: (height, width) the images are resized to (default: the model's).
         channels: 1 (grayscale) or 3 (RGB) (default: the model's).
         weights: pretrained models only: "imagenet" (default; Keras's cached file,
-            downloaded when possible), "none", or a weights file's path.
+            downloaded when possible), "none", or a weights file's path. Any model: a
+            classification bundle's model.keras, with ``model`` None (or the bundle's
+            model): that model is trained further (:mod:`imgkit.models.bundled`), at
+            the bundle's input size, channels and pixels, with a new last layer when
+            the dataset's classes are not the bundle's.
         fine_tune_last: pretrained models only: backbone layers, from the end, that
             train (default 30); 0 freezes the backbone, -1 trains all of it. Its
             BatchNormalization layers never train.
@@ -100,6 +112,8 @@ def train(
             runs every epoch through the whole model.
         resume: continue the interrupted run in ``output`` at its next epoch.
         overwrite: replace a bundle or an interrupted run already in ``output``.
+        trust: ``weights`` a bundle whose model carries code (Lambda layers): run it.
+            None: as ``IMGKIT_TRUST_CODE`` says.
         callbacks_extra: Keras callbacks given to the run's one ``model.fit`` call.
         on_epoch: called after each epoch's checkpoint with a dict: epoch (1-based),
             epochs, loss, accuracy, val_loss, val_accuracy (when there is a val
@@ -114,6 +128,7 @@ def train(
         BadDatasetError: not a classification dataset, fewer than 2 classes, no train split.
         BadInputError: unknown model, bad settings, a weights file that does not fit,
             or ``resume`` with another dataset, model or settings.
+        UntrustedCodeError: ``weights`` a bundle whose model carries code, not trusted.
         OfflineError: ``weights="imagenet"``, the file is not cached and cannot be
             downloaded (the message says which file to put where).
         OutputExistsError: ``output`` holds a bundle or an interrupted run and neither
@@ -126,16 +141,17 @@ def train(
         on_epoch, on_batch, on_info or (lambda _msg: None), list(callbacks_extra or [])
     )
     threshold_metric, threshold_value = parse_threshold(threshold)  # fail before training
-    run = start_run(dataset_dir, output, settings, given, resume=resume, overwrite=overwrite)
+    run = start_run(
+        dataset_dir, output, settings, given, resume=resume, overwrite=overwrite, trust=trust
+    )
     if run.ds.task == "segmentation":
         from imgkit.train.segmentation import train_segmentation
 
         return train_segmentation(run, report)
     s, ds = run.settings, run.ds
     data, labels, polarity, per_class = load_training_data(run, report.say)
-    from imgkit.models import get_spec
-
-    output_kind = get_spec(s.model).output_for(len(ds.classes))
+    spec = run.spec
+    output_kind = spec.output_for(len(ds.classes))
     mixed = use_mixed_precision(s.mixed_precision)
     if mixed and run.state is None:
         report.say("mixed precision (float16 compute, float32 weights and output)")
@@ -145,7 +161,7 @@ def train(
 
     with precision(mixed):
         fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
-                      len(ds.classes), cache_features)  # fmt: skip
+                      len(ds.classes), cache_features, source=run.source)  # fmt: skip
         metrics, extra = score_and_calibrate(
             run, fit.net, data, labels, output_kind, (threshold_metric, threshold_value), report.say
         )
@@ -156,14 +172,16 @@ def train(
             "input_size": list(s.input_size),
             "channels": s.channels,
             "resize": s.resize,
-            "pixels": {**get_spec(s.model).pixels, "inside_model": True},
+            "pixels": {**spec.pixels, "inside_model": True},
             "polarity": polarity,
             "output": output_kind,
             **run_meta(run, fit, metrics, data.monitor, mixed),
             **extra,
         }
-        if get_spec(s.model).takes_weights:
+        if spec.takes_weights:
             meta["transfer"] = transfer_info(fit.net, s, fit.features_mode)
+        if run.source is not None:
+            meta["from_bundle"] = source_info(run.source, ds.classes)
         if per_class is not None:
             meta["class_weights"] = {
                 c: round(float(w), 6) for c, w in zip(ds.classes, per_class, strict=True)
@@ -181,9 +199,7 @@ def load_training_data(run: Run, say):
 
     s, ds = run.settings, run.ds
     num_classes = len(ds.classes)
-    from imgkit.models import get_spec
-
-    output_kind = get_spec(s.model).output_for(num_classes)
+    output_kind = run.spec.output_for(num_classes)
     train_x, train_y = split_arrays(ds, "train", s.input_size, s.channels, s.resize, say)
     if len(train_x) == 0:
         raise BadDatasetError(f"{ds.root}: the train split is empty")
