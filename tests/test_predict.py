@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from tiny_bundles import SIZE, save_classifier
 
 from imgkit.commands import cli
 from imgkit.data.dataset import Dataset, Record, write_dataset
@@ -30,49 +31,8 @@ from imgkit.infer.predict import (
     to_probabilities,
 )
 
-CLASSES = ["dim", "lit"]
-SIZE = 8
-
-
-def _save_bundle(folder: Path, output: str = "softmax", **meta) -> Path:
-    import keras
-
-    # logit(lit) - logit(dim) = 20 * (mean brightness in [0, 1]) - 10
-    inputs = keras.Input((SIZE, SIZE, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    if output == "sigmoid":
-        dense = keras.layers.Dense(1, activation="sigmoid")
-        out = dense(x)
-        dense.set_weights([np.array([[20.0]]), np.array([-10.0])])
-    else:
-        dense = keras.layers.Dense(2, activation="softmax")
-        out = dense(x)
-        dense.set_weights([np.array([[-10.0, 10.0]]), np.array([5.0, -5.0])])
-    model = keras.Model(inputs, out)
-    folder.mkdir(parents=True)
-    model.save(folder / "model.keras")
-    info = {
-        "imgkit_version": "0.1.0",
-        "task": "classification",
-        "model": "brightness",
-        "classes": CLASSES,
-        "input_size": [SIZE, SIZE],
-        "channels": 1,
-        "resize": "stretch",
-        "pixels": {"scale": 1 / 255, "offset": 0.0, "inside_model": True},
-        "polarity": "dark",
-        "output": output,
-        "train_args": {},
-        "dataset": {"path": "", "hash": ""},
-        "metrics": {},
-        "epochs_run": 1,
-        "best_epoch": 1,
-        "created": "2026-01-01T00:00:00",
-        **meta,
-    }
-    (folder / "imgkit.json").write_text(json.dumps(info), encoding="utf-8")
-    return folder
+# The bundles' model: logit(lit) - logit(dim) = 20 * (mean brightness in [0, 1]) - 10.
+_save_bundle = save_classifier
 
 
 @pytest.fixture(scope="module")

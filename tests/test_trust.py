@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from tiny_bundles import bundle_meta
 
 from imgkit.bundle import TRUST_ENV, code_layers, load_bundle
 from imgkit.commands import cli
@@ -28,24 +29,9 @@ SIZE = 8
 
 
 def _meta(task: str, classes: list[str], channels: int) -> dict:
-    return {
-        "imgkit_version": "0.1.0",
-        "task": task,
-        "model": "lambda-brightness",
-        "classes": classes,
-        "input_size": [SIZE, SIZE],
-        "channels": channels,
-        "resize": "stretch",
-        "pixels": {"scale": 1 / 255, "offset": 0.0, "inside_model": True},
-        "polarity": None,
-        "output": "softmax" if task == "classification" else "sigmoid",
-        "train_args": {},
-        "dataset": {"path": "", "hash": ""},
-        "metrics": {},
-        "epochs_run": 1,
-        "best_epoch": 1,
-        "created": "2026-01-01T00:00:00",
-    }
+    return bundle_meta(
+        task, model="lambda-brightness", classes=classes, channels=channels, polarity=None
+    )
 
 
 def _save(folder: Path, model, meta: dict) -> Path:

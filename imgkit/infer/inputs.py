@@ -62,6 +62,27 @@ def iter_input_paths(
             yield None, Reject(str(path), "no such file or folder")
 
 
+class RejectCounter:
+    """Counts rejected inputs and passes each on to ``on_reject``; says, when nothing
+    could be read, how many inputs were turned away."""
+
+    def __init__(self, on_reject: Callable[[Reject], None] | None = None):
+        self.on_reject = on_reject
+        self.count = 0
+
+    def __call__(self, reject: Reject) -> None:
+        self.count += 1
+        if self.on_reject:
+            self.on_reject(reject)
+
+    def nothing_read(self, verb: str = "predicted"):
+        from imgkit.errors import ImgkitError
+
+        n = self.count
+        why = f" ({n} input{'s' if n != 1 else ''} could not be read)" if n else ""
+        return ImgkitError(f"no image could be {verb}{why}")
+
+
 # --- shards ---------------------------------------------------------------------------
 
 

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from imgkit.data.dataset import Dataset, Reject
-from imgkit.errors import BadBundleError, ImgkitError
+from imgkit.errors import BadBundleError
 from imgkit.infer.inputs import (
+    RejectCounter,
     decoded_batches,
     is_dataset_folder,
     iter_input_paths,
@@ -318,27 +319,15 @@ def input_batches(
         ImgkitError: when not a single image could be read (without a shard, or when
             the whole input is empty).
     """
-    rejected = 0
-
-    def reject(r: Reject) -> None:
-        nonlocal rejected
-        rejected += 1
-        if on_reject:
-            on_reject(r)
-
+    reject = RejectCounter(on_reject)
     read = 0
     parts = _shard_parts if shard is not None else _stream_parts
     for batches in parts(bundle, inputs, stdin, split, batch_size, invert, reject, workers, shard):
         for paths, arrays in batches:
             read += len(paths)
             yield paths, arrays
-    if not read and (shard is None or rejected):
-        why = (
-            f" ({rejected} input{'s' if rejected != 1 else ''} could not be read)"
-            if rejected
-            else ""
-        )
-        raise ImgkitError(f"no image could be predicted{why}")
+    if not read and (shard is None or reject.count):
+        raise reject.nothing_read()
 
 
 def _accepted(entries, reject: Callable[[Reject], None]) -> Iterator[Path]:

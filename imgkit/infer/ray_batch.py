@@ -23,7 +23,12 @@ import numpy as np
 
 from imgkit.data.dataset import Dataset, Reject
 from imgkit.errors import BadImageError, ImgkitError
-from imgkit.infer.inputs import is_dataset_folder, iter_input_paths, shard_bounds
+from imgkit.infer.inputs import (
+    RejectCounter,
+    is_dataset_folder,
+    iter_input_paths,
+    shard_bounds,
+)
 
 RAY_HINT = 'pip install -e ".[ray]" (or pip install "imgkit[ray]")'
 
@@ -218,11 +223,6 @@ def run_on_ray(
             yield paths, batch["out"][good], batch["size"][good]
 
 
-def _nothing_read(rejected: int) -> ImgkitError:
-    why = f" ({rejected} input{'s' if rejected != 1 else ''} could not be read)" if rejected else ""
-    return ImgkitError(f"no image could be predicted{why}")
-
-
 def ray_predict(
     bundle,
     inputs: Sequence,
@@ -246,13 +246,7 @@ def ray_predict(
     from imgkit.infer.predict import prediction_frame
 
     connect(options)
-    rejected = 0
-
-    def reject(r: Reject) -> None:
-        nonlocal rejected
-        rejected += 1
-        if on_reject:
-            on_reject(r)
+    reject = RejectCounter(on_reject)
 
     entries = list(predict_entries(bundle, inputs, stdin, split, invert))
     kind = "predict" if views is None else "tta"
@@ -264,8 +258,8 @@ def ray_predict(
     for paths, proba, _ in run_on_ray(bundle, entries, job, options, batch_size, reject, shard):
         read += len(paths)
         yield prediction_frame(paths, proba, bundle.classes, threshold)
-    if not read and (shard is None or rejected):
-        raise _nothing_read(rejected)
+    if not read and (shard is None or reject.count):
+        raise reject.nothing_read()
 
 
 def ray_segment(
