@@ -343,8 +343,8 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(
     a = load_bundle(tmp_path / "fast").model.get_weights()
     b = load_bundle(tmp_path / "slow").model.get_weights()
     # Pooled features summed in another order differ in the last bits, and three epochs
-    # of updates carry that on: once in a few runs one of 327,680 weights moved 1.5e-4
-    # apart. A different start or a wrong cache would move them by ~1e-2.
+    # of updates carry that on: in one run under load one of 327,680 weights ended
+    # 1.5e-4 apart (the tolerance was 1e-4 then).
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-3)
 
