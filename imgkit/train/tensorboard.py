@@ -17,6 +17,7 @@ needs no ``tensorboard`` package to write (only to view: ``pip install tensorboa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -118,12 +119,7 @@ def drop_steps_from(folder: Path, first_step: int) -> None:
     if first_step == 0 or not folder.is_dir():
         return
     for path in sorted(folder.glob("events.out.tfevents.*")):
-        records = []
-        try:
-            for record in tf.data.TFRecordDataset(str(path)):
-                records.append(bytes(record.numpy()))
-        except tf.errors.DataLossError:
-            pass  # a record cut short by the kill: what came before it stands
+        records = _intact_records(path)
         kept = [r for r in records if _before(r, first_step)]
         if len(kept) == len(records):
             continue
@@ -141,3 +137,15 @@ def _before(record: bytes, first_step: int) -> bool:
     event = tf.compat.v1.Event()
     event.ParseFromString(record)
     return not event.HasField("summary") or event.step < first_step
+
+
+def _intact_records(path: Path) -> list[bytes]:
+    """The records of an event file up to the first one a kill cut short."""
+    import tensorflow as tf
+
+    records: list[bytes] = []
+    # DataLossError: the last record was cut short; what came before it stands.
+    with contextlib.suppress(tf.errors.DataLossError):
+        for record in tf.data.TFRecordDataset(str(path)):
+            records.append(bytes(record.numpy()))
+    return records
