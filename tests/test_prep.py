@@ -16,8 +16,9 @@ from PIL import Image
 from prep_helpers import manifest, ok, rejects, run
 from synthetic import write_idx
 
+from imgkit.data.bad_inputs import parse_max_bad
 from imgkit.data.dataset import Dataset
-from imgkit.data.prep import parse_max_bad, prepare
+from imgkit.data.prep import prepare
 from imgkit.data.sources import fashion_mnist
 from imgkit.errors import BadInputError, ImgkitError, OfflineError, OutputExistsError
 

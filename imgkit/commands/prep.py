@@ -178,7 +178,8 @@ def command(
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
     """
-    from imgkit.data.prep import parse_max_bad, prepare
+    from imgkit.data.bad_inputs import parse_max_bad
+    from imgkit.data.prep import prepare
 
     try:
         parse_max_bad(max_bad)

@@ -215,35 +215,7 @@ def _parse_fine_tune(_ctx, _param, value):
     help="List the models (name, task, input size, batch size, description) and exit.",
 )
 @click.pass_context
-def command(
-    ctx,
-    data,
-    output,
-    model,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    patience,
-    dropout,
-    head_units,
-    resize,
-    input_size,
-    channels,
-    weights,
-    fine_tune_last,
-    augment,
-    label_smoothing,
-    class_weight,
-    mixed_precision,
-    calibrate,
-    threshold,
-    loss,
-    tensorboard,
-    trust_code,
-    resume,
-    overwrite,
-):
+def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overwrite, **settings):
     """Train a model on a dataset folder DATA and write a model bundle to -o.
 
     The bundle holds model.keras, imgkit.json (classes, input size, pixel scaling,
@@ -270,12 +242,11 @@ def command(
     lock_output(output)
     # On --resume an option left at its default means "as the run was started"; only
     # options the user typed are checked against the saved run.
-    if ctx.get_parameter_source("seed") is ParameterSource.DEFAULT:
-        seed = None
-    if ctx.get_parameter_source("calibrate") is ParameterSource.DEFAULT:
-        calibrate = None
-    if channels is not None:
-        channels = int(channels)
+    for name in ("seed", "calibrate"):
+        if ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            settings[name] = None
+    if settings["channels"] is not None:
+        settings["channels"] = int(settings["channels"])
     extra = []
     if tensorboard:
         from imgkit.train.tensorboard import run_log_dir, tensorboard_callback
@@ -287,26 +258,8 @@ def command(
         meta = train(
             data,
             output,
-            model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            patience=patience,
-            dropout=dropout,
-            head_units=head_units,
-            resize=resize,
-            input_size=input_size,
-            channels=channels,
-            weights=weights,
-            fine_tune_last=fine_tune_last,
-            augment=augment,
-            label_smoothing=label_smoothing,
-            class_weight=class_weight,
-            mixed_precision=mixed_precision,
-            calibrate=calibrate,
+            **settings,
             threshold=threshold,
-            loss=loss,
             resume=resume,
             overwrite=overwrite,
             trust=trust_code or None,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgkit.data.bad_inputs import BadCounter, reason_kind
 from imgkit.data.dataset import (
     REJECTS,
     Dataset,
@@ -28,78 +29,14 @@ from imgkit.data.grouping import compile_group_by, regroup, split_balance
 from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
 from imgkit.data.prep_output import _check_output, _replace_folder
 from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
-from imgkit.errors import BadImageError, BadInputError, ImgkitError
+from imgkit.errors import BadImageError, BadInputError
 from imgkit.fileio import atomic_dir
 
 DEFAULT_VAL = 0.1
 DEFAULT_TEST = 0.1
 
 
-def parse_max_bad(value: str | int | float | None) -> tuple[int | None, float | None]:
-    """Read ``--max-bad``: a count of bad images (``10``) or a fraction (``0.05``).
-
-    Returns:
-        ``(count, None)``, ``(None, fraction)``, or ``(None, None)`` for no limit.
-
-    Raises:
-        BadInputError: neither a whole number nor a fraction below 1.
-    """
-    if value is None:
-        return None, None
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        number = float("nan")
-    if number >= 1 and number == int(number):
-        return int(number), None
-    if 0 <= number < 1:
-        return (0, None) if number == 0 else (None, number)
-    raise BadInputError(
-        f"--max-bad must be a count (like 10) or a fraction below 1 (like 0.05), got {value!r}"
-    )
-
-
-def reason_kind(reason: str) -> str:
-    """A reject reason without its details, for counting reasons in a summary."""
-    return reason.split(" (", 1)[0]
-
-
-# --- checking images -----------------------------------------------------------------
-
-
-class _BadCounter:
-    """Counts broken inputs and stops the run once ``--max-bad`` is exceeded."""
-
-    def __init__(self, max_bad: str | int | float | None):
-        self.raw = max_bad
-        self.count, self.fraction = parse_max_bad(max_bad)
-        self.total = 0
-        self.bad: list[Reject] = []
-
-    def allowed(self) -> float:
-        if self.count is not None:
-            return self.count
-        if self.fraction is not None:
-            return self.fraction * self.total
-        return float("inf")
-
-    def add(self, reject: Reject) -> None:
-        self.bad.append(reject)
-        if len(self.bad) > self.allowed():
-            self.fail()
-
-    def fail(self) -> None:
-        kinds = Counter(reason_kind(r.reason) for r in self.bad).most_common(3)
-        top = "; ".join(f"{k} ({n})" for k, n in kinds)
-        examples = ", ".join(r.path for r in self.bad[:3])
-        raise ImgkitError(
-            f"stopped: {len(self.bad)} unreadable or unusable inputs of {self.total}, more than "
-            f"--max-bad {self.raw}. Reasons: {top}. For example: {examples}"
-        )
-
-
-def _collect(item, records, reasons, counter: _BadCounter) -> None:
+def _collect(item, records, reasons, counter: BadCounter) -> None:
     i, future = item
     reasons[i] = future.result()
     if reasons[i] is not None:
@@ -109,7 +46,7 @@ def _collect(item, records, reasons, counter: _BadCounter) -> None:
 def _check_all(
     records: list[Record],
     workdir: Path,
-    counter: _BadCounter,
+    counter: BadCounter,
     progress: Progress | None,
     max_pixels: int,
 ) -> tuple[list[Record], list[Reject]]:
@@ -389,7 +326,7 @@ def prepare(
     if limit is not None and limit < 1:
         raise BadInputError(f"--limit must be at least 1, got {limit}")
     output = Path(output)
-    counter = _BadCounter(max_bad)  # parses max_bad before any work
+    counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
     _check_output(output, sources, overwrite)
     replacing = output.exists()
@@ -411,40 +348,54 @@ def prepare(
         records, rejects, notes = got.records, got.rejects, got.notes
         _require_usable(records, rejects, sources, masks)
 
-        if masks is not None:
-            records, val_used, test_used = _assign_pairs(records, val, test, seed)
-        else:
-            records, val_used, test_used = _assign(records, val, test, seed)
-        info = write_dataset(
-            workdir,
-            records,
-            rejects,
-            task="segmentation" if masks is not None else "classification",
-            source=sources,
-            seed=seed,
-            final_folder=output,
-            extra={
-                "val": val_used,
-                "test": test_used,
-                "limit": limit,
-                "sources": got.details,
-                **split_balance(records),
-            },
+        records, info = _split_and_write(
+            workdir, output, got, sources, masks, val, test, seed, limit
         )
         cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
     if replacing:
         _replace_folder(staging, output)
 
+    return _summary(info, output, rejects, cached, notes + _warnings(records))
+
+
+def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limit):
+    """Assign the splits and write manifest, rejects and dataset.json into ``workdir``.
+
+    Returns:
+        (the records with their splits, the dataset.json content).
+    """
+    assign = _assign_pairs if masks is not None else _assign
+    records, val_used, test_used = assign(got.records, val, test, seed)
+    info = write_dataset(
+        workdir,
+        records,
+        got.rejects,
+        task="segmentation" if masks is not None else "classification",
+        source=sources,
+        seed=seed,
+        final_folder=output,
+        extra={
+            "val": val_used,
+            "test": test_used,
+            "limit": limit,
+            "sources": got.details,
+            **split_balance(records),
+        },
+    )
+    return records, info
+
+
+def _summary(info: dict, output: Path, rejects, cached: list, warnings: list) -> dict:
+    """What ``prepare`` returns: dataset.json's content and what the run met."""
     n_skipped = sum(1 for r in rejects if is_skipped(r.reason))
-    reasons = Counter(reason_kind(r.reason) for r in rejects).most_common()
     return {
         **info,
         "path": str(output),
         "rejects_file": str(output / REJECTS),
         "bad": len(rejects) - n_skipped,
         "skipped": n_skipped,
-        "reject_reasons": reasons,
+        "reject_reasons": Counter(reason_kind(r.reason) for r in rejects).most_common(),
         "cached_splits": cached,
-        "warnings": notes + _warnings(records),
+        "warnings": warnings,
     }

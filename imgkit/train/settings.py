@@ -46,26 +46,41 @@ def _setting(legacy=_MISSING, builder: bool = False):
 class RunSettings:
     """How one model is trained. None in an optional field means the model has no such option.
 
+    ``imgkit.train.train`` takes these fields as keyword arguments, where None means
+    "the default" (given below), or on resume "as the run was started".
+
     Attributes:
-        model: registry name.
-        epochs: most epochs to train.
-        batch_size: images per step.
-        lr: peak learning rate.
-        seed: seeds weights, shuffling, dropout and augmentation.
-        patience: epochs without a better monitored loss before stopping; 0 never stops.
-        dropout: the model's dropout rate (None: the model has none).
-        resize: stretch, pad or crop.
-        input_size: (height, width).
-        channels: 1 or 3.
-        weights: pretrained models: "imagenet", "none" or a file's absolute path.
-        fine_tune_last: pretrained models: backbone layers that train (-1 all, 0 none).
-        augment: none, light or standard.
-        label_smoothing: in [0, 1).
-        class_weight: none or balanced.
-        mixed_precision: auto, on or off.
-        calibrate: fit a temperature on the val split.
-        loss: segmentation: bce, dice or bce+dice.
-        head_units: pretrained models: units of the head's hidden Dense layer.
+        model: registry name (see ``imgkit.models.list_models``); required unless
+            resuming.
+        epochs: most epochs to train (default 15).
+        batch_size: images per step (default: the model's, 512 for the small CNNs).
+        lr: peak learning rate (default: the model's).
+        seed: seeds weights, shuffling, dropout and augmentation (default 0).
+        patience: stop after this many epochs without a better monitored loss; 0 never
+            stops early (default: the model's, 5 for the CNNs, 7 for mobilenetv2). The
+            best epoch's weights are kept either way.
+        dropout: the model's dropout rate (None: the model has none); 0 removes it.
+        resize: how images are fitted to the input size: stretch, pad or crop.
+        input_size: (height, width) the images are resized to (default: the model's).
+        channels: 1 (grayscale) or 3 (RGB) (default: the model's).
+        weights: pretrained models: "imagenet" (default; Keras's cached file,
+            downloaded when possible), "none", or a weights file's absolute path. Any
+            model: a classification bundle's model.keras, with ``model`` None (or the
+            bundle's model): that model is trained further (:mod:`imgkit.models.bundled`),
+            at the bundle's input size, channels and pixels, with a new last layer when
+            the dataset's classes are not the bundle's.
+        fine_tune_last: pretrained models: backbone layers, from the end, that train
+            (default 30); 0 freezes the backbone, -1 trains all of it. Its
+            BatchNormalization layers never train.
+        augment: none, light or standard (default: the model's; standard for
+            mobilenetv2, none for the CNNs).
+        label_smoothing: in [0, 1) (default: the model's; 0.1 for mobilenetv2).
+        class_weight: none (default) or balanced (rarer classes weigh more).
+        mixed_precision: auto (default: on only with a GPU), on or off.
+        calibrate: fit a temperature on the val split (default True).
+        loss: segmentation only: bce, dice or bce+dice (default).
+        head_units: pretrained models: units of the new head's hidden Dense layer
+            (default the model's, 256).
         from_bundle: the model of the bundle whose model.keras ``weights`` names, when the
             run trains that model further (not a user option; recorded).
         schedule: the model's learning-rate schedule (not a user option; recorded).

@@ -64,49 +64,18 @@ def train(
     best epoch's weights, a checkpoint after every epoch, and a temperature fitted on
     the validation split.
 
-    None for a setting means "the default", or on ``resume`` "as the run was started".
-
-    Settings are given as keyword arguments (the fields of
-    :class:`~imgkit.train.settings.RunSettings`) or as one ``settings`` value.
+    Settings are keyword arguments, the fields of
+    :class:`~imgkit.train.settings.RunSettings` (its docstring gives each one's default),
+    or one ``settings`` value; None means the default, or on ``resume`` "as the run was
+    started".
 
     Args:
         dataset_dir: a dataset folder made by ``imgkit prep`` (classification).
         output: the bundle folder to write.
-        model: a registry name (see ``imgkit.models.list_models``); required unless
-            resuming.
-        epochs: most epochs to train (default 15).
-        batch_size: images per step (default: the model's, 512 for the small CNNs).
-        lr: peak learning rate (default: the model's).
-        seed: seeds weights, shuffling, dropout and augmentation (default 0).
-        patience: stop after this many epochs without a better monitored loss; 0 never
-            stops early (default: the model's, 5 for the CNNs, 7 for mobilenetv2). The
-            best epoch's weights are kept either way.
-        dropout: the model's dropout option (see the model's docstring); 0 removes it.
-        resize: how images are fitted to the input size: stretch, pad or crop.
-        input_size: (height, width) the images are resized to (default: the model's).
-        channels: 1 (grayscale) or 3 (RGB) (default: the model's).
-        weights: pretrained models only: "imagenet" (default; Keras's cached file,
-            downloaded when possible), "none", or a weights file's path. Any model: a
-            classification bundle's model.keras, with ``model`` None (or the bundle's
-            model): that model is trained further (:mod:`imgkit.models.bundled`), at
-            the bundle's input size, channels and pixels, with a new last layer when
-            the dataset's classes are not the bundle's.
-        fine_tune_last: pretrained models only: backbone layers, from the end, that
-            train (default 30); 0 freezes the backbone, -1 trains all of it. Its
-            BatchNormalization layers never train.
-        augment: "none", "light" or "standard" (default: the model's; standard for
-            mobilenetv2, none for the CNNs).
-        label_smoothing: in [0, 1) (default: the model's; 0.1 for mobilenetv2).
-        class_weight: "none" (default) or "balanced" (rarer classes weigh more).
-        mixed_precision: "auto" (default: on only with a GPU), "on" or "off".
-        calibrate: fit a temperature on the val split (default True).
         threshold: sigmoid models only: "f1" or "auto" (the threshold on P(classes[1])
             that maximises val F1), "balanced" (val balanced accuracy), a number in
             (0, 1), or None/"none" (default: the argmax, 0.5); stored in imgkit.json
             (see :mod:`imgkit.train.thresholds`) and used by predict and tta.
-        loss: segmentation only: "bce", "dice" or "bce+dice" (default).
-        head_units: units of the new head's hidden Dense layer (pretrained models;
-            default the model's, 256).
         cache_features: None (default) trains the head on features computed once
             whenever the backbone is frozen and augmentation is off; False always
             runs every epoch through the whole model.
@@ -166,27 +135,36 @@ def train(
             run, fit.net, data, labels, output_kind, (threshold_metric, threshold_value), report.say
         )
         meta = {
-            "task": "classification",
-            "model": s.model,
-            "classes": ds.classes,
-            "input_size": list(s.input_size),
-            "channels": s.channels,
-            "resize": s.resize,
-            "pixels": {**spec.pixels, "inside_model": True},
-            "polarity": polarity,
-            "output": output_kind,
+            **_classification_meta(run, fit, output_kind, polarity, per_class),
             **run_meta(run, fit, metrics, data.monitor, mixed),
             **extra,
         }
-        if spec.takes_weights:
-            meta["transfer"] = transfer_info(fit.net, s, fit.features_mode)
-        if run.source is not None:
-            meta["from_bundle"] = source_info(run.source, ds.classes)
-        if per_class is not None:
-            meta["class_weights"] = {
-                c: round(float(w), 6) for c, w in zip(ds.classes, per_class, strict=True)
-            }
         return write_bundle(run.out, fit, meta, title=f"{s.model} on {ds.root.name}")
+
+
+def _classification_meta(run: Run, fit, output_kind: str, polarity, per_class) -> dict:
+    """imgkit.json's keys that say what a classification bundle's model takes and gives."""
+    s, ds, spec = run.settings, run.ds, run.spec
+    meta = {
+        "task": "classification",
+        "model": s.model,
+        "classes": ds.classes,
+        "input_size": list(s.input_size),
+        "channels": s.channels,
+        "resize": s.resize,
+        "pixels": {**spec.pixels, "inside_model": True},
+        "polarity": polarity,
+        "output": output_kind,
+    }
+    if spec.takes_weights:
+        meta["transfer"] = transfer_info(fit.net, s, fit.features_mode)
+    if run.source is not None:
+        meta["from_bundle"] = source_info(run.source, ds.classes)
+    if per_class is not None:
+        meta["class_weights"] = {
+            c: round(float(w), 6) for c, w in zip(ds.classes, per_class, strict=True)
+        }
+    return meta
 
 
 def load_training_data(run: Run, say):
