@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 from PIL import Image
 
 from imgkit.bundle import TRUST_ENV, load_bundle
-from imgkit.commands import cli
 from imgkit.errors import BadInputError, OutputExistsError
 from imgkit.models.foreign import PIXEL_RANGES, Foreign, wrap
 from imgkit.train.importing import import_model
@@ -67,19 +66,6 @@ def seed_h5(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def no_trust_in_env(monkeypatch):
     monkeypatch.delenv(TRUST_ENV, raising=False)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _photos(folder: Path, labels) -> Path:
@@ -139,7 +125,7 @@ def test_rerun_is_refused_and_overwrite_replaces(seed_h5, tmp_path):
     run = tmp_path / "run"
     args = ["import", seed_h5, "-o", run, "--classes", ",".join(CLASSES), "--pixels", "0-1"]
     assert invoke(*args).exit_code == 0
-    _one_line_error(invoke(*args), "already holds a model bundle", "--overwrite")
+    one_line_error(invoke(*args), "already holds a model bundle", "--overwrite")
     result = invoke(*args, "--polarity", "light", "--overwrite")
     assert result.exit_code == 0, result.output
     assert json.loads((run / "imgkit.json").read_text())["polarity"] == "light"
@@ -157,7 +143,7 @@ def test_rerun_is_refused_and_overwrite_replaces(seed_h5, tmp_path):
 def test_classes_must_fit_the_output(seed_h5, tmp_path, classes, message):
     result = invoke("import", seed_h5, "-o", tmp_path / "r", "--classes", classes,
                     "--pixels", "0-1")  # fmt: skip
-    _one_line_error(result, message)
+    one_line_error(result, message)
     assert not (tmp_path / "r").exists()
 
 
@@ -255,21 +241,21 @@ def test_inputs_and_outputs_imgkit_cannot_use(tmp_path, seed_h5):
     out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(wide))
     path = _save(keras.Model(wide, out), tmp_path / "four.keras")
     result = invoke("import", path, "-o", tmp_path / "r", "--classes", "a,b", "--pixels", "0-1")
-    _one_line_error(result, "takes 4 channels; imgkit feeds 1 (grey) or 3 (RGB)")
+    one_line_error(result, "takes 4 channels; imgkit feeds 1 (grey) or 3 (RGB)")
 
     many = keras.Input((4, 4, 1))
     out = keras.layers.Dense(3, activation="sigmoid")(keras.layers.Flatten()(many))
     path = _save(keras.Model(many, out), tmp_path / "multi.keras")
     result = invoke("import", path, "-o", tmp_path / "r", "--classes", "a,b,c", "--pixels", "0-1")
-    _one_line_error(result, "3 sigmoid units (multi-label)")
+    one_line_error(result, "3 sigmoid units (multi-label)")
 
     result = invoke("import", seed_h5, "-o", tmp_path / "r", "--classes", ",".join(CLASSES),
                     "--pixels", "0-1", "--size", "32x32")  # fmt: skip
-    _one_line_error(result, "input height is 28, but --size says 32")
+    one_line_error(result, "input height is 28, but --size says 32")
     (tmp_path / "notes.txt").write_text("hello")
     result = invoke("import", tmp_path / "notes.txt", "-o", tmp_path / "r", "--classes", "a,b",
                     "--pixels", "0-1")  # fmt: skip
-    _one_line_error(result, "unknown model format '.txt'")
+    one_line_error(result, "unknown model format '.txt'")
 
 
 @pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
@@ -283,7 +269,7 @@ def test_code_is_refused_unless_trusted(tmp_path):
         path = _save(model, tmp_path / name)
         args = ["import", path, "-o", tmp_path / name.replace(".", "_"), "--classes", "a,b",
                 "--pixels", "0-1"]  # fmt: skip
-        _one_line_error(invoke(*args), "contains code (a Lambda layer 'double')", "--trust-code")
+        one_line_error(invoke(*args), "contains code (a Lambda layer 'double')", "--trust-code")
         assert not (tmp_path / name.replace(".", "_")).exists()
         result = invoke(*args, "--trust-code")
         assert result.exit_code == 0, result.output
@@ -303,7 +289,7 @@ def test_savedmodel_needs_trust_and_predicts_like_the_original(tmp_path, monkeyp
     original.export(str(tmp_path / "exported"), verbose=False)
     monkeypatch.chdir(tmp_path)
     args = ["import", "exported", "-o", "run", "--classes", "a,b,c", "--pixels", "0-255"]
-    _one_line_error(invoke(*args), "a TensorFlow SavedModel graph", "--trust-code")
+    one_line_error(invoke(*args), "a TensorFlow SavedModel graph", "--trust-code")
     result = invoke(*args, "--trust-code")
     assert result.exit_code == 0, result.output
     assert json.loads(Path("run/imgkit.json").read_text())["imported"]["format"] == "savedmodel"
@@ -313,7 +299,7 @@ def test_savedmodel_needs_trust_and_predicts_like_the_original(tmp_path, monkeyp
     arrays = rng.integers(0, 256, (3, 6, 6, 3)).astype(np.uint8)
     for i, a in enumerate(arrays):
         Image.fromarray(a).save(f"imgs/{i}.png")
-    _one_line_error(invoke("predict", "run", "imgs"), "a SavedModel layer")
+    one_line_error(invoke("predict", "run", "imgs"), "a SavedModel layer")
     df = _predict("run", "imgs", "--trust-code")
     want = original.predict_on_batch(arrays.astype(np.float32))
     np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]].to_numpy(), want, atol=1e-5)

@@ -14,30 +14,16 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 from tiny_data import SIZE, make_dataset, squares
 
 from imgkit.bundle import TRUST_ENV, load_bundle
-from imgkit.commands import cli
 from imgkit.data.dataset import Dataset, Record, write_dataset
 from imgkit.train import trainer as training
 from imgkit.train.importing import import_model
 
 CLASSES = ["bright", "dim"]  # tiny_data's
 STILL = ["--epochs", "1", "--batch-size", "8", "--lr", "1e-9"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(autouse=True)
@@ -167,19 +153,19 @@ def test_a_run_from_a_bundle_resumes(sources, data, tmp_path):
 def test_refusals(sources, data, tmp_path):
     weights = sources["small-cnn"] / "model.keras"
     out = tmp_path / "run"
-    _one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--size", "16"),
+    one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--size", "16"),
                     "takes --size 12x12, not 16x16")  # fmt: skip
-    _one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--channels", "3"),
+    one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--channels", "3"),
                     "takes --channels 1, not 3")  # fmt: skip
-    _one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--dropout", "0.1"),
+    one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--dropout", "0.1"),
                     "as it is; it takes no --dropout")  # fmt: skip
     # Another model named, or a model.keras without its imgkit.json: as before.
-    _one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--model",
+    one_line_error(invoke("train", data, "-o", out, "--weights", weights, "--model",
                            "fashion-cnn"), "trained from scratch")  # fmt: skip
     loose = tmp_path / "loose"
     loose.mkdir()
     shutil.copy(weights, loose / "model.keras")
-    _one_line_error(invoke("train", data, "-o", out, "--weights", loose / "model.keras"),
+    one_line_error(invoke("train", data, "-o", out, "--weights", loose / "model.keras"),
                     "no model given")  # fmt: skip
     assert not out.exists()
 
@@ -188,7 +174,7 @@ def test_a_model_with_code_is_refused_unless_trusted(data, tmp_path):
     source = _import_source(tmp_path / "lam", lambda_layer=True)
     out = tmp_path / "run"
     result = invoke("train", data, "-o", out, "--weights", source / "model.keras", *STILL)
-    _one_line_error(result, "a Lambda layer 'double'", "--trust-code")
+    one_line_error(result, "a Lambda layer 'double'", "--trust-code")
     assert not out.exists()
     result = invoke("train", data, "-o", out, "--weights", source / "model.keras", *STILL,
                     "--trust-code")  # fmt: skip

@@ -358,19 +358,19 @@ def _stream_parts(bundle, inputs, stdin, split, batch_size, invert, reject, work
 def _shard_parts(bundle, inputs, stdin, split, batch_size, invert, reject, workers, shard):
     """Like :func:`_stream_parts`, for one shard: every input is listed (and counted)
     first, then each part gives the piece of the shard's range that falls in it."""
-    parts: list[tuple[Dataset | None, list]] = []
+    # (dataset, its split's row count) or (None, listed entries) per part, in order.
+    parts: list[tuple[Dataset | None, int | list]] = []
     for is_dataset, group in itertools.groupby(
         inputs, key=lambda i: str(i) != "-" and is_dataset_folder(i)
     ):
         if is_dataset:
             for d in group:
                 ds = Dataset.load(d)
-                parts.append((ds, [None] * len(ds.rows(default_split(ds, split)))))
+                parts.append((ds, len(ds.rows(default_split(ds, split)))))
         else:
             parts.append((None, list(iter_input_paths(list(group), stdin))))
-    for (ds, entries), (start, stop) in zip(
-        parts, shard_slices((len(e) for _, e in parts), shard), strict=True
-    ):
+    lengths = (n if ds is not None else len(n) for ds, n in parts)
+    for (ds, entries), (start, stop) in zip(parts, shard_slices(lengths, shard), strict=True):
         if start == stop:
             continue
         if ds is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.data.dataset import Dataset, Reject
+from imgkit.data.images import open_image, to_array
 from imgkit.errors import BadImageError, ImgkitError
 from imgkit.infer.inputs import (
     RejectCounter,
@@ -29,6 +30,15 @@ from imgkit.infer.inputs import (
     iter_input_paths,
     shard_bounds,
 )
+from imgkit.infer.predict import (
+    Predictor,
+    _trained_on,
+    default_split,
+    image_loader,
+    prediction_frame,
+)
+from imgkit.infer.segment import flip_tta, segment_entries, segmented
+from imgkit.infer.tta import tta_proba
 
 RAY_HINT = 'pip install -e ".[ray]" (or pip install "imgkit[ray]")'
 
@@ -96,11 +106,15 @@ class BatchRunner:
         self.bundle.meta["temperature"] = job["temperature"]
         self.bundle.meta["threshold"] = job["threshold"]
         self.loaders: dict[str, Callable] = {}
+        # Every batch has the same columns and shapes, even one where no image could be
+        # read, so Ray can hand batches on without ragged tensors.
+        if job["kind"] == "segment":
+            self.out_shape = tuple(self.bundle.input_size)
+        else:
+            self.out_shape = (len(self.bundle.classes),)
+            self.predictor = Predictor(self.bundle)
 
     def _decode(self, path: str, invert: str) -> tuple[np.ndarray, tuple[int, int]]:
-        from imgkit.data.images import open_image, to_array
-        from imgkit.infer.predict import image_loader
-
         if self.job["kind"] == "segment":
             with open_image(Path(path)) as img:
                 size = tuple(self.bundle.input_size)
@@ -124,25 +138,15 @@ class BatchRunner:
                 size = (0, 0)
             sizes.append(size)
         good = np.array([not e for e in errors], dtype=bool)
-        # Every batch has the same columns and shapes, even one where no image could be
-        # read, so Ray can hand batches on without ragged tensors.
-        if self.job["kind"] == "segment":
-            shape = tuple(self.bundle.input_size)
-        else:
-            shape = (len(self.bundle.classes),)
-        full = np.zeros((len(errors), *shape))
+        full = np.zeros((len(errors), *self.out_shape))
         if arrays:
             full[good] = self._run(np.stack(arrays))
         return {"path": batch["path"], "error": np.array(errors), "out": full,
                 "size": np.array(sizes, dtype=np.int64)}  # fmt: skip
 
     def _run(self, arrays: np.ndarray) -> np.ndarray:
-        from imgkit.infer.predict import Predictor
-
         kind = self.job["kind"]
         if kind == "segment":
-            from imgkit.infer.segment import flip_tta
-
             model = self.bundle.model
 
             def predict(x):
@@ -150,12 +154,9 @@ class BatchRunner:
 
             maps = flip_tta(predict, arrays) if self.job["flip"] else predict(arrays)
             return maps[..., 0]
-        predictor = Predictor(self.bundle)
         if kind == "tta":
-            from imgkit.infer.tta import tta_proba
-
-            return tta_proba(predictor, arrays, self.job["views"], self.job["seed"])
-        return predictor.proba(arrays)
+            return tta_proba(self.predictor, arrays, self.job["views"], self.job["seed"])
+        return self.predictor.proba(arrays)
 
 
 # --- the driver -----------------------------------------------------------------------
@@ -165,8 +166,6 @@ def predict_entries(bundle, inputs: Sequence, stdin, split: str | None, invert: 
     """``(path, invert mode, None)`` per image and ``(None, None, reject)`` per bad input,
     in the order the local ``predict`` reads them; a bundle's own training dataset is
     never inverted in "auto" (as :func:`imgkit.infer.predict.split_batches`)."""
-    from imgkit.infer.predict import _trained_on, default_split
-
     for item in inputs:
         if str(item) != "-" and is_dataset_folder(item):
             ds = Dataset.load(item)
@@ -243,7 +242,6 @@ def ray_predict(
     Raises:
         ImgkitError: not a single image could be read (as locally).
     """
-    from imgkit.infer.predict import prediction_frame
 
     connect(options)
     reject = RejectCounter(on_reject)
@@ -277,8 +275,6 @@ def ray_segment(
 ):
     """``segment`` on Ray: the local command's :class:`imgkit.infer.segment.Segmented`
     items, in order."""
-    from imgkit.infer.segment import segment_entries, segmented
-
     connect(options)
     truths: dict[str, Path] = {}
     entries = [
