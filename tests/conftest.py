@@ -9,6 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.tensorflow``: skip, saying why, unless Keras runs on TensorFlow.
+
+    SavedModel and TFLite export, tf2onnx, tf.summary's event files and TF's logical
+    devices exist only there; the JAX suite (.ci/jax_tests) runs without TensorFlow.
+    """
+    if item.get_closest_marker("tensorflow") is None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs TensorFlow, which is not installed (Keras's TensorFlow backend)")
+    import keras
+
+    if keras.config.backend() != "tensorflow":
+        pytest.skip(f"needs Keras's TensorFlow backend (this run: {keras.config.backend()})")
+
+
 # Distinct, easy-to-tell-apart colours for the classes of class_folder().
 CLASS_COLOURS = {"cats": (200, 40, 40), "dogs": (40, 200, 40), "birds": (40, 40, 200)}
 

@@ -57,6 +57,28 @@ def test_library_error_is_one_line_and_exit_1(tmp_path):
     assert "missing" in result.output
 
 
+@pytest.mark.parametrize("command", [["train", "--list-models"], ["predict", "RUN", "x.png"]])
+def test_a_missing_keras_backend_is_one_line_naming_the_install(command, tmp_path):
+    import importlib.util
+    import os
+
+    from imgkit.backend import BACKENDS
+
+    absent = [m for m in BACKENDS if importlib.util.find_spec(m) is None]
+    if not absent:
+        pytest.skip("every Keras backend imgkit knows is installed")
+    bundle = _brightness_bundle(tmp_path / "run") if "RUN" in command else None
+    argv = [str(bundle) if a == "RUN" else a for a in command]
+    # A fresh process: this one has Keras imported on its own backend already.
+    env = {**os.environ, "KERAS_BACKEND": absent[0]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgkit", *argv], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"KERAS_BACKEND={absent[0]}) and it is not installed: pip install" in line
+
+
 def _brightness_bundle(folder):
     """A tiny classification bundle: P(lit) grows with the image's mean brightness."""
     import json

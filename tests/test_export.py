@@ -2,7 +2,8 @@
 
 The bundles are tiny (a convolution, pooling, a dense layer; a two-layer mask net) and
 are written by hand, with a real dataset folder whose val split the parity check runs
-on. Tests that need the export extra skip with the reason when it is missing.
+on. Tests that need the export extra skip with the reason when it is missing; those that
+export need Keras's TensorFlow backend (``tensorflow`` marker: they skip under JAX).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def _meta(run: Path) -> dict:
 # --- the formats round-trip ----------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_onnx_export_is_recorded_with_parity_on_the_val_split(exported):
     import onnxruntime
 
@@ -133,6 +135,7 @@ def test_onnx_export_is_recorded_with_parity_on_the_val_split(exported):
     assert out.shape == (3, 2)
 
 
+@pytest.mark.tensorflow
 def test_savedmodel_and_tflite_in_one_call(world, tmp_path):
     pytest.importorskip("ai_edge_litert", reason="needs the export extra (ai-edge-litert)")
     import tensorflow as tf
@@ -161,6 +164,7 @@ def test_savedmodel_and_tflite_in_one_call(world, tmp_path):
     assert not list(run.glob(".*part*")), "temporary files left behind"
 
 
+@pytest.mark.tensorflow
 def test_int8_tflite_records_the_accuracy_change(world, tmp_path):
     pytest.importorskip("ai_edge_litert", reason="needs the export extra (ai-edge-litert)")
     run = _copy(world, tmp_path)
@@ -175,6 +179,7 @@ def test_int8_tflite_records_the_accuracy_change(world, tmp_path):
     assert "accuracy against the true labels" in result.stderr
 
 
+@pytest.mark.tensorflow
 def test_segmentation_bundle_exports_and_segments_through_onnx(world, tmp_path):
     pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
     pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
@@ -204,6 +209,7 @@ def test_segmentation_bundle_exports_and_segments_through_onnx(world, tmp_path):
 # --- predict through ONNX Runtime ----------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_predict_and_tta_through_onnx_match_keras(exported, world):
     frames = {}
     for command in ("predict", "tta"):
@@ -218,6 +224,7 @@ def test_predict_and_tta_through_onnx_match_keras(exported, world):
         np.testing.assert_allclose(onnx_df["p_dim"], keras_df["p_dim"], atol=1e-4)
 
 
+@pytest.mark.tensorflow
 def test_auto_takes_onnx_only_when_export_recorded_it(exported, tmp_path):
     from imgkit.bundle import load_bundle
     from imgkit.infer.runtime import use_runtime
@@ -241,6 +248,7 @@ def test_runtime_onnx_without_model_onnx_is_one_line(world, tmp_path):
     assert "no model.onnx in the bundle" in result.output and "imgkit export" in result.output
 
 
+@pytest.mark.tensorflow
 def test_onnx_runtime_imports_no_tensorflow(exported, world):
     code = (
         "import sys\n"
@@ -258,6 +266,7 @@ def test_onnx_runtime_imports_no_tensorflow(exported, world):
 # --- failures leave nothing behind ---------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_parity_failure_leaves_nothing_behind(world, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
     pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
@@ -282,6 +291,7 @@ def test_parity_failure_leaves_nothing_behind(world, tmp_path, monkeypatch):
     assert not [p for p in run.parent.iterdir() if ".part" in p.name]
 
 
+@pytest.mark.tensorflow
 def test_missing_extra_is_one_line(world, tmp_path, monkeypatch):
     import importlib.util
 
@@ -311,6 +321,20 @@ def test_missing_extra_is_one_line(world, tmp_path, monkeypatch):
     assert 'needs onnxruntime, in the export extra: pip install -e ".[export]"' in result.output
 
 
+def test_another_keras_backend_is_one_line(world, tmp_path, monkeypatch):
+    from imgkit.export import formats
+
+    monkeypatch.setattr(formats, "_backend", lambda: "jax")
+    run = _copy(world, tmp_path)
+    for fmt in formats.FORMATS:
+        result = _run("export", run, "-f", fmt)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "needs Keras's TensorFlow backend (this is jax)" in result.output
+        assert "KERAS_BACKEND=tensorflow" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["imgkit.json", "model.keras"]
+
+
+@pytest.mark.tensorflow
 def test_unknown_format_and_stray_quantize_are_refused(world, tmp_path):
     run = _copy(world, tmp_path)
     result = _run("export", run, "-f", "onnx,coreml")
@@ -322,6 +346,7 @@ def test_unknown_format_and_stray_quantize_are_refused(world, tmp_path):
 # --- imgkit info ---------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_info_json_and_table(exported):
     result = _run("info", exported)
     assert result.exit_code == 0, result.output

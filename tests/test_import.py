@@ -279,6 +279,7 @@ def test_code_is_refused_unless_trusted(tmp_path):
     assert load_bundle(tmp_path / "lam_keras", trust=True).model is not None
 
 
+@pytest.mark.tensorflow  # a SavedModel, and TFSMLayer to run it
 def test_savedmodel_needs_trust_and_predicts_like_the_original(tmp_path, monkeypatch):
     import keras
 

@@ -31,6 +31,7 @@ def read_events(folder):
     return {tag: sorted(v) for tag, v in scalars.items()}, graphs
 
 
+@pytest.mark.tensorflow  # tf.summary writes the events, tf.function traces the graph
 def test_scalars_per_epoch_and_resume_appends(tmp_path):
     data = make_dataset(tmp_path / "squares", n_train=16, n_val=8, n_test=0).root
     run, tb = tmp_path / "run", tmp_path / "tb"
@@ -72,3 +73,14 @@ def test_scalars_per_epoch_and_resume_appends(tmp_path):
     assert [v for _, v in train["epoch_loss"]] == pytest.approx(list(history["loss"]), rel=1e-5)
     assert [v for _, v in train["epoch_learning_rate"]] == pytest.approx(list(history["lr"]))
     assert [v for _, v in val["epoch_loss"]] == pytest.approx(list(history["val_loss"]), rel=1e-5)
+
+
+def test_another_keras_backend_is_one_line(tmp_path, monkeypatch):
+    import keras
+
+    from imgkit.errors import BadInputError
+
+    monkeypatch.setattr(keras.config, "backend", lambda: "jax")
+    with pytest.raises(BadInputError, match=r"TensorFlow backend \(this is jax"):
+        tensorboard_callback(tmp_path / "tb")
+    assert not (tmp_path / "tb").exists()

@@ -422,3 +422,66 @@ def test_weights_options_are_refused_for_the_cnns(rgb_data, tmp_path):
         tmp_path / "nope.h5",
     )
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+# --- recipes and the features layer -------------------------------------------------------
+
+
+def test_features_at_ends_the_backbone_there():
+    model = create_model(
+        "mobilenetv2", 2, (SIDE, SIDE), weights="none", features_at="block_13_expand_relu"
+    )
+    backbone = _backbone(model)
+    assert backbone.layers[-1].name == "block_13_expand_relu"
+    assert model.get_layer("features").output.shape[-1] == 576
+    with pytest.raises(BadInputError, match="--features-at 'block_99': the backbone has no"):
+        create_model("mobilenetv2", 2, (SIDE, SIDE), weights="none", features_at="block_99")
+
+
+def test_recipe_seed_is_seed_001_and_given_options_still_win():
+    from imgkit.train.settings import RunSettings, setting_names
+
+    def resolve(**given):
+        return RunSettings.resolve({**dict.fromkeys(setting_names()), "model": "mobilenetv2",
+                                    "weights": "none", **given})  # fmt: skip
+
+    seed = resolve(recipe="seed")
+    assert (seed.fine_tune_last, seed.augment, seed.lr, seed.label_smoothing) == (
+        30, "standard", 1e-4, 0.1,
+    )  # fmt: skip
+    assert (seed.features_at, seed.schedule, seed.recipe) == ("out_relu", "cosine", "seed")
+    assert resolve(recipe="seed", lr=3e-4).lr == 3e-4
+    assert resolve().recipe == "default"
+    with pytest.raises(BadInputError, match="has no recipe 'fast' \\(it has: default, seed\\)"):
+        resolve(recipe="fast")
+    with pytest.raises(BadInputError, match="has no --features-at"):
+        RunSettings.resolve({**dict.fromkeys(setting_names()), "model": "small-cnn",
+                             "features_at": "out_relu"})  # fmt: skip
+
+
+def test_head_first_trains_the_head_on_cached_features_then_fine_tunes(
+    rgb_data, weights_file, tmp_path
+):
+    import keras
+
+    said = []
+    meta = training.train(
+        rgb_data, tmp_path / "run", **QUICK, weights=str(weights_file), fine_tune_last=4,
+        augment="light", head_epochs=4, epochs=1, lr=1e-4, on_info=said.append,
+    )  # fmt: skip
+    first = meta["transfer"]["head_first"]
+    assert 1 <= first["best_epoch"] <= first["epochs"] <= 4 and "best_val_loss" in first
+    assert any("head trained first on cached backbone features" in s for s in said)
+    assert meta["train_args"]["head_epochs"] == 4 and meta["epochs_run"] == 1
+    # The fine-tuning phase trained the backbone's last layers (BN frozen, as ever).
+    model = load_bundle(tmp_path / "run").model
+    backbone = find_layer(model, BACKBONE_LAYER)
+    fresh = keras.applications.MobileNetV2(
+        input_shape=(SIDE, SIDE, 3), include_top=False, weights=None
+    )
+    fresh.load_weights(weights_file)
+    moved = [
+        lay.name for lay in backbone.layers if lay.weights
+        and not np.allclose(lay.get_weights()[0], fresh.get_layer(lay.name).get_weights()[0])
+    ]  # fmt: skip
+    assert moved and set(moved) <= {lay.name for lay in backbone.layers[-4:]}

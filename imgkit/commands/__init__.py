@@ -76,7 +76,8 @@ class LazyGroup(click.Group):
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        if name in NEEDS_KERAS and not {"-h", "--help"} & set(rest):
+        # --list-models reads the registry only: it stays fast, without TensorFlow.
+        if name in NEEDS_KERAS and not {"-h", "--help", "--list-models"} & set(rest):
             from imgkit.backend import import_keras_quietly
 
             import_keras_quietly()

@@ -22,12 +22,18 @@ def _list_models(ctx, _param, value):
         return
     from imgkit.models import get_spec, list_models
 
-    # The list is data (a user may grep it), so it goes to stdout.
+    # The list is data (a user may grep it), so it goes to stdout. Parameter counts
+    # come from the registry: listing builds nothing and imports no TensorFlow.
     for name in list_models():
         spec = get_spec(name)
         h, w = spec.input_size
+        size = (
+            f"{spec.params / 1e6:.2f}M params\t{spec.params * 4 / 1e6:.1f} MB"
+            if spec.params
+            else "? params\t? MB"
+        )
         click.echo(
-            f"{name}\t{spec.task}\t{h}x{w}x{spec.channels}\t"
+            f"{name}\t{spec.task}\t{h}x{w}x{spec.channels}\t{size}\t"
             f"batch {spec.batch_size}\t{spec.description}"
         )
     ctx.exit(0)
@@ -44,6 +50,16 @@ def _parse_size(_ctx, _param, value):
     if h < 1 or w < 1:
         raise click.BadParameter(f"{value!r}: sides must be positive")
     return (h, w)
+
+
+def _parse_devices(_ctx, _param, value):
+    from imgkit.errors import BadInputError
+    from imgkit.train.distribute import parse_devices
+
+    try:
+        return parse_devices(value)
+    except BadInputError:
+        raise click.BadParameter(f"{value!r}: expected auto or a device count, 1 or more") from None
 
 
 def _parse_fine_tune(_ctx, _param, value):
@@ -97,9 +113,42 @@ def _parse_fine_tune(_ctx, _param, value):
 )
 @click.option(
     "--head-units",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=None,
-    help="Pretrained models: units of the new head's hidden Dense layer.  [default: 256]",
+    help="Pretrained models: units of the new head's hidden Dense layer; 0 makes the "
+    "head linear.  [default: 256]",
+)
+@click.option(
+    "--head-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pretrained models: most epochs the new head trains alone on cached frozen "
+    "features (early stopping on val loss) before the fine-tuning; 0 skips that "
+    "phase.  [default: the model's; 30 for mobilenetv2]",
+)
+@click.option(
+    "--recipe",
+    default=None,
+    metavar="NAME",
+    help="A model's named alternative to its defaults; mobilenetv2: seed (seed 001's "
+    "one-phase fine-tuning of the last 30 layers).  Options given still win.  "
+    "[default: default]",
+)
+@click.option(
+    "--features-at",
+    default=None,
+    metavar="LAYER",
+    help="mobilenetv2: the backbone layer pooled into the features the head reads; the "
+    "backbone ends there (e.g. block_13_expand_relu, out_relu).  [default: the model's]",
+)
+@click.option(
+    "--encoder",
+    default=None,
+    metavar="NAME",
+    help="U-Net models: the ImageNet encoder: mobilenetv2, efficientnetv2-b0, "
+    "efficientnetv2-b1, efficientnetv2-b2, efficientnetv2-b3, resnet50v2, densenet121 or "
+    "mobilenetv3-large; --weights PATH is then that network's no-top file.  "
+    "[default: mobilenetv2]",
 )
 @click.option(
     "--resize",
@@ -141,7 +190,9 @@ def _parse_fine_tune(_ctx, _param, value):
     metavar="N|all",
     help="Pretrained models: how many of the backbone's last layers train; 0 freezes "
     "it (then the head trains on features computed once), all (or -1) trains it all. "
-    "Its BatchNorm layers never train.  [default: 30; 0 for vgg16, 4 = its block 5]",
+    "Its BatchNorm layers never train.  [default: 30 for mobilenetv2; the top block for "
+    "efficientnetv2-*, resnet50v2, densenet121, mobilenetv3-large, convnext-tiny; 0 for "
+    "vgg16 (4 = its block 5) and unet-mobilenetv2]",
 )
 @click.option(
     "--augment",
@@ -199,6 +250,17 @@ def _parse_fine_tune(_ctx, _param, value):
     help="Write TensorBoard events to DIR/<-o's name>: losses, metrics and learning rate "
     "per epoch, and the model graph; --resume appends. View: tensorboard --logdir DIR",
 )
+@click.option(
+    "--devices",
+    default="auto",
+    callback=_parse_devices,
+    metavar="auto|N",
+    show_default=True,
+    help="Train data-parallel on N devices of this machine, splitting each --batch-size "
+    "batch between them: the first N GPUs, or without GPUs the CPU split into N. auto: "
+    "every GPU when there are several, else one device. With TF_CONFIG set for several "
+    "workers, each trains and only the chief writes -o.",
+)
 @trust_code_option
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in -o at its next epoch."
@@ -212,10 +274,13 @@ def _parse_fine_tune(_ctx, _param, value):
     expose_value=False,
     is_eager=True,
     callback=_list_models,
-    help="List the models (name, task, input size, batch size, description) and exit.",
+    help="List the models (name, task, default input size, parameters, MB of float32 "
+    "weights, batch size, description) and exit.",
 )
 @click.pass_context
-def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overwrite, **settings):
+def command(
+    ctx, data, output, threshold, tensorboard, trust_code, devices, resume, overwrite, **settings
+):
     """Train a model on a dataset folder DATA and write a model bundle to -o.
 
     The bundle holds model.keras, imgkit.json (classes, input size, pixel scaling,
@@ -233,13 +298,20 @@ def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overw
         imgkit train data/dvc -o runs/fast --model mobilenetv2 --size 96 \\
             --fine-tune-last 0 --augment none
         imgkit train data/seg -o runs/seg --model unet-mobilenetv2 --size 128
+        imgkit train data/seg -o runs/eff --model unet-mobilenetv2 --size 128 \\
+            --encoder efficientnetv2-b0
         imgkit train data/mine -o runs/mine --weights runs/seed000/model.keras
+        imgkit train data/fashion -o runs/fashion --model fashion-cnn --devices 2
     """
     from click.core import ParameterSource
 
+    from imgkit.train.distribute import writes_output
     from imgkit.train.trainer import train
 
-    lock_output(output)
+    # A multi-worker run's non-chief writes nothing under -o (nor beside it).
+    chief = writes_output()
+    if chief:
+        lock_output(output)
     # On --resume an option left at its default means "as the run was started"; only
     # options the user typed are checked against the saved run.
     for name in ("seed", "calibrate"):
@@ -248,7 +320,7 @@ def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overw
     if settings["channels"] is not None:
         settings["channels"] = int(settings["channels"])
     extra = []
-    if tensorboard:
+    if tensorboard and chief:
         from imgkit.train.tensorboard import run_log_dir, tensorboard_callback
 
         extra.append(tensorboard_callback(run_log_dir(tensorboard, output)))
@@ -263,6 +335,7 @@ def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overw
             resume=resume,
             overwrite=overwrite,
             trust=trust_code or None,
+            devices=devices,
             callbacks_extra=extra,
             on_epoch=progress.epoch,
             on_batch=progress.batch if show_progress() else None,
@@ -280,7 +353,8 @@ def command(ctx, data, output, threshold, tensorboard, trust_code, resume, overw
     for split, values in meta.get("metrics", {}).items():
         shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
         info(f"{split}: {shown}")
-    click.echo(output)
+    if chief:
+        click.echo(output)
 
 
 class _Progress:

@@ -1,7 +1,7 @@
 """Write a Keras model as ONNX, SavedModel or TFLite, and run what was written.
 
 Each format goes through Keras's own ``model.export``: ONNX through tf2onnx (Keras
-hands it the model's traced ``tf.function``; under JAX, jax2onnx), SavedModel through
+hands it the model's traced ``tf.function``), SavedModel through
 Keras's ExportArchive (a ``serving_default`` signature taking an image batch, as TF
 Serving wants), TFLite through ``tf.lite.TFLiteConverter`` on such a SavedModel, with
 TFLite's own post-training quantization (float16, or int8 calibrated on real images).
@@ -10,7 +10,10 @@ written file in the runtime it is meant for (ONNX Runtime, TensorFlow, the LiteR
 interpreter) so parity is measured on the real thing.
 
 This module is one of the few that import TensorFlow by name (SavedModel and TFLite
-need it), always inside a function.
+need it), always inside a function. Every format needs Keras's TensorFlow backend: under
+JAX, Keras exports ONNX through jax2onnx, whose files ONNX Runtime refused (MaxPool:
+"Unsupported pooling size", jax2onnx 0.17.1), and TFLite not at all; :func:`require`
+says so in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgkit.backend import MissingBackendError
 from imgkit.errors import BadBundleError
 from imgkit.infer.runtime import EXTRA_HINT, MissingExtraError, OnnxModel, default_threads
 
@@ -53,18 +57,21 @@ def require(fmt: str) -> None:
     """Check, before any work, that what ``fmt`` needs is installed.
 
     Raises:
+        MissingBackendError: Keras runs on another backend (JAX): one line saying how to
+            export with TensorFlow.
         MissingExtraError: one line naming what is missing and how to install it.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS} (got {fmt!r})")
-    needs = list(_NEEDS[fmt])
-    if fmt == "onnx":
-        needs.append("tf2onnx" if _backend() == "tensorflow" else "jax2onnx")
-    missing = [name for name in needs if importlib.util.find_spec(name) is None]
-    if "tensorflow" in missing:  # another Keras backend (JAX): TensorFlow is not an extra
-        raise MissingExtraError(
-            f'imgkit export --format {fmt} needs TensorFlow: pip install -e ".[cpu]"'
+    backend = _backend()
+    if backend != "tensorflow":
+        raise MissingBackendError(
+            f"imgkit export --format {fmt} needs Keras's TensorFlow backend (this is "
+            f'{backend}): pip install -e ".[cpu,export]" and run it with '
+            "KERAS_BACKEND=tensorflow (the bundle is the same)"
         )
+    needs = [*_NEEDS[fmt], "tf2onnx"] if fmt == "onnx" else _NEEDS[fmt]
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtraError(
             f"imgkit export --format {fmt} needs the export extra "
@@ -157,7 +164,7 @@ def write_onnx(model, path: Path, opset: int | None = None) -> dict:
     """Write ``model`` as ONNX to ``path``; return its record (opset, converter)."""
     import keras
 
-    converter = "tf2onnx" if _backend() == "tensorflow" else "jax2onnx"
+    converter = "tf2onnx"
     with converter_output():
         model.export(str(path), format="onnx", verbose=False, opset_version=opset)
     import onnx

@@ -31,6 +31,7 @@ _BUILTIN_MODULES = (
     "imgkit.models.cnn",
     "imgkit.models.mobilenet",
     "imgkit.models.vgg16",
+    "imgkit.models.applications",
     "imgkit.models.unet",
 )
 
@@ -64,8 +65,19 @@ class ModelSpec:
         min_size: the smallest input side the model builds at.
         options: the builder's keyword options and their defaults (e.g. dropout;
             ``weights`` for models that start from pretrained weights).
-        weights_file: for pretrained models, ``fn(input_size) -> Path``: the ImageNet
-            file ``--weights imagenet`` loads at that size (Keras's cache name).
+        weights_file: for pretrained models, ``fn(input_size, **options) -> Path``:
+            the ImageNet file ``--weights imagenet`` loads at that size (Keras's cache
+            name); it may take builder options that choose the file (``encoder``).
+        params: the parameter count (trainable or not) at the default input size and
+            channels, for 2 classes; ``--list-models`` shows it without building the
+            model, and a test checks it against the built one. 0: not recorded.
+        pixels_for: for models whose scaling depends on a builder option (the U-Net's
+            ``encoder``): ``fn(**options) -> pixels``; see :meth:`pixels_with`.
+        head_epochs: pretrained models: default most epochs of training the head
+            alone on cached frozen features before fine-tuning (0: none).
+        recipes: named alternatives to the defaults (``--recipe NAME``): each maps
+            training settings (``lr``, ``augment``, builder options, ``schedule``...)
+            to the values that recipe uses instead; given options still win.
     """
 
     name: str
@@ -85,6 +97,16 @@ class ModelSpec:
     min_size: int = 1
     options: dict = field(default_factory=dict)
     weights_file: Callable | None = None
+    params: int = 0
+    pixels_for: Callable | None = None
+    head_epochs: int = 0
+    recipes: dict = field(default_factory=dict)
+
+    def pixels_with(self, options: dict) -> dict:
+        """How the model built with builder ``options`` scales pixels (imgkit.json's)."""
+        if self.pixels_for is None:
+            return dict(self.pixels)
+        return dict(self.pixels_for(**{k: v for k, v in options.items() if v is not None}))
 
     @property
     def takes_weights(self) -> bool:
@@ -115,6 +137,10 @@ def register_model(
     augment: str = "none",
     min_size: int = 1,
     weights_file: Callable | None = None,
+    params: int = 0,
+    pixels_for: Callable | None = None,
+    head_epochs: int = 0,
+    recipes: dict | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register a model builder under ``name``.
 
@@ -133,7 +159,13 @@ def register_model(
         label_smoothing: default label smoothing.
         augment: default augmentation level.
         min_size: the smallest input side the model builds at.
-        weights_file: pretrained models: ``fn(input_size) -> Path`` of the ImageNet file.
+        weights_file: pretrained models: ``fn(input_size, **options) -> Path`` of the
+            ImageNet file.
+        params: parameter count at the default size and channels, for 2 classes.
+        pixels_for: ``fn(**options) -> pixels`` where a builder option changes them.
+        head_epochs: default epochs of the head alone before fine-tuning (0: none).
+        recipes: ``{name: {setting: value}}``, the model's named alternatives to its
+            defaults (``--recipe``); "default" is always the defaults themselves.
 
     Returns:
         The decorator, which returns the builder unchanged.
@@ -148,8 +180,8 @@ def register_model(
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].builder is not fn:
             raise ValueError(f"model {name!r} is registered twice")
-        params = list(inspect.signature(fn).parameters.values())[3:]
-        options = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        keywords = list(inspect.signature(fn).parameters.values())[3:]
+        options = {p.name: p.default for p in keywords if p.default is not inspect.Parameter.empty}
         _REGISTRY[name] = ModelSpec(
             name=name,
             builder=fn,
@@ -174,6 +206,10 @@ def register_model(
             min_size=int(min_size),
             options=options,
             weights_file=weights_file,
+            params=int(params),
+            pixels_for=pixels_for,
+            head_epochs=int(head_epochs),
+            recipes=dict(recipes or {}),
         )
         return fn
 
@@ -255,6 +291,20 @@ def create_model(
         ) from e
 
 
+def recipe_settings(spec: ModelSpec, recipe: str | None) -> dict:
+    """The settings recipe ``recipe`` of ``spec`` changes ({} for None or "default").
+
+    Raises:
+        BadInputError: the model has no such recipe; the message lists those it has.
+    """
+    if recipe in (None, "default"):
+        return {}
+    if recipe not in spec.recipes:
+        names = ", ".join(["default", *sorted(spec.recipes)])
+        raise BadInputError(f"model {spec.name!r} has no recipe {recipe!r} (it has: {names})")
+    return dict(spec.recipes[recipe])
+
+
 def resolved_options(name: str, **options) -> dict:
     """The builder options a model is built with: the defaults, overridden by ``options``."""
     spec = get_spec(name)
@@ -268,6 +318,7 @@ __all__ = [
     "create_model",
     "get_spec",
     "list_models",
+    "recipe_settings",
     "register_model",
     "resolved_options",
 ]

@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from imgkit.errors import BadInputError, OfflineError
@@ -100,21 +101,30 @@ def cached_weights_file(name: str, origin: str, advice: str = "") -> Path:
     return Path(path)
 
 
-def imagenet_file_for(model: str, input_size: tuple[int, int]) -> Path:
-    """The ImageNet weights file registry model ``model`` loads at ``input_size``."""
+def imagenet_file_for(model: str, input_size: tuple[int, int], options: dict | None = None) -> Path:
+    """The ImageNet weights file registry model ``model`` loads at ``input_size``.
+
+    ``options`` are the builder options the model is built with; those the model's
+    ``weights_file`` takes (the U-Net's ``encoder``) choose the file.
+    """
+    import inspect
+
     from imgkit.models import get_spec
 
     spec = get_spec(model)
     if spec.weights_file is None:
         raise BadInputError(f"model {model!r} does not start from ImageNet weights")
-    return spec.weights_file(input_size)
+    takes = inspect.signature(spec.weights_file).parameters
+    chosen = {k: v for k, v in (options or {}).items() if k in takes and v is not None}
+    return spec.weights_file(input_size, **chosen)
 
 
-def mobilenetv2_weights_source(weights, channels: int, input_size: tuple[int, int]) -> str | None:
-    """The weights file a MobileNetV2 backbone loads, from ``--weights``.
+def weights_source(weights, imagenet_file: Callable[[], Path], channels: int = 3) -> str | None:
+    """The weights file a backbone loads, from ``--weights``.
 
-    "imagenet" (any case) is the cached ImageNet file for this size (or an
-    OfflineError), "none" (any case) is None, anything else is a path.
+    "imagenet" (any case) is ``imagenet_file()`` (the cached ImageNet file, or an
+    OfflineError), "none" (any case) is None, anything else is a path. ``channels``
+    is what the backbone itself takes: ImageNet weights need 3.
     """
     weights = str(weights)
     if weights.lower() in ("imagenet", "none"):
@@ -124,8 +134,13 @@ def mobilenetv2_weights_source(weights, channels: int, input_size: tuple[int, in
             f"ImageNet weights need 3 channels (RGB), not {channels}; use --channels 3"
         )
     if weights == "imagenet":
-        return os.fspath(imagenet_weights_file(input_size))
+        return os.fspath(imagenet_file())
     return None if weights == "none" else os.fspath(weights)
+
+
+def mobilenetv2_weights_source(weights, channels: int, input_size: tuple[int, int]) -> str | None:
+    """The weights file a MobileNetV2 backbone loads, from ``--weights`` (see weights_source)."""
+    return weights_source(weights, lambda: imagenet_weights_file(input_size), channels)
 
 
 def _first_line(e: BaseException) -> str:
@@ -184,6 +199,29 @@ def freeze(backbone, fine_tune_last: int) -> None:
         layer.trainable = i >= first and not isinstance(layer, layers.BatchNormalization)
 
 
+def truncate(backbone, layer_name: str):
+    """``backbone`` ending at its layer ``layer_name`` (itself when that is its last layer).
+
+    The new model shares the layers (and loaded weights) up to that point and keeps the
+    name ``backbone``; the later layers are dropped.
+
+    Raises:
+        BadInputError: no such layer, with the names of a few that are.
+    """
+    import keras
+
+    if backbone.layers[-1].name == layer_name:
+        return backbone
+    names = [layer.name for layer in backbone.layers]
+    if layer_name not in names:
+        taps = [n for n in names if n.endswith(("_relu", "_add", "_project"))][-8:]
+        raise BadInputError(
+            f"--features-at {layer_name!r}: the backbone has no such layer "
+            f"(its last ones include {', '.join(taps)})"
+        )
+    return keras.Model(backbone.input, backbone.get_layer(layer_name).output, name=backbone.name)
+
+
 def find_layer(model, name: str):
     """The layer called ``name`` in ``model`` or in a model nested in it, or None."""
     for layer in model.layers:
@@ -224,3 +262,35 @@ def head_model(model):
     for layer in model.layers[start:]:
         x = layer(x)
     return keras.Model(inputs, x, name="head")
+
+
+def classifier_head(x, num_classes: int, dropout: float, head_units: int, l2: float):
+    """The transfer head on backbone output ``x``: the ``features`` layer, then the classifier.
+
+    GlobalAveragePooling2D (the ``features`` layer), BatchNormalization, Dense(ReLU,
+    L2) (none when ``head_units`` is 0: a linear head), Dropout, Dense(sigmoid, L2) for
+    two classes (one unit, P(classes[1])), softmax for more. Its layer names are what
+    training's cached-features path and tests read.
+    """
+    from keras import layers, regularizers
+
+    x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
+    # Momentum 0.9, not Keras's 0.99: the moving statistics then settle within tens of
+    # steps, so a head trained on a few hundred images (or kept from an early best
+    # epoch) predicts with the statistics it trained with.
+    x = layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
+    if head_units:  # 0: a linear head (logistic regression on the standardised features)
+        x = layers.Dense(
+            head_units, activation="relu", kernel_regularizer=regularizers.L2(l2), name="head_dense"
+        )(x)
+    if dropout:
+        x = layers.Dropout(float(dropout), name="head_dropout")(x)
+    single = num_classes == 2
+    # float32 even under mixed precision: probabilities near 0 and 1 need the range.
+    return layers.Dense(
+        1 if single else num_classes,
+        activation="sigmoid" if single else "softmax",
+        kernel_regularizer=regularizers.L2(l2),
+        dtype="float32",
+        name="probs",
+    )(x)

@@ -29,6 +29,7 @@ def _dropout_rates(dropout: float) -> tuple[float, float]:
     batch_size=512,
     lr=2e-3,
     schedule="cosine",
+    params=389_026,
 )
 def fashion_cnn(num_classes: int, input_size: tuple[int, int], channels: int, dropout: float = 0.4):
     """The seed-000 network (3 conv layers, pooling, dropout, dense), made stronger.
@@ -79,6 +80,7 @@ def fashion_cnn(num_classes: int, input_size: tuple[int, int], channels: int, dr
     batch_size=512,
     lr=1e-3,
     schedule="constant",
+    params=1_010_434,
 )
 def small_cnn(num_classes: int, input_size: tuple[int, int], channels: int, dropout: float = 0.5):
     """The seed-002 network exactly: Conv2D(32) - MaxPool - Conv2D(64) - Dense(128) - Dropout.

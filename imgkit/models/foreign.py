@@ -141,6 +141,11 @@ def load_foreign(path: str | os.PathLike, trust: bool = False, savedmodel_copy=N
 def _load_savedmodel(path: Path) -> Foreign:
     import keras
 
+    if keras.config.backend() != "tensorflow":  # TFSMLayer runs TensorFlow's graph
+        raise BadInputError(
+            f"{path}: a SavedModel needs Keras's TensorFlow backend (this is "
+            f'{keras.config.backend()}): pip install -e ".[cpu]" and set KERAS_BACKEND=tensorflow'
+        )
     layer, errors = None, []
     for endpoint in ("serve", "serving_default"):
         try:

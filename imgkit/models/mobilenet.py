@@ -10,11 +10,12 @@ from __future__ import annotations
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
-    FEATURES_LAYER,
+    classifier_head,
     freeze,
     imagenet_weights_file,
     load_weights_file,
     mobilenetv2_weights_source,
+    truncate,
 )
 
 # keras.applications.mobilenet_v2.preprocess_input: x / 127.5 - 1.
@@ -42,6 +43,21 @@ DEFAULT_FINE_TUNE_LAST = 30
     augment="standard",
     min_size=32,
     weights_file=imagenet_weights_file,
+    params=2_591_297,
+    # Seed 001's recipe exactly: one phase fine-tuning the last 30 layers of the whole
+    # backbone under a new head, seed 001's augmentation and label smoothing.
+    recipes={
+        "seed": {
+            "features_at": "out_relu",
+            "fine_tune_last": DEFAULT_FINE_TUNE_LAST,
+            "head_epochs": 0,
+            "augment": "standard",
+            "lr": 1e-4,
+            "label_smoothing": 0.1,
+            "schedule": "cosine",
+            "patience": 7,
+        },
+    },  # fmt: skip
 )
 def mobilenetv2(
     num_classes: int,
@@ -52,6 +68,7 @@ def mobilenetv2(
     fine_tune_last: int = DEFAULT_FINE_TUNE_LAST,
     head_units: int = 256,
     l2: float = 1e-4,
+    features_at: str = "out_relu",
 ):
     """MobileNetV2 (alpha 1.0) backbone with the seed-001 head.
 
@@ -69,9 +86,13 @@ def mobilenetv2(
             backbone, -1 trains it all. BatchNormalization layers never train.
         head_units: units of the head's hidden Dense layer.
         l2: L2 penalty on the head's Dense kernels.
+        features_at: the backbone layer whose output is pooled into the features:
+            ``out_relu`` (the last, ImageNet-specific) or an earlier, more generic one
+            such as ``block_13_expand_relu``; the backbone ends there, so its later
+            blocks are neither computed nor stored.
     """
     import keras
-    from keras import layers, regularizers
+    from keras import layers
 
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -89,28 +110,10 @@ def mobilenetv2(
     )
     if source is not None:
         load_weights_file(backbone, source, what=f"MobileNetV2 at {input_size[0]}x{input_size[1]}")
+    backbone = truncate(backbone, features_at)
     freeze(backbone, int(fine_tune_last))
 
-    single = num_classes == 2
     inputs = keras.Input(shape=(*input_size, channels), name="pixels")
     x = layers.Rescaling(_PIXELS["scale"], _PIXELS["offset"], name="scale")(inputs)
-    x = backbone(x)
-    x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
-    # Momentum 0.9, not Keras's 0.99: the moving statistics then settle within tens of
-    # steps, so a head trained on a few hundred images (or kept from an early best
-    # epoch) predicts with the statistics it trained with.
-    x = layers.BatchNormalization(momentum=0.9, name="head_bn")(x)
-    x = layers.Dense(
-        head_units, activation="relu", kernel_regularizer=regularizers.L2(l2), name="head_dense"
-    )(x)
-    if dropout:
-        x = layers.Dropout(float(dropout), name="head_dropout")(x)
-    # float32 even under mixed precision: probabilities near 0 and 1 need the range.
-    outputs = layers.Dense(
-        1 if single else num_classes,
-        activation="sigmoid" if single else "softmax",
-        kernel_regularizer=regularizers.L2(l2),
-        dtype="float32",
-        name="probs",
-    )(x)
+    outputs = classifier_head(backbone(x), num_classes, dropout, head_units, l2)
     return keras.Model(inputs, outputs, name="mobilenetv2_classifier")

@@ -89,6 +89,7 @@ def caffe_kernel(channels: int) -> tuple[np.ndarray, np.ndarray]:
     augment="none",
     min_size=32,
     weights_file=lambda _size: imagenet_weights_file(),
+    params=14_846_285,
 )
 def vgg16(
     num_classes: int,

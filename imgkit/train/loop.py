@@ -52,6 +52,7 @@ class FitResult:
     history: list = field(default_factory=list)
     best_epoch: int = 0
     stopped: bool = False
+    head_first: dict | None = None  # the head-only phase, when the run had one
 
 
 @dataclass
@@ -99,11 +100,17 @@ def fit_run(
     # and dropout seeds in a fresh run and in a resumed one.
     keras.utils.set_random_seed(settings.seed)
     ckpt = out / ck.CHECKPOINT_DIR
+    head_first = None
     if state is None and source is not None:
         net = trainer = _from_bundle(source, dataset_state["classes"], settings, report.say)
         features_mode = False
     elif state is None:
         net, trainer, features_mode = _build(settings, num_classes, cache_features, segmentation)
+        if settings.head_epochs and not features_mode and not segmentation:
+            from imgkit.train.head_first import train_head_first
+
+            base = _unaugmented(net)
+            head_first = train_head_first(base, data, settings, compile_fn, report.say)
     if state is None:
         compile_fn(trainer, len(batch_bounds(len(data.x), settings.batch_size)))
         run = {"history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False, "done": 0}
@@ -152,7 +159,18 @@ def fit_run(
             # Interrupted or not, the last finished epoch's checkpoint is on disk
             # before anything else happens.
             callback.writer.wait()
-    return callback.finish(trainer)
+    result = callback.finish(trainer)
+    result.head_first = head_first
+    return result
+
+
+def _unaugmented(net):
+    """The model inside ``net``'s augmentation wrapper (``net`` itself when it has none)."""
+    from imgkit.models.backbones import has_features
+
+    if has_features(net):
+        return net
+    return next(layer for layer in net.layers if hasattr(layer, "layers") and has_features(layer))
 
 
 def _build(settings: RunSettings, num_classes: int, cache_features, segmentation: bool):

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from imgkit.data.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.fileio import atomic_path, write_csv
 from imgkit.train.checkpoints import prepare_output
+from imgkit.train.distribute import Placement
 from imgkit.train.settings import RunSettings, setting_names
 
 
@@ -40,6 +42,13 @@ class Run:
     settings: RunSettings
     state: dict | None
     source: Bundle | None = None  # the bundle whose model the run trains further
+    placement: Placement | None = None  # the devices it trains on
+
+    def strategy_scope(self):
+        """Where the model is built and fitted: its devices' strategy scope, if any."""
+        if self.placement is None:
+            return contextlib.nullcontext()
+        return self.placement.scope()
 
     @property
     def spec(self):
@@ -114,6 +123,7 @@ def run_meta(run: Run, fit, metrics: dict, monitor: str, mixed: bool) -> dict:
         "early_stopped": bool(fit.stopped),
         "resumed": run.state is not None,
         "mixed_precision": mixed,
+        **({"devices": run.placement.record()} if run.placement is not None else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -134,14 +144,16 @@ def write_bundle(out: Path, fit, meta: dict, title: str) -> dict:
     return json.loads(saved.read_text(encoding="utf-8"))
 
 
-def transfer_info(net, settings: RunSettings, features_mode: bool) -> dict:
+def transfer_info(net, settings: RunSettings, features_mode: bool, head_first=None) -> dict:
     """What imgkit.json says about a pretrained model's start and what of it trained."""
     from imgkit.models.backbones import BACKBONE_LAYER, find_layer, imagenet_file_for
 
     backbone = find_layer(net, BACKBONE_LAYER)
     info = {"weights": settings.weights, "fine_tune_last": settings.fine_tune_last}
     if settings.weights == "imagenet":
-        info["weights_file"] = str(imagenet_file_for(settings.model, settings.input_size))
+        info["weights_file"] = str(
+            imagenet_file_for(settings.model, settings.input_size, settings.builder_options())
+        )
     if backbone is not None:
         info["backbone_layers"] = len(backbone.layers)
         # Layers with weights only: a weightless layer's flag changes nothing.
@@ -149,6 +161,8 @@ def transfer_info(net, settings: RunSettings, features_mode: bool) -> dict:
             1 for lay in backbone.layers if lay.trainable and lay.weights
         )
     info["features_cached"] = bool(features_mode)
+    if head_first:
+        info["head_first"] = head_first
     return info
 
 

@@ -77,10 +77,20 @@ def segmentation_loss(name: str):
     raise ValueError(f"unknown segmentation loss {name!r} (choose from {', '.join(LOSSES)})")
 
 
-def compile_segmentation(model, lr: float, loss: str) -> None:
-    """Compile with Adam at ``lr``, the loss, and pixel accuracy, IoU and Dice metrics."""
+def compile_segmentation(
+    model, lr: float, loss: str, schedule: str = "constant", total_steps: int = 1
+) -> None:
+    """Compile with Adam at ``lr``, the loss, and pixel accuracy, IoU and Dice metrics.
+
+    ``schedule`` "cosine" decays the rate to 0 over ``total_steps`` (keyed on the
+    optimizer's step counter, which checkpoints keep, so a resumed run goes on along
+    the same curve).
+    """
+    rate = lr
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        optimizer=keras.optimizers.Adam(learning_rate=rate),
         loss=segmentation_loss(loss),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy", threshold=THRESHOLD),

@@ -71,12 +71,13 @@ def train_segmentation(run, report) -> dict:
         say("no val split: early stopping watches the training loss")
     mixed = use_mixed_precision(s.mixed_precision)
 
-    def compile_fn(model, _steps):
-        segloss.compile_segmentation(model, s.lr, s.loss)
+    def compile_fn(model, steps):
+        segloss.compile_segmentation(model, s.lr, s.loss, s.schedule, s.epochs * steps)
 
     with precision(mixed):
-        fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report, 2,
-                      cache_features=False, segmentation=True)  # fmt: skip
+        with run.strategy_scope():
+            fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
+                          2, cache_features=False, segmentation=True)  # fmt: skip
         metrics = {}
         if val is not None:
             metrics["val"] = score_split(fit.net, val[0], val[1], s.batch_size)
@@ -90,7 +91,7 @@ def train_segmentation(run, report) -> dict:
             "input_size": list(s.input_size),
             "channels": s.channels,
             "resize": "stretch",
-            "pixels": {**spec.pixels, "inside_model": True},
+            "pixels": {**spec.pixels_with(s.builder_options()), "inside_model": True},
             "polarity": None,
             "output": "sigmoid",
             "threshold": THRESHOLD,

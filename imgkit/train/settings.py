@@ -81,6 +81,15 @@ class RunSettings:
         loss: segmentation only: bce, dice or bce+dice (default).
         head_units: pretrained models: units of the new head's hidden Dense layer
             (default the model's, 256).
+        features_at: pretrained models: the backbone layer pooled into the features
+            the head reads (default the model's; the backbone ends there).
+        head_epochs: pretrained models: most epochs the head trains alone on cached
+            frozen features before the fine-tuning (0: none; default the model's);
+            see :mod:`imgkit.train.head_first`.
+        recipe: "default", or a model's named alternative to its defaults (mobilenetv2:
+            "seed", seed 001's one-phase fine-tuning); options given still win.
+        encoder: U-Net models: the ImageNet backbone the encoder is (default the
+            model's, mobilenetv2; see ``imgkit.models.unet.ENCODER_TAPS``).
         from_bundle: the model of the bundle whose model.keras ``weights`` names, when the
             run trains that model further (not a user option; recorded).
         schedule: the model's learning-rate schedule (not a user option; recorded).
@@ -105,6 +114,10 @@ class RunSettings:
     calibrate: bool = _setting(legacy=False)
     loss: str | None = _setting(legacy=None)
     head_units: int | None = _setting(legacy=None, builder=True)
+    features_at: str | None = _setting(legacy=None, builder=True)
+    head_epochs: int = _setting(legacy=0)
+    recipe: str = _setting(legacy="default")
+    encoder: str | None = _setting(legacy=None, builder=True)
     from_bundle: str | None = _setting(legacy=None)
     schedule: str = "constant"
 
@@ -123,7 +136,7 @@ class RunSettings:
             BadInputError: no or unknown model, a model for another task, an option the
                 model does not take, or a value out of range.
         """
-        from imgkit.models import get_spec, resolved_options
+        from imgkit.models import get_spec, recipe_settings, resolved_options
         from imgkit.models.bundled import bundle_spec
 
         unknown = set(given) - set(setting_names())
@@ -134,6 +147,8 @@ class RunSettings:
         if not g["model"] and source is None:
             raise BadInputError("no model given (--model NAME; see --list-models)")
         spec = get_spec(g["model"]) if source is None else bundle_spec(source)
+        preset = recipe_settings(spec, g["recipe"])
+        g.update({k: v for k, v in preset.items() if k in g and g[k] is None})
         if spec.task != task:
             hint = "" if task == "classification" else " (segmentation models: unet-mobilenetv2)"
             raise BadInputError(f"model {spec.name!r} is for {spec.task}, not {task}{hint}")
@@ -143,7 +158,9 @@ class RunSettings:
             _check_bundle_fit(spec, g)
 
         epochs = SEGMENTATION_EPOCHS if task == "segmentation" else DEFAULT_EPOCHS
-        options = {} if source else resolved_options(spec.name, dropout=g["dropout"])
+        options = {}
+        if source is None:
+            options = resolved_options(spec.name, dropout=g["dropout"], encoder=g["encoder"])
 
         def pick(key, default, kind):
             return default if g[key] is None else kind(g[key])
@@ -168,13 +185,19 @@ class RunSettings:
             "calibrate": pick("calibrate", True, bool),
             "loss": g["loss"],
             "head_units": pick("head_units", None, int),
+            "features_at": None,
+            "encoder": options.get("encoder"),
             "from_bundle": spec.name if source else None,
-            "schedule": spec.schedule,
+            "schedule": preset.get("schedule", spec.schedule),
+            "recipe": g["recipe"] or "default",
+            "head_epochs": pick("head_epochs", spec.head_epochs, int),
         }  # fmt: skip
         if spec.takes_weights:
             options = resolved_options(
-                spec.name, weights=weights_arg(g["weights"]), fine_tune_last=g["fine_tune_last"]
-            )
+                spec.name, weights=weights_arg(g["weights"]), fine_tune_last=g["fine_tune_last"],
+                features_at=g["features_at"],
+            )  # fmt: skip
+            values["features_at"] = options.get("features_at")
             values["weights"] = options["weights"]
             values["fine_tune_last"] = int(options["fine_tune_last"])
         if task == "segmentation":
@@ -250,8 +273,9 @@ class RunSettings:
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.patience >= 0, f"--patience must be 0 or more, got {self.patience}"),
-            (self.head_units is None or self.head_units >= 1,
-             f"--head-units must be at least 1, got {self.head_units}"),
+            (self.head_epochs >= 0, f"--head-epochs must be 0 or more, got {self.head_epochs}"),
+            (self.head_units is None or self.head_units >= 0,
+             f"--head-units must be 0 (a linear head) or more, got {self.head_units}"),
             (self.resize in RESIZE_MODES,
              f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
             (0 <= self.label_smoothing < 1,
@@ -321,7 +345,7 @@ def weights_arg(weights) -> str | None:
 def _check_options_fit(spec, g: dict) -> None:
     """Options the model does not take are refused by name, before anything else."""
     if not spec.takes_weights:
-        for key in ("weights", "fine_tune_last"):
+        for key in ("weights", "fine_tune_last", "head_epochs"):
             if g[key] is not None:
                 raise BadInputError(
                     f"model {spec.name!r} is trained from scratch: it takes no {flag(key)} "
@@ -331,6 +355,16 @@ def _check_options_fit(spec, g: dict) -> None:
         raise BadInputError(f"model {spec.name!r} has no dropout option")
     if g["head_units"] is not None and "head_units" not in spec.options:
         raise BadInputError(f"model {spec.name!r} has no --head-units option")
+    if g["features_at"] is not None and "features_at" not in spec.options:
+        raise BadInputError(f"model {spec.name!r} has no --features-at option")
+    if g["encoder"] is not None:
+        if "encoder" not in spec.options:
+            raise BadInputError(
+                f"model {spec.name!r} has no --encoder option (U-Net models: unet-mobilenetv2)"
+            )
+        from imgkit.models.unet import check_encoder
+
+        check_encoder(g["encoder"])
 
 
 def _source_bundle(g: dict) -> dict | None:
@@ -351,7 +385,7 @@ def _source_bundle(g: dict) -> dict | None:
 def _check_bundle_fit(spec, g: dict) -> None:
     """A bundle's model is trained as it is: its input, and no options that rebuild it."""
     start = f"--weights {g['weights']}: the run trains that bundle's {spec.name} model further"
-    for key in ("dropout", "head_units", "fine_tune_last", "loss"):
+    for key in ("dropout", "head_units", "fine_tune_last", "loss", "encoder", "head_epochs"):
         if g[key] is not None:
             raise BadInputError(f"{start}, as it is; it takes no {flag(key)}")
     h, w = spec.input_size

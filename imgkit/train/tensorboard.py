@@ -36,15 +36,16 @@ def tensorboard_callback(log_dir: str | os.PathLike):
     """A Keras callback writing the run's epochs to ``log_dir`` (train/, validation/).
 
     Raises:
-        BadInputError: TensorFlow is not installed (another Keras backend alone).
+        BadInputError: Keras runs on another backend (JAX): no tf.summary, no tf.function.
     """
-    try:
-        import tensorflow as tf  # noqa: F401
-    except ImportError as e:
-        raise BadInputError(
-            "--tensorboard needs TensorFlow (tf.summary writes the event files)"
-        ) from e
     import keras
+
+    backend = keras.config.backend()
+    if backend != "tensorflow":  # the graph is traced with tf.function
+        raise BadInputError(
+            f"--tensorboard needs Keras's TensorFlow backend (this is {backend}; tf.summary "
+            'writes the event files): pip install -e ".[cpu]" and set KERAS_BACKEND=tensorflow'
+        )
 
     class EpochEvents(keras.callbacks.Callback):
         def __init__(self):

@@ -50,6 +50,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     trust: bool | None = None,
+    devices: str | int = "auto",
     callbacks_extra: list | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
@@ -83,6 +84,10 @@ def train(
         overwrite: replace a bundle or an interrupted run already in ``output``.
         trust: ``weights`` a bundle whose model carries code (Lambda layers): run it.
             None: as ``IMGKIT_TRUST_CODE`` says.
+        devices: "auto" (every GPU when there are several, else one device) or a device
+            count; the global batch is split across them. With a multi-worker
+            ``TF_CONFIG``, every worker trains and only the chief writes ``output``
+            (see :mod:`imgkit.train.distribute`).
         callbacks_extra: Keras callbacks given to the run's one ``model.fit`` call.
         on_epoch: called after each epoch's checkpoint with a dict: epoch (1-based),
             epochs, loss, accuracy, val_loss, val_accuracy (when there is a val
@@ -103,16 +108,35 @@ def train(
         OutputExistsError: ``output`` holds a bundle or an interrupted run and neither
             ``overwrite`` nor ``resume`` was given.
     """
-    from imgkit.train.loop import Reporting, fit_run
-    from imgkit.train.recipe import compile_model, precision, use_mixed_precision
+    from imgkit.train.distribute import placed
+    from imgkit.train.loop import Reporting
 
     report = Reporting(
         on_epoch, on_batch, on_info or (lambda _msg: None), list(callbacks_extra or [])
     )
     threshold_metric, threshold_value = parse_threshold(threshold)  # fail before training
-    run = start_run(
-        dataset_dir, output, settings, given, resume=resume, overwrite=overwrite, trust=trust
-    )
+    # First: the devices must be chosen before anything starts TensorFlow.
+    with placed(devices, output, resume=resume) as place:
+        run = start_run(
+            dataset_dir,
+            place.output,
+            settings,
+            given,
+            resume=resume,
+            overwrite=overwrite,
+            trust=trust,
+        )
+        run.placement = place
+        if place.strategy is not None:
+            report.say(place.describe(run.settings.batch_size))
+        return _train_task(run, report, cache_features, (threshold_metric, threshold_value))
+
+
+def _train_task(run: Run, report, cache_features, threshold) -> dict:
+    """Train ``run`` (segmentation or classification) and write its bundle."""
+    from imgkit.train.loop import fit_run
+    from imgkit.train.recipe import compile_model, precision, use_mixed_precision
+
     if run.ds.task == "segmentation":
         from imgkit.train.segmentation import train_segmentation
 
@@ -125,14 +149,17 @@ def train(
     if mixed and run.state is None:
         report.say("mixed precision (float16 compute, float32 weights and output)")
 
-    def compile_fn(model, steps):
-        compile_model(model, output_kind, s.lr, s.schedule, s.epochs * steps, s.label_smoothing)
+    def compile_fn(model, steps, lr=None, schedule=None, epochs=None):
+        # The overrides are the head-first phase's own rate and length.
+        compile_model(model, output_kind, lr or s.lr, schedule or s.schedule,
+                      (epochs or s.epochs) * steps, s.label_smoothing)  # fmt: skip
 
     with precision(mixed):
-        fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
-                      len(ds.classes), cache_features, source=run.source)  # fmt: skip
+        with run.strategy_scope():
+            fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
+                          len(ds.classes), cache_features, source=run.source)  # fmt: skip
         metrics, extra = score_and_calibrate(
-            run, fit.net, data, labels, output_kind, (threshold_metric, threshold_value), report.say
+            run, fit.net, data, labels, output_kind, threshold, report.say
         )
         meta = {
             **_classification_meta(run, fit, output_kind, polarity, per_class),
@@ -157,7 +184,7 @@ def _classification_meta(run: Run, fit, output_kind: str, polarity, per_class) -
         "output": output_kind,
     }
     if spec.takes_weights:
-        meta["transfer"] = transfer_info(fit.net, s, fit.features_mode)
+        meta["transfer"] = transfer_info(fit.net, s, fit.features_mode, fit.head_first)
     if run.source is not None:
         meta["from_bundle"] = source_info(run.source, ds.classes)
     if per_class is not None:

@@ -86,7 +86,10 @@ def find_files(folder: Path) -> dict[str, tuple[Path, Path]] | None:
 
 
 def _load_with_keras() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    # Imported here: only this last-resort download needs Keras (and TensorFlow).
+    # Imported here: only this last-resort download needs Keras (and its backend).
+    from imgkit.backend import import_keras_quietly
+
+    import_keras_quietly()
     import keras
 
     return keras.datasets.fashion_mnist.load_data()
