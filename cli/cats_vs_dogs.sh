@@ -5,12 +5,14 @@
 # archive and a valid submission.csv out.
 #
 # Usage: bash cli/cats_vs_dogs.sh
-#   With no archives given, it builds a Kaggle-format fixture from real photos that
-#   ship offline (cli/make_dvc_fixture.py: scikit-image's lfw_subset, faces = dog) and
-#   also scores the submission against that fixture's held-out labels.
+#   With no archives given, it builds a Kaggle-format fixture from real images that
+#   ship offline (cli/make_dvc_fixture.py; FIXTURE=lfw: scikit-image's lfw_subset,
+#   faces = dog, easy; FIXTURE=fashion: Fashion-MNIST shirts = dog against T-shirts,
+#   rendered as photos, hard) and scores the submission against its held-out labels.
 # Settings (environment): WORK=out/dvc  TRAIN_ZIP=  TEST_ZIP=  SAMPLE=  (Kaggle's
 #   train.zip, test1.zip, sample_submission.csv)  WEIGHTS=imagenet (or none, or a file)
-#   SIZE=224  EPOCHS=15  TTA_N=10  CLIP=0.005  TRAIN_ARGS=  (more `imgkit train` options)
+#   SIZE=224  EPOCHS=15  TTA_N=10  CLIP=0.005  FIXTURE=lfw  TRAIN_ARGS=  (more `imgkit
+#   train` options; seed 001's own recipe: TRAIN_ARGS="--recipe seed")
 set -euo pipefail
 
 WORK=${WORK:-out/dvc}
@@ -23,7 +25,8 @@ IMGKIT=${IMGKIT:-imgkit}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${TRAIN_ZIP:-}" ]; then
-  python3 "$HERE/make_dvc_fixture.py" "$WORK/fixture" --size "$SIZE" >/dev/null
+  python3 "$HERE/make_dvc_fixture.py" "$WORK/fixture" --size "$SIZE" \
+    --source "${FIXTURE:-lfw}" >/dev/null
   TRAIN_ZIP="$WORK/fixture/train.zip"
   TEST_ZIP="$WORK/fixture/test.zip"
   SAMPLE="$WORK/fixture/sample_submission.csv"

@@ -9,7 +9,8 @@
 #   stardist is not installed) and holds every 4th tile out as the new images.
 # Settings (environment): WORK=out/seg  IMAGES=  MASKS=  NEW=  NEW_MASKS=  (folders;
 #   NEW_MASKS optional: without it nothing is scored)  WEIGHTS=imagenet (or none, or a
-#   file)  SIZE=128  EPOCHS=40  LR=1e-3  LOSS=bce+dice  VAL=0.3  FAIL_UNDER=0.5
+#   file)  SIZE=128  EPOCHS=  LR=  (default: the model's, 150 epochs with early
+#   stopping, lr 1e-3 with cosine decay)  LOSS=bce+dice  VAL=0.3  FAIL_UNDER=0.5
 #   TRAIN_ARGS=  (more `imgkit train` options; the seed's own recipe is
 #   TRAIN_ARGS="--lr 1e-5 --epochs 25 --batch-size 8 --loss bce", which does not learn)
 set -euo pipefail
@@ -17,8 +18,8 @@ set -euo pipefail
 WORK=${WORK:-out/seg}
 WEIGHTS=${WEIGHTS:-imagenet}
 SIZE=${SIZE:-128}
-EPOCHS=${EPOCHS:-40}
-LR=${LR:-1e-3}
+EPOCHS=${EPOCHS:-}
+LR=${LR:-}
 LOSS=${LOSS:-bce+dice}
 VAL=${VAL:-0.3}
 FAIL_UNDER=${FAIL_UNDER:-0.5}
@@ -37,7 +38,7 @@ NEW=${NEW:-$IMAGES}
 $IMGKIT prep "$IMAGES" --masks "$MASKS" -o "$WORK/data" --val "$VAL" --test 0 --overwrite
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of extra options
 $IMGKIT train "$WORK/data" -o "$WORK/run" --model unet-mobilenetv2 --weights "$WEIGHTS" \
-  --size "${SIZE}x${SIZE}" --epochs "$EPOCHS" --lr "$LR" --loss "$LOSS" --overwrite \
+  --size "${SIZE}x${SIZE}" ${EPOCHS:+--epochs "$EPOCHS"} ${LR:+--lr "$LR"} --loss "$LOSS" --overwrite \
   ${TRAIN_ARGS:-}
 rm -rf "$WORK/masks" "$WORK/overlays"
 $IMGKIT segment "$WORK/run" "$NEW" -o "$WORK/masks" --overlay "$WORK/overlays" --tta

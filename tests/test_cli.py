@@ -57,7 +57,7 @@ def test_library_error_is_one_line_and_exit_1(tmp_path):
     assert "missing" in result.output
 
 
-@pytest.mark.parametrize("command", [["train", "--list-models"], ["predict", "RUN", "x.png"]])
+@pytest.mark.parametrize("command", [["train", "data", "-o", "out"], ["predict", "RUN", "x.png"]])
 def test_a_missing_keras_backend_is_one_line_naming_the_install(command, tmp_path):
     import importlib.util
     import os
@@ -72,7 +72,11 @@ def test_a_missing_keras_backend_is_one_line_naming_the_install(command, tmp_pat
     # A fresh process: this one has Keras imported on its own backend already.
     env = {**os.environ, "KERAS_BACKEND": absent[0]}
     proc = subprocess.run(
-        [sys.executable, "-m", "imgkit", *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "imgkit", *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()

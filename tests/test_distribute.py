@@ -52,11 +52,11 @@ fast = dict(model="small-cnn", epochs=4, batch_size=16, input_size=(12, 12), dro
 def stop(report):
     if report["epoch"] == 2:
         raise KeyboardInterrupt
-try:  # interrupted after epoch 2 on two devices...
-    train(data, run, devices=2, on_epoch=stop, **fast)
+try:  # interrupted after epoch 2 on one device...
+    train(data, run, devices=1, on_epoch=stop, **fast)
 except KeyboardInterrupt:
     pass
-resumed = train(data, run, resume=True, devices=1)  # ...finished on one
+resumed = train(data, run, resume=True, devices=2)  # ...finished on two
 features = train(rgb, head, devices=2, model="mobilenetv2", input_size=(32, 32), weights="none",
                  fine_tune_last=0, augment="none", epochs=1, batch_size=16)
 print(json.dumps({"resumed": resumed["devices"], "features": features["devices"],
@@ -161,11 +161,11 @@ def test_two_devices_train_as_one(runs):
 
 
 @pytest.mark.tensorflow
-def test_a_two_device_checkpoint_resumes_on_one_and_features_cache(runs):
+def test_a_one_device_checkpoint_resumes_on_two_and_features_cache(runs):
     _ok(runs, "one", "script")
     root, done = runs
     out = json.loads(done["script"][1].strip().splitlines()[-1])
-    assert out["resumed"] == {"strategy": "none", "count": 1, "workers": 1}
+    assert out["resumed"] == {"strategy": "MirroredStrategy", "count": 2, "workers": 1}
     assert read_meta(root / "resume")["resumed"] is True
     _same_curves(_history(root / "one"), _history(root / "resume"))
     assert out["features"]["count"] == 2 and out["cached"] is True

@@ -167,6 +167,32 @@ def test_unet_shapes_and_frozen_batchnorm():
 # --- TTA flip-back -------------------------------------------------------------------
 
 
+def test_pair_augmentation_turns_image_and_mask_together():
+    from imgkit.train.epochs import epoch_flips, mirror_pairs
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 6, 6, 3)).astype(np.uint8)
+    y = (x[..., :1] > 127).astype(np.float32)  # the mask is a function of the pixels
+    codes = epoch_flips(seed=3, epoch=1, n=16, dihedral=True)
+    assert set(codes.tolist()) <= set(range(8)) and len(set(codes.tolist())) > 4
+    bx, by = x.copy(), y.copy()
+    mirror_pairs(bx, by, codes)
+    np.testing.assert_array_equal(by, (bx[..., :1] > 127).astype(np.float32))
+    # Each code is its own symmetry: the eight views of one image are all different.
+    views = []
+    for code in range(8):
+        vx, vy = x[:1].copy(), y[:1].copy()
+        mirror_pairs(vx, vy, np.array([code]))
+        views.append(vx.tobytes())
+    assert len(set(views)) == 8
+    # Mirrors only (light) stay what they were: a bool per pair, left-right.
+    flips = epoch_flips(seed=3, epoch=1, n=16)
+    assert flips.dtype == bool
+    fx, fy = x.copy(), y.copy()
+    mirror_pairs(fx, fy, flips)
+    np.testing.assert_array_equal(fx[flips], x[flips][:, :, ::-1])
+
+
 def test_flip_tta_flips_each_view_back():
     # A "model" whose map is a fixed function of the pixels: a left-right gradient
     # of the input. Averaging its map with the mirrored view's map flipped back gives
@@ -211,6 +237,7 @@ def trained(tmp_path_factory):
     result = run(
         "train", data, "-o", root / "run", "--model", "unet-mobilenetv2", "--weights", "none",
         "--fine-tune-last", "all", "--size", "64", "--epochs", "12", "--batch-size", "6",
+        "--lr", "3e-3",  # the rate decays to 0 over the 12 epochs: a higher peak
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return root, data, root / "run"

@@ -116,9 +116,10 @@ def _bn_layers(backbone):
 def test_spec_says_mobilenetv2_takes_weights():
     spec = get_spec("mobilenetv2")
     assert spec.takes_weights and not get_spec("small-cnn").takes_weights
-    assert spec.options["weights"] == "imagenet" and spec.options["fine_tune_last"] == 30
+    assert spec.options["weights"] == "imagenet" and spec.options["fine_tune_last"] == 20
+    assert spec.options["features_at"] == "block_13_expand_relu" and spec.head_epochs == 30
     assert spec.pixels == {"scale": pytest.approx(1 / 127.5), "offset": -1.0}
-    assert (spec.patience, spec.label_smoothing, spec.augment) == (7, 0.1, "standard")
+    assert (spec.patience, spec.label_smoothing, spec.augment) == (5, 0.0, "light")
     assert spec.output_for(2) == "sigmoid" and spec.output_for(3) == "softmax"
 
 
@@ -360,7 +361,7 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(
         "inside_model": True,
     }
     assert meta["train_args"]["weights"] == str(weights_file.resolve())
-    assert meta["train_args"]["augment"] == "none" and meta["train_args"]["patience"] == 7
+    assert meta["train_args"]["augment"] == "none" and meta["train_args"]["patience"] == 5
     assert meta["temperature"] > 0 and meta["mixed_precision"] is False
 
 

@@ -199,8 +199,8 @@ def _parse_fine_tune(_ctx, _param, value):
     type=click.Choice(["none", "light", "standard"]),
     default=None,
     help="Training-time augmentation (flips, shifts, rotation; standard adds "
-    "brightness and zoom).  [default: the model's; standard for mobilenetv2, none "
-    "for the CNNs]",
+    "brightness and zoom; segmentation: light mirrors image and mask, standard turns "
+    "them by any of the square's eight symmetries).  [default: the model's]",
 )
 @click.option(
     "--label-smoothing",

@@ -20,7 +20,11 @@ from imgkit.models.backbones import (
 
 # keras.applications.mobilenet_v2.preprocess_input: x / 127.5 - 1.
 _PIXELS = {"scale": 1 / 127.5, "offset": -1.0}
-DEFAULT_FINE_TUNE_LAST = 30
+# The seed's whole-backbone recipe fine-tunes its last 30 layers; the default, ending at
+# block 13's expansion, fine-tunes its last 20 (blocks 12 and 13's expansion, BN frozen).
+SEED_FINE_TUNE_LAST = 30
+DEFAULT_FINE_TUNE_LAST = 20
+DEFAULT_FEATURES_AT = "block_13_expand_relu"
 
 
 @register_model(
@@ -28,28 +32,33 @@ DEFAULT_FINE_TUNE_LAST = 30
     task="classification",
     input_size=(224, 224),
     channels=3,
-    description="ImageNet MobileNetV2, last 30 layers fine-tuned (BN frozen) + "
-    "pooling/BN/dense head; the Dogs vs Cats recipe",
+    description="ImageNet MobileNetV2 to block 13 (mid-level features): head trained "
+    "first on cached features, then the last 20 layers fine-tuned (BN frozen)",
     pixels=_PIXELS,
     batch_size=32,
     output="auto",
-    # 1e-3 wrecks the pretrained layers being fine-tuned (measured on a real pair at
-    # 96 px: val accuracy fell to chance after one epoch and took 9 to come back);
-    # 1e-4 keeps them while the new head still learns.
+    # Measured on the hard benchmark (cli/make_dvc_fixture.py --source fashion, README):
+    # at 96 px, submission log loss 0.366 against 0.435 for seed 001's recipe and 0.400
+    # for logistic regression on the same frozen block-13 features, in a fifth of the
+    # seed recipe's time. The head first learns alone on cached features (at 1e-3);
+    # then 1e-4 fine-tunes without wrecking the pretrained layers (1e-3 sent val
+    # accuracy to chance after one epoch on a real pair). Label smoothing is left to
+    # the seed recipe: the temperature fitted on val calibrates either way.
     lr=1e-4,
     schedule="cosine",
-    patience=7,
-    label_smoothing=0.1,
-    augment="standard",
+    patience=5,
+    label_smoothing=0.0,
+    augment="light",
+    head_epochs=30,
     min_size=32,
     weights_file=imagenet_weights_file,
-    params=2_591_297,
+    params=766_529,  # the backbone ends at block 13: 2,591,297 with --recipe seed
     # Seed 001's recipe exactly: one phase fine-tuning the last 30 layers of the whole
     # backbone under a new head, seed 001's augmentation and label smoothing.
     recipes={
         "seed": {
             "features_at": "out_relu",
-            "fine_tune_last": DEFAULT_FINE_TUNE_LAST,
+            "fine_tune_last": SEED_FINE_TUNE_LAST,
             "head_epochs": 0,
             "augment": "standard",
             "lr": 1e-4,
@@ -68,7 +77,7 @@ def mobilenetv2(
     fine_tune_last: int = DEFAULT_FINE_TUNE_LAST,
     head_units: int = 256,
     l2: float = 1e-4,
-    features_at: str = "out_relu",
+    features_at: str = DEFAULT_FEATURES_AT,
 ):
     """MobileNetV2 (alpha 1.0) backbone with the seed-001 head.
 

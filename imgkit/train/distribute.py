@@ -100,7 +100,7 @@ class Placement:
 
     output: Path  # the folder this process writes: -o, or a non-chief's scratch copy
     strategy: object | None = None  # a tf.distribute.Strategy or keras Distribution
-    kind: str = "none"  # the strategy's class name
+    kind: str = "none"  # the strategy's name; "none" on the plain path
     count: int = 1  # replicas in sync, over all workers
     workers: int = 1
     scratch: Path | None = None  # a non-chief's folder, removed at the end
@@ -287,5 +287,5 @@ def _start_jax(place: Placement, wanted) -> None:
 def _jax_devices(keras, kind: str) -> list:
     try:
         return list(keras.distribution.list_devices(kind))
-    except RuntimeError:  # JAX has no such platform here
+    except (RuntimeError, ValueError):  # JAX has no such platform here
         return []

@@ -25,8 +25,14 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def epoch_flips(seed: int, epoch: int, n: int) -> np.ndarray:
-    """Segmentation: which image+mask pairs are mirrored in epoch ``epoch``."""
+def epoch_flips(seed: int, epoch: int, n: int, dihedral: bool = False) -> np.ndarray:
+    """Segmentation: how each image+mask pair is turned in epoch ``epoch``.
+
+    Mirrors only: a bool per pair (mirrored or not). ``dihedral``: a code 0-7 per pair,
+    one of the square's eight symmetries (see :func:`mirror_pairs`).
+    """
+    if dihedral:
+        return np.random.default_rng([seed, epoch, 2]).integers(0, 8, n)
     return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
 
 
@@ -47,10 +53,31 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def mirror_pairs(x: np.ndarray, y: np.ndarray, which: np.ndarray) -> None:
-    """Mirror, in place, the images ``x[which]`` and their masks ``y[which]`` together."""
-    if which.any():
-        x[which] = x[which][:, :, ::-1]
-        y[which] = y[which][:, :, ::-1]
+    """Turn, in place, images ``x`` and their masks ``y`` together, as ``which`` says.
+
+    A bool per pair mirrors left-right. A code 0-7 per pair (square images) is a
+    symmetry of the square: bit 1 mirrors left-right, bit 2 top-bottom, bit 4 swaps
+    rows and columns; nuclei, cells and tissue have no up or left, so all eight are
+    as real as the original.
+    """
+    if which.dtype == bool:
+        if which.any():
+            x[which] = x[which][:, :, ::-1]
+            y[which] = y[which][:, :, ::-1]
+        return
+    for code in range(1, 8):
+        sel = which == code
+        if not sel.any():
+            continue
+        for arr in (x, y):
+            part = arr[sel]
+            if code & 1:
+                part = part[:, :, ::-1]
+            if code & 2:
+                part = part[:, ::-1]
+            if code & 4:
+                part = np.swapaxes(part, 1, 2)
+            arr[sel] = part
 
 
 def epoch_batches(
@@ -65,7 +92,8 @@ def epoch_batches(
         seed: the run's seed; epoch e's order is :func:`epoch_order` (seed, e).
         first_epoch: the 0-based epoch that global batch 0 belongs to.
         weights: per-sample weights, or None.
-        flip_pairs: segmentation: mirror image and mask together (:func:`epoch_flips`).
+        flip_pairs: segmentation: mirror image and mask together (:func:`epoch_flips`);
+            "dihedral" (square images): any of the square's eight symmetries.
 
     Returns:
         A ``keras.utils.PyDataset``; ``.steps`` is the number of batches per epoch.
@@ -90,7 +118,8 @@ def epoch_batches(
         def _epoch(self, epoch: int) -> tuple:
             with self._lock:
                 if epoch not in self._epochs:
-                    flips = epoch_flips(seed, epoch, n) if flip_pairs else None
+                    dihedral = flip_pairs == "dihedral"
+                    flips = epoch_flips(seed, epoch, n, dihedral) if flip_pairs else None
                     self._epochs[epoch] = (epoch_order(seed, epoch, n), flips)
                     for old in [e for e in self._epochs if e < epoch - 1]:
                         del self._epochs[old]

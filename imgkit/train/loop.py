@@ -140,7 +140,7 @@ def fit_run(
         fit_x, fit_val = _inputs(net, data, features_mode, settings.batch_size, report.say)
         batches = epoch_batches(
             fit_x, data.y, settings.batch_size, settings.seed, run["done"], data.weights,
-            flip_pairs=segmentation and settings.augment != "none",
+            flip_pairs=_pair_flips(settings) if segmentation else False,
         )  # fmt: skip
         try:
             trainer.fit(
@@ -162,6 +162,14 @@ def fit_run(
     result = callback.finish(trainer)
     result.head_first = head_first
     return result
+
+
+def _pair_flips(settings: RunSettings):
+    """Segmentation's augmentation: none, mirrors (light) or the square's symmetries."""
+    if settings.augment == "none":
+        return False
+    square = settings.input_size[0] == settings.input_size[1]
+    return "dihedral" if settings.augment == "standard" and square else True
 
 
 def _unaugmented(net):
