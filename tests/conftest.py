@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 
-
 def pytest_runtest_setup(item):
     """``@pytest.mark.tensorflow``: skip, saying why, unless Keras runs on TensorFlow.
 

@@ -106,11 +106,14 @@ def fit_run(
         features_mode = False
     elif state is None:
         net, trainer, features_mode = _build(settings, num_classes, cache_features, segmentation)
-        if settings.head_epochs and not features_mode and not segmentation:
+        # Only when backbone layers will train: with the backbone frozen, the run itself
+        # trains the head alone (on cached features when nothing is augmented).
+        if settings.head_epochs and settings.fine_tune_last and not (features_mode or segmentation):
             from imgkit.train.head_first import train_head_first
 
             base = _unaugmented(net)
-            head_first = train_head_first(base, data, settings, compile_fn, report.say)
+            if base is not None:  # a model with a features layer to split at
+                head_first = train_head_first(base, data, settings, compile_fn, report.say)
     if state is None:
         compile_fn(trainer, len(batch_bounds(len(data.x), settings.batch_size)))
         run = {"history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False, "done": 0}
@@ -173,12 +176,14 @@ def _pair_flips(settings: RunSettings):
 
 
 def _unaugmented(net):
-    """The model inside ``net``'s augmentation wrapper (``net`` itself when it has none)."""
+    """The model with a ``features`` layer in ``net`` (``net`` itself, or the model inside
+    its augmentation wrapper), or None."""
     from imgkit.models.backbones import has_features
 
     if has_features(net):
         return net
-    return next(layer for layer in net.layers if hasattr(layer, "layers") and has_features(layer))
+    inner = (layer for layer in net.layers if hasattr(layer, "layers") and has_features(layer))
+    return next(inner, None)
 
 
 def _build(settings: RunSettings, num_classes: int, cache_features, segmentation: bool):

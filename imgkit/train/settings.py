@@ -86,8 +86,9 @@ class RunSettings:
         features_at: pretrained models: the backbone layer pooled into the features
             the head reads (default the model's; the backbone ends there).
         head_epochs: pretrained models: most epochs the head trains alone on cached
-            frozen features before the fine-tuning (0: none; default the model's);
-            see :mod:`imgkit.train.head_first`.
+            frozen features before the fine-tuning (0: none; default the model's), when
+            backbone layers train (``fine_tune_last`` not 0); see
+            :mod:`imgkit.train.head_first`.
         recipe: "default", or a model's named alternative to its defaults (mobilenetv2:
             "seed", seed 001's one-phase fine-tuning); options given still win.
         encoder: U-Net models: the ImageNet backbone the encoder is (default the
