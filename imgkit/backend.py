@@ -30,7 +30,8 @@ BACKENDS = {
 
 
 class MissingBackendError(ImgkitError):
-    """The Keras backend (KERAS_BACKEND, TensorFlow by default) is not installed."""
+    """The Keras backend (KERAS_BACKEND, TensorFlow by default) is not installed, or is
+    not the one a step needs (export under JAX)."""
 
 
 @contextlib.contextmanager
