@@ -32,3 +32,5 @@ bench:
 	python3 benchmarks/bench_segment.py
 	python3 benchmarks/bench_runtime.py   # needs the export extra
 	python3 benchmarks/bench_scale.py     # an hour: 300,000 images
+	python3 benchmarks/bench_recipes.py   # an hour: recipes on the hard benchmark
+	python3 benchmarks/bench_gpu.py       # small on a CPU
