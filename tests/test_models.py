@@ -135,3 +135,27 @@ def test_bad_options_are_clear():
 def test_resolved_options_fill_defaults():
     assert resolved_options("fashion-cnn") == {"dropout": 0.4}
     assert resolved_options("small-cnn", dropout=0.0) == {"dropout": 0.0}
+
+
+def test_shift_augmentation_moves_whole_pixels_only():
+    """Augment level shift flips and shifts by at most 2 pixels at 28x28, never blending."""
+    from imgkit.train.augment import augmentation_layers
+
+    image = np.zeros((64, 28, 28, 1), np.float32)
+    image[:, 10, 8, 0] = 200.0  # one bright pixel, left of centre
+    x = image
+    for layer in augmentation_layers("shift", seed=3):
+        x = layer(x, training=True)
+    x = np.asarray(x)
+    rows, cols = [], []
+    for view in x[..., 0]:
+        # Nothing interpolated: the one pixel survives whole, nothing else lights up.
+        assert sorted(np.unique(view).tolist()) == [0.0, 200.0]
+        (r,), (c,) = np.nonzero(view)
+        rows.append(r)
+        cols.append(min(abs(c - 8), abs(c - (27 - 8))))  # mirrored or not
+    assert max(abs(r - 10) for r in rows) <= 2 and max(cols) <= 2
+    assert len(set(rows)) > 1  # it does shift
+    for layer in augmentation_layers("shift", seed=3):
+        image = layer(image, training=False)
+    assert np.asarray(image)[:, 10, 8, 0].tolist() == [200.0] * 64  # inference: unchanged

@@ -15,6 +15,7 @@ from imgkit.commands._common import (
     show_progress,
     trust_code_option,
 )
+from imgkit.models import AUGMENT_LEVELS
 
 
 def _list_models(ctx, _param, value):
@@ -196,11 +197,12 @@ def _parse_fine_tune(_ctx, _param, value):
 )
 @click.option(
     "--augment",
-    type=click.Choice(["none", "light", "standard"]),
+    type=click.Choice(AUGMENT_LEVELS),
     default=None,
-    help="Training-time augmentation (flips, shifts, rotation; standard adds "
-    "brightness and zoom; segmentation: light mirrors image and mask, standard turns "
-    "them by any of the square's eight symmetries).  [default: the model's]",
+    help="Training-time augmentation (shift: flips and whole-pixel shifts; light adds "
+    "rotation; standard adds brightness and zoom; segmentation: shift and light mirror "
+    "image and mask, standard turns them by any of the square's eight symmetries).  "
+    "[default: the model's]",
 )
 @click.option(
     "--label-smoothing",

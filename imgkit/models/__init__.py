@@ -36,7 +36,7 @@ _BUILTIN_MODULES = (
 )
 
 OUTPUTS = ("softmax", "sigmoid", "auto")
-AUGMENT_LEVELS = ("none", "light", "standard")
+AUGMENT_LEVELS = ("none", "shift", "light", "standard")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False
@@ -61,7 +61,7 @@ class ModelSpec:
         schedule: "cosine" (decay to 0 over the whole run) or "constant".
         patience: default early-stopping patience (epochs).
         label_smoothing: default label smoothing of the loss.
-        augment: default augmentation level ("none", "light", "standard").
+        augment: default augmentation level (one of ``AUGMENT_LEVELS``).
         min_size: the smallest input side the model builds at.
         options: the builder's keyword options and their defaults (e.g. dropout;
             ``weights`` for models that start from pretrained weights).

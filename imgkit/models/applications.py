@@ -30,6 +30,7 @@ from pathlib import Path
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
+    TRANSFER_RECIPE,
     cached_weights_file,
     classifier_head,
     freeze,
@@ -265,18 +266,7 @@ def _register(app: Application) -> None:
         description=f"ImageNet {app.title} (keras.applications): the mobilenetv2 head "
         f"trained first, then the top block fine-tuned (BN frozen); pixels {scaling} inside",
         pixels=PIXELS[app.pixels],
-        batch_size=32,
-        output="auto",
-        # mobilenetv2's recipe (measured there; no ImageNet file of these is at hand
-        # offline to measure them): the head first on cached features, then a low peak
-        # rate that keeps the pretrained layers being fine-tuned.
-        lr=1e-4,
-        schedule="cosine",
-        patience=5,
-        label_smoothing=0.0,
-        augment="light",
-        head_epochs=30,
-        min_size=32,
+        **TRANSFER_RECIPE,
         weights_file=lambda _size, app=app: imagenet_file(app),
         params=app.params,
     )(_builder(app))

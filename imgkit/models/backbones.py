@@ -28,6 +28,23 @@ IMAGENET_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/
 # The layer where a transfer model's frozen part ends and its head begins: the pooled
 # backbone features. Training on cached features computes everything up to it once.
 FEATURES_LAYER = "features"
+
+# The registry settings every ImageNet classification backbone shares (mobilenetv2 and
+# the keras.applications rows): the head first on cached features, then a low peak
+# rate that fine-tunes the top of the backbone without wrecking it. Measured on
+# mobilenetv2 (the hard benchmark, README); no ImageNet file of the others is at hand
+# offline to measure them, so they take the same.
+TRANSFER_RECIPE = {
+    "batch_size": 32,
+    "output": "auto",
+    "lr": 1e-4,
+    "schedule": "cosine",
+    "patience": 5,
+    "label_smoothing": 0.0,
+    "augment": "light",
+    "head_epochs": 30,
+    "min_size": 32,
+}
 BACKBONE_LAYER = "backbone"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
+    TRANSFER_RECIPE,
     classifier_head,
     freeze,
     imagenet_weights_file,
@@ -35,8 +36,6 @@ DEFAULT_FEATURES_AT = "block_13_expand_relu"
     description="ImageNet MobileNetV2 to block 13 (mid-level features): head trained "
     "first on cached features, then the last 20 layers fine-tuned (BN frozen)",
     pixels=_PIXELS,
-    batch_size=32,
-    output="auto",
     # Measured on the hard benchmark (cli/make_dvc_fixture.py --source fashion, README):
     # at 96 px, submission log loss 0.366 against 0.435 for seed 001's recipe and 0.400
     # for logistic regression on the same frozen block-13 features, in a fifth of the
@@ -44,13 +43,7 @@ DEFAULT_FEATURES_AT = "block_13_expand_relu"
     # then 1e-4 fine-tunes without wrecking the pretrained layers (1e-3 sent val
     # accuracy to chance after one epoch on a real pair). Label smoothing is left to
     # the seed recipe: the temperature fitted on val calibrates either way.
-    lr=1e-4,
-    schedule="cosine",
-    patience=5,
-    label_smoothing=0.0,
-    augment="light",
-    head_epochs=30,
-    min_size=32,
+    **TRANSFER_RECIPE,
     weights_file=imagenet_weights_file,
     params=766_529,  # the backbone ends at block 13: 2,591,297 with --recipe seed
     # Seed 001's recipe exactly: one phase fine-tuning the last 30 layers of the whole

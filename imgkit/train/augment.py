@@ -8,13 +8,19 @@ They work on raw 0-255 pixels, before the model's own scaling.
 
 from __future__ import annotations
 
-LEVELS = ("none", "light", "standard")
+from imgkit.models import AUGMENT_LEVELS as LEVELS
+
+# "shift"'s largest shift, a fraction of the side: the usual pad-2-and-crop on 28x28.
+SHIFT = 2 / 28
 
 
 def augmentation_layers(level: str, seed: int = 0) -> list:
     """The preprocessing layers for an augmentation ``level``.
 
     - none: no layers.
+    - shift: horizontal flips and whole-pixel shifts of up to 7% of the side (2 pixels
+      at 28x28), edges repeated: nothing is interpolated, so a tiny image keeps
+      its sharpness (Fashion-MNIST's default).
     - light: horizontal flips, small shifts (5%) and rotations (about 7 degrees).
     - standard: seed 001's ImageDataGenerator set: rotations (up to about 20
       degrees), shifts (10%), brightness (+-20% of the range), zoom (15%) and
@@ -30,6 +36,14 @@ def augmentation_layers(level: str, seed: int = 0) -> list:
         return []
     from keras import layers
 
+    if level == "shift":
+        return [
+            layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
+            layers.RandomTranslation(
+                SHIFT, SHIFT, fill_mode="nearest", interpolation="nearest",
+                seed=seed + 1, name="aug_shift",
+            ),
+        ]  # fmt: skip
     if level == "light":
         return [
             layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),

@@ -41,16 +41,12 @@ def train_head_first(base, data, settings, compile_fn, say) -> dict:
     """
     import keras
 
-    from imgkit.models.backbones import feature_extractor, head_model
+    from imgkit.models.backbones import head_model
     from imgkit.train.epochs import batch_bounds
-    from imgkit.train.scoring import predict_batches
+    from imgkit.train.scoring import cached_features
 
-    extractor = feature_extractor(base)
     head = head_model(base)
-    x = predict_batches(extractor, data.x, settings.batch_size, np.float32)
-    val = data.val
-    if val is not None:
-        val = (predict_batches(extractor, val[0], settings.batch_size, np.float32), val[1])
+    x, val = cached_features(base, data.x, data.val, settings.batch_size)
     steps = len(batch_bounds(len(x), settings.batch_size))
     compile_fn(head, steps, lr=HEAD_LR, schedule="constant", epochs=settings.head_epochs)
     monitor = "val_loss" if val is not None else "loss"

@@ -225,15 +225,10 @@ def _inputs(net, data: FitData, features_mode: bool, batch_size: int, say):
         if val is not None and not data.in_memory:
             return data.x, in_order(val[0], val[1], batch_size)
         return data.x, val
-    from imgkit.models.backbones import feature_extractor
-    from imgkit.train.scoring import predict_batches
+    from imgkit.train.scoring import cached_features
 
     say("backbone frozen and no augmentation: computing its features once, training the head")
-    extractor = feature_extractor(net)
-    x = predict_batches(extractor, data.x, batch_size, np.float32)
-    if val is not None:
-        val = (predict_batches(extractor, val[0], batch_size, np.float32), val[1])
-    return x, val
+    return cached_features(net, data.x, val, batch_size)
 
 
 def _batch_reporter(report: Reporting) -> list:

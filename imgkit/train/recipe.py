@@ -76,20 +76,26 @@ def loss_and_metric(output: str, smoothing: float):
     )
 
 
-def compile_model(
-    model, output: str, lr: float, schedule: str, total_steps: int, smoothing: float = 0.0
-) -> None:
-    """Compile with Adam, the schedule, the loss for ``output`` and accuracy.
+def learning_rate(lr: float, schedule: str, total_steps: int):
+    """The optimizer's rate: ``lr`` itself ("constant"), or "cosine" decay to 0.
 
     The cosine schedule is keyed on the optimizer's step counter, which a checkpoint
     saves, so a resumed run continues the same curve.
     """
+    if schedule != "cosine":
+        return lr
     import keras
 
-    if schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    else:
-        rate = lr
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+
+
+def compile_model(
+    model, output: str, lr: float, schedule: str, total_steps: int, smoothing: float = 0.0
+) -> None:
+    """Compile with Adam, the :func:`learning_rate`, the loss for ``output`` and accuracy."""
+    import keras
+
+    rate = learning_rate(lr, schedule, total_steps)
     loss, metric = loss_and_metric(output, smoothing)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=rate), loss=loss, metrics=[metric])
 

@@ -20,6 +20,26 @@ def predict_batches(net, x, batch_size: int, dtype=np.float64) -> np.ndarray:
     return np.asarray(out, dtype=dtype)
 
 
+def cached_features(net, x, val, batch_size: int) -> tuple:
+    """The pooled backbone features of ``x`` and of ``val``'s images, computed once.
+
+    Args:
+        net: a model with a ``features`` layer (:func:`~imgkit.models.backbones.feature_extractor`).
+        x: the training images (array or memory map).
+        val: ``(images, labels)`` or None.
+
+    Returns:
+        (features of x, ``(features, labels)`` of val or None), float32.
+    """
+    from imgkit.models.backbones import feature_extractor
+
+    extractor = feature_extractor(net)
+    features = predict_batches(extractor, x, batch_size, np.float32)
+    if val is not None:
+        val = (predict_batches(extractor, val[0], batch_size, np.float32), val[1])
+    return features, val
+
+
 def score(net, x, labels, y_true, output: str, smoothing: float, batch_size: int) -> tuple:
     """One prediction pass: loss (as trained: smoothed, with the L2 terms), accuracy, log loss.
 

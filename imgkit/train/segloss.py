@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from imgkit.train.recipe import learning_rate
 from imgkit.train.settings import SEGMENTATION_LOSSES as LOSSES
 
 DEFAULT_LOSS = "bce+dice"
@@ -86,11 +87,8 @@ def compile_segmentation(
     optimizer's step counter, which checkpoints keep, so a resumed run goes on along
     the same curve).
     """
-    rate = lr
-    if schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(lr, schedule, total_steps)),
         loss=segmentation_loss(loss),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy", threshold=THRESHOLD),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgkit.errors import BadInputError
+from imgkit.models import AUGMENT_LEVELS
 
 DEFAULT_EPOCHS = 15
 # Segmentation learns slower per epoch (few images, many pixels): on 8 real nuclei
@@ -29,7 +30,6 @@ SEGMENTATION_EPOCHS = 150
 DEFAULT_SEED = 0
 DEFAULT_RESIZE = "stretch"
 RESIZE_MODES = ("stretch", "pad", "crop")
-AUGMENT_LEVELS = ("none", "light", "standard")
 CLASS_WEIGHTS = ("none", "balanced")
 PRECISIONS = ("auto", "on", "off")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce+dice")
