@@ -159,3 +159,17 @@ def test_shift_augmentation_moves_whole_pixels_only():
     for layer in augmentation_layers("shift", seed=3):
         image = layer(image, training=False)
     assert np.asarray(image)[:, 10, 8, 0].tolist() == [200.0] * 64  # inference: unchanged
+
+
+def test_flip_augmentation_only_mirrors():
+    """Augment level flip mirrors some images left-right, exactly, and nothing else."""
+    from imgkit.train.augment import augmentation_layers
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1)).astype(np.float32)
+    (layer,) = augmentation_layers("flip", seed=3)
+    out = np.asarray(layer(image, training=True))
+    mirrored = [bool(np.array_equal(o, i[:, ::-1])) for o, i in zip(out, image, strict=True)]
+    kept = [bool(np.array_equal(o, i)) for o, i in zip(out, image, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True))
+    assert 10 < sum(mirrored) < 54  # about half, seeded
+    assert np.array_equal(np.asarray(layer(image, training=False)), image)

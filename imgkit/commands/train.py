@@ -199,8 +199,9 @@ def _parse_fine_tune(_ctx, _param, value):
     "--augment",
     type=click.Choice(AUGMENT_LEVELS),
     default=None,
-    help="Training-time augmentation (shift: flips and whole-pixel shifts; light adds "
-    "rotation; standard adds brightness and zoom; segmentation: shift and light mirror "
+    help="Training-time augmentation (flip: horizontal flips; shift: flips and whole-pixel "
+    "shifts; light adds rotation; standard adds brightness and zoom; segmentation: flip, "
+    "shift and light mirror "
     "image and mask, standard turns them by any of the square's eight symmetries).  "
     "[default: the model's]",
 )

@@ -36,7 +36,7 @@ _BUILTIN_MODULES = (
 )
 
 OUTPUTS = ("softmax", "sigmoid", "auto")
-AUGMENT_LEVELS = ("none", "shift", "light", "standard")
+AUGMENT_LEVELS = ("none", "flip", "shift", "light", "standard")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False

@@ -18,9 +18,11 @@ def augmentation_layers(level: str, seed: int = 0) -> list:
     """The preprocessing layers for an augmentation ``level``.
 
     - none: no layers.
+    - flip: horizontal flips only, exact copies mirrored (the cheapest regularizer;
+      a mirrored garment is still a real-looking one).
     - shift: horizontal flips and whole-pixel shifts of up to 7% of the side (2 pixels
       at 28x28), edges repeated: nothing is interpolated, so a tiny image keeps
-      its sharpness (Fashion-MNIST's default).
+      its sharpness.
     - light: horizontal flips, small shifts (5%) and rotations (about 7 degrees).
     - standard: seed 001's ImageDataGenerator set: rotations (up to about 20
       degrees), shifts (10%), brightness (+-20% of the range), zoom (15%) and
@@ -36,6 +38,8 @@ def augmentation_layers(level: str, seed: int = 0) -> list:
         return []
     from keras import layers
 
+    if level == "flip":
+        return [layers.RandomFlip("horizontal", seed=seed, name="aug_flip")]
     if level == "shift":
         return [
             layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),

@@ -168,7 +168,8 @@ def fit_run(
 
 
 def _pair_flips(settings: RunSettings):
-    """Segmentation's augmentation: none, mirrors (light) or the square's symmetries."""
+    """Segmentation's augmentation: none, mirrors (flip, shift, light) or the square's
+    symmetries (standard)."""
     if settings.augment == "none":
         return False
     square = settings.input_size[0] == settings.input_size[1]

@@ -74,7 +74,7 @@ class RunSettings:
         fine_tune_last: pretrained models: backbone layers, from the end, that train
             (default 30); 0 freezes the backbone, -1 trains all of it. Its
             BatchNormalization layers never train.
-        augment: none, light or standard (default: the model's; standard for
+        augment: one of imgkit.models.AUGMENT_LEVELS (default: the model's; light for
             mobilenetv2, none for the CNNs).
         label_smoothing: in [0, 1) (default: the model's; 0.1 for mobilenetv2).
         class_weight: none (default) or balanced (rarer classes weigh more).
