@@ -201,8 +201,8 @@ def _parse_fine_tune(_ctx, _param, value):
     default=None,
     help="Training-time augmentation (flip: horizontal flips; shift: flips and whole-pixel "
     "shifts; light adds rotation; standard adds brightness and zoom; segmentation: flip, "
-    "shift and light mirror "
-    "image and mask, standard turns them by any of the square's eight symmetries).  "
+    "shift and light mirror image and mask, standard turns them by any of the square's "
+    "eight symmetries).  "
     "[default: the model's]",
 )
 @click.option(

@@ -38,11 +38,13 @@ def augmentation_layers(level: str, seed: int = 0) -> list:
         return []
     from keras import layers
 
+    # flip, shift and light start alike: the flip first, on the level's own seed.
+    flip = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")
     if level == "flip":
-        return [layers.RandomFlip("horizontal", seed=seed, name="aug_flip")]
+        return [flip]
     if level == "shift":
         return [
-            layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
+            flip,
             layers.RandomTranslation(
                 SHIFT, SHIFT, fill_mode="nearest", interpolation="nearest",
                 seed=seed + 1, name="aug_shift",
@@ -50,7 +52,7 @@ def augmentation_layers(level: str, seed: int = 0) -> list:
         ]  # fmt: skip
     if level == "light":
         return [
-            layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
+            flip,
             layers.RandomTranslation(0.05, 0.05, seed=seed + 1, name="aug_shift"),
             layers.RandomRotation(0.02, seed=seed + 2, name="aug_rotate"),
         ]
