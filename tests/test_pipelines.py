@@ -43,7 +43,11 @@ def test_fashion_mnist_script_end_to_end(tmp_path):
     assert (work / "run" / "imgkit.json").is_file()
     test_preds = pd.read_csv(work / "test_preds.csv")
     assert len(test_preds) == 200
-    assert (work / "eval" / "metrics.json").is_file()
+    # The mirror-image TTA scores the same images, and eval compares the two.
+    assert len(pd.read_csv(work / "test_tta.csv")) == 200
+    comparison = pd.read_csv(work / "eval" / "comparison.csv")
+    assert len(comparison) == 2 and (comparison["accuracy"] >= 0.6).all()
+    assert (work / "eval" / "test_tta" / "metrics.json").is_file()
     photos = pd.read_csv(work / "photo_preds.csv")
     assert len(photos) == 10  # one photo-like image per class
     assert set(photos.columns[:3]) == {"path", "label", "confidence"}
