@@ -46,10 +46,9 @@ def fashion_cnn(num_classes: int, input_size: tuple[int, int], channels: int, dr
     and ReLU: they then run on a quarter of the pixels, which halves the cost of an
     epoch on a CPU (benchmarks/bench_fashion_cnn.py: 0.50x); that paid for the second
     64-filter conv and the flips. The bias is dropped because BatchNorm's shift
-    replaces it. BatchNorm's momentum is 0.9 (Keras
-    uses 0.99): its moving statistics then settle within tens of steps, so a model
-    trained on a few hundred images, or kept from an early best epoch, predicts with
-    the statistics it trained with.
+    replaces it. BatchNorm's momentum is 0.9 (Keras uses 0.99): its moving statistics
+    then settle within tens of steps, so a model trained on a few hundred images, or
+    kept from an early best epoch, predicts with the statistics it trained with.
 
     Args:
         num_classes: softmax outputs.
