@@ -258,3 +258,29 @@ def test_streams_from_the_cache_when_too_big_for_memory(data, tmp_path, monkeypa
     monkeypatch.setattr(training, "IN_MEMORY_LIMIT", 0)
     meta = training.train(data, tmp_path / "run", **{**FAST, "epochs": 1})
     assert meta["epochs_run"] == 1 and set(meta["metrics"]) == {"val", "test"}
+
+
+def test_near_best_keeps_the_later_of_two_tied_epochs(data, tmp_path, monkeypatch):
+    # fashion-cnn keeps the latest epoch within 2% of the lowest val loss: scripted,
+    # epoch 3 (0.505) ties with epoch 2 (0.5) and is kept; epoch 4 (0.6) is not; and
+    # patience counts from the strict best, so the run stops after epoch 4.
+    import keras
+
+    scripted = [1.0, 0.5, 0.505, 0.6, 0.9]
+    seen = []
+
+    class Script(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_weights())
+            logs["val_loss"] = scripted[epoch]
+
+    notes = []
+    meta = training.train(
+        data, tmp_path / "run", model="fashion-cnn", epochs=5, batch_size=8,
+        input_size=(SIZE, SIZE), patience=2, callbacks_extra=[Script()], on_info=notes.append,
+    )  # fmt: skip
+    assert meta["epochs_run"] == 4 and meta["best_epoch"] == 3 and meta["early_stopped"]
+    assert any("latest within 2% of the best val_loss 0.5000" in n for n in notes), notes
+    saved = load_bundle(tmp_path / "run").model.get_weights()
+    for got, want in zip(saved, seen[2], strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -60,6 +60,10 @@ class ModelSpec:
         lr: default peak learning rate.
         schedule: "cosine" (decay to 0 over the whole run) or "constant".
         patience: default early-stopping patience (epochs).
+        near_best: keep the weights of the latest epoch whose monitored loss is within
+            this fraction of the lowest so far (0: the lowest's own). Under a schedule
+            that decays to 0, the last epochs' losses differ by less than the val
+            split's noise, and the later epoch has the better accuracy.
         label_smoothing: default label smoothing of the loss.
         augment: default augmentation level (one of ``AUGMENT_LEVELS``).
         min_size: the smallest input side the model builds at.
@@ -92,6 +96,7 @@ class ModelSpec:
     lr: float = 1e-3
     schedule: str = "constant"
     patience: int = 5
+    near_best: float = 0.0
     label_smoothing: float = 0.0
     augment: str = "none"
     min_size: int = 1
@@ -133,6 +138,7 @@ def register_model(
     lr: float = 1e-3,
     schedule: str = "constant",
     patience: int = 5,
+    near_best: float = 0.0,
     label_smoothing: float = 0.0,
     augment: str = "none",
     min_size: int = 1,
@@ -156,6 +162,7 @@ def register_model(
         lr: default peak learning rate.
         schedule: "cosine" or "constant".
         patience: default early-stopping patience.
+        near_best: keep the latest epoch within this fraction of the lowest loss.
         label_smoothing: default label smoothing.
         augment: default augmentation level.
         min_size: the smallest input side the model builds at.
@@ -176,6 +183,8 @@ def register_model(
         raise ValueError(f"model {name!r}: unknown output {output!r}")
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"model {name!r}: unknown augment level {augment!r}")
+    if not 0 <= near_best < 1:
+        raise ValueError(f"model {name!r}: near_best must be in [0, 1), got {near_best}")
 
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].builder is not fn:
@@ -201,6 +210,7 @@ def register_model(
             lr=float(lr),
             schedule=schedule,
             patience=int(patience),
+            near_best=float(near_best),
             label_smoothing=float(label_smoothing),
             augment=augment,
             min_size=int(min_size),

@@ -261,6 +261,13 @@ def _keras_callback_base():
     return keras.callbacks.Callback
 
 
+def _near_best(model: str | None) -> float:
+    """The registry's near_best for ``model`` (0 for a model it does not know)."""
+    from imgkit.models import get_spec, list_models
+
+    return get_spec(model).near_best if model in list_models() else 0.0
+
+
 class RunCallback(_keras_callback_base()):
     """Early stopping, best weights, checkpoints, history and progress, epoch by epoch."""
 
@@ -270,6 +277,7 @@ class RunCallback(_keras_callback_base()):
         self.ckpt, self.settings, self.run, self.report = ckpt, settings, run, report
         self.best_weights, self.features_mode, self.net = best_weights, features_mode, net
         self.monitor, self.base_state = monitor, base_state
+        self.near_best = _near_best(settings.model)
         self.epoch, self.lr, self.started = 0, 0.0, 0.0
         self.writer = ck.CheckpointWriter()
 
@@ -291,15 +299,26 @@ class RunCallback(_keras_callback_base()):
             and math.isfinite(value)
             and (run["best"] is None or value < run["best"])
         )
+        # Within the model's near_best of the lowest: not an improvement (patience goes
+        # on counting), but these weights are kept, as the later of two tied epochs.
+        near = (
+            not improved
+            and self.near_best > 0
+            and run["best"] is not None
+            and math.isfinite(value if value is not None else math.inf)
+            and value <= run["best"] * (1 + self.near_best)
+        )
         if improved:
-            run.update(best=float(value), best_epoch=epoch + 1, wait=0)
-            self.best_weights = self.model.get_weights()
+            run.update(best=float(value), wait=0)
         else:
             run["wait"] += 1
+        if improved or near:
+            run["best_epoch"] = epoch + 1
+            self.best_weights = self.model.get_weights()
         patience = self.settings.patience
         run["stopped"] = patience > 0 and run["wait"] >= patience
         run["done"] = epoch + 1
-        self._checkpoint(improved)
+        self._checkpoint(improved or near)
         if self.report.on_epoch is not None:
             self.report.on_epoch(
                 {
@@ -343,9 +362,15 @@ class RunCallback(_keras_callback_base()):
             )
         if self.best_weights is not None:
             trainer.set_weights(self.best_weights)
-            if run["best_epoch"] != len(run["history"]):
-                best = f"best {self.monitor} {run['best']:.4f}"
-                say(f"kept the weights of epoch {run['best_epoch']} ({best})")
+            kept, best = run["best_epoch"], f"best {self.monitor} {run['best']:.4f}"
+            value = run["history"][kept - 1].get(self.monitor) if kept else None
+            if value is not None and value != run["best"]:
+                say(
+                    f"kept the weights of epoch {kept}, the latest within "
+                    f"{self.near_best:.0%} of the {best} ({value:.4f})"
+                )
+            elif kept != len(run["history"]):
+                say(f"kept the weights of epoch {kept} ({best})")
         if self.features_mode:
             # The trained head goes onto the full model (a resumed head is its own copy).
             head_model(self.net).set_weights(trainer.get_weights())

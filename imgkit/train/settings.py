@@ -55,7 +55,7 @@ class RunSettings:
         model: registry name (see ``imgkit.models.list_models``); required unless
             resuming.
         epochs: most epochs to train (default 15).
-        batch_size: images per step (default: the model's, 512 for the small CNNs).
+        batch_size: images per step (default: the model's: 128 for fashion-cnn, 512 for small-cnn).
         lr: peak learning rate (default: the model's).
         seed: seeds weights, shuffling, dropout and augmentation (default 0).
         patience: stop after this many epochs without a better monitored loss; 0 never
