@@ -90,7 +90,10 @@ def _parse_fine_tune(_ctx, _param, value):
     default=None,
     help="Most epochs to train.  [default: 15]",
 )
-@batch_size_option(help_text="Images per training step.  [default: the model's, 512 for the CNNs]")
+@batch_size_option(
+    help_text="Images per training step.  "
+    "[default: the model's: 128 for fashion-cnn, 512 for small-cnn]"
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
