@@ -260,7 +260,7 @@ def test_streams_from_the_cache_when_too_big_for_memory(data, tmp_path, monkeypa
     assert meta["epochs_run"] == 1 and set(meta["metrics"]) == {"val", "test"}
 
 
-def test_near_best_keeps_the_later_of_two_tied_epochs(data, tmp_path, monkeypatch):
+def test_near_best_keeps_the_later_of_two_tied_epochs(data, tmp_path):
     # fashion-cnn keeps the latest epoch within 2% of the lowest val loss: scripted,
     # epoch 3 (0.505) ties with epoch 2 (0.5) and is kept; epoch 4 (0.6) is not; and
     # patience counts from the strict best, so the run stops after epoch 4.

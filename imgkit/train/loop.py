@@ -261,13 +261,6 @@ def _keras_callback_base():
     return keras.callbacks.Callback
 
 
-def _near_best(model: str | None) -> float:
-    """The registry's near_best for ``model`` (0 for a model it does not know)."""
-    from imgkit.models import get_spec, list_models
-
-    return get_spec(model).near_best if model in list_models() else 0.0
-
-
 class RunCallback(_keras_callback_base()):
     """Early stopping, best weights, checkpoints, history and progress, epoch by epoch."""
 
@@ -277,7 +270,6 @@ class RunCallback(_keras_callback_base()):
         self.ckpt, self.settings, self.run, self.report = ckpt, settings, run, report
         self.best_weights, self.features_mode, self.net = best_weights, features_mode, net
         self.monitor, self.base_state = monitor, base_state
-        self.near_best = _near_best(settings.model)
         self.epoch, self.lr, self.started = 0, 0.0, 0.0
         self.writer = ck.CheckpointWriter()
 
@@ -294,19 +286,16 @@ class RunCallback(_keras_callback_base()):
                "seconds": round(time.perf_counter() - self.started, 3)}  # fmt: skip
         run["history"].append(row)
         value = logs.get(self.monitor)
-        improved = (
-            value is not None
-            and math.isfinite(value)
-            and (run["best"] is None or value < run["best"])
-        )
+        finite = value is not None and math.isfinite(value)
+        improved = finite and (run["best"] is None or value < run["best"])
         # Within the model's near_best of the lowest: not an improvement (patience goes
         # on counting), but these weights are kept, as the later of two tied epochs.
         near = (
-            not improved
-            and self.near_best > 0
+            finite
+            and not improved
+            and self.settings.near_best > 0
             and run["best"] is not None
-            and math.isfinite(value if value is not None else math.inf)
-            and value <= run["best"] * (1 + self.near_best)
+            and value <= run["best"] * (1 + self.settings.near_best)
         )
         if improved:
             run.update(best=float(value), wait=0)
@@ -367,7 +356,7 @@ class RunCallback(_keras_callback_base()):
             if value is not None and value != run["best"]:
                 say(
                     f"kept the weights of epoch {kept}, the latest within "
-                    f"{self.near_best:.0%} of the {best} ({value:.4f})"
+                    f"{self.settings.near_best:.0%} of the {best} ({value:.4f})"
                 )
             elif kept != len(run["history"]):
                 say(f"kept the weights of epoch {kept} ({best})")

@@ -96,6 +96,8 @@ class RunSettings:
         from_bundle: the model of the bundle whose model.keras ``weights`` names, when the
             run trains that model further (not a user option; recorded).
         schedule: the model's learning-rate schedule (not a user option; recorded).
+        near_best: the model's rule for the kept epoch: the latest whose monitored loss
+            is within this fraction of the lowest (not a user option; recorded).
     """
 
     model: str = _setting()
@@ -123,6 +125,7 @@ class RunSettings:
     encoder: str | None = _setting(legacy=None, builder=True)
     from_bundle: str | None = _setting(legacy=None)
     schedule: str = "constant"
+    near_best: float = 0.0
 
     def __post_init__(self):
         size = tuple(int(v) for v in self.input_size)
@@ -192,6 +195,7 @@ class RunSettings:
             "encoder": options.get("encoder"),
             "from_bundle": spec.name if source else None,
             "schedule": preset.get("schedule", spec.schedule),
+            "near_best": spec.near_best,
             "recipe": g["recipe"] or "default",
             "head_epochs": pick("head_epochs", spec.head_epochs, int),
         }  # fmt: skip
@@ -318,11 +322,13 @@ class RunSettings:
             )
 
 
+# RunSettings fields that come from the model or the run, not from the user.
+_RECORDED = ("schedule", "from_bundle", "near_best")
+
+
 def setting_names() -> tuple[str, ...]:
-    """The settings a user may give (and a resumed run must share): every field but two."""
-    return tuple(
-        f.name for f in dataclasses.fields(RunSettings) if f.name not in ("schedule", "from_bundle")
-    )
+    """The settings a user may give (and a resumed run must share): all but the recorded."""
+    return tuple(f.name for f in dataclasses.fields(RunSettings) if f.name not in _RECORDED)
 
 
 def flag(key: str) -> str:
