@@ -1,8 +1,10 @@
 # Shortcuts; each target is one documented command from the README.
-.PHONY: install demo test test-all lint format bench
+.PHONY: install demo test test-slow test-all docs lint format bench
 
+# What .ci/run installs: TensorFlow on the CPU, the test tools, and the export and Ray
+# extras, so `python3 -m pytest` after it skips no test for want of a package.
 install:
-	python3 -m pip install -e ".[cpu,dev]"
+	python3 -m pip install -e ".[cpu,dev,export,ray]"
 
 demo: install
 	bash cli/fashion_mnist.sh
@@ -10,16 +12,22 @@ demo: install
 test:
 	python3 -m pytest
 
-test-all:
-	python3 -m pytest -m "slow or not slow"
+test-slow:
+	python3 -m pytest -m slow
+
+test-all: test test-slow
+
+# Rewrite the --help blocks embedded in docs/ from the CLI (tests/test_docs.py checks them).
+docs:
+	python3 docs/gen_help.py
 
 lint:
-	python3 -m ruff check imgkit tests benchmarks
-	python3 -m ruff format --check imgkit tests benchmarks
+	python3 -m ruff check imgkit tests benchmarks docs
+	python3 -m ruff format --check imgkit tests benchmarks docs
 
 format:
-	python3 -m ruff format imgkit tests benchmarks
-	python3 -m ruff check --fix imgkit tests benchmarks
+	python3 -m ruff format imgkit tests benchmarks docs
+	python3 -m ruff check --fix imgkit tests benchmarks docs
 
 bench:
 	python3 benchmarks/bench_help.py
