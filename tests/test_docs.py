@@ -1,5 +1,6 @@
 """The docs cannot drift from the CLI: every command has a page, every option is described
-there, each page's embedded --help is current, links resolve, the README stays short.
+there, each page's embedded --help is current, examples call only real commands and
+options, links resolve, the README stays short.
 
 docs/gen_help.py writes the help blocks; these tests only read. When one fails on a
 stale block, run `make docs`.
@@ -30,7 +31,7 @@ def _load_generator():
 
 
 gen_help = _load_generator()
-CONTEXT = click.Context(cli, info_name="imgkit")
+CONTEXT = click.Context(cli, info_name="imgkit", **cli.context_settings)
 COMMANDS = cli.list_commands(CONTEXT)
 PAGES = [ROOT / "README.md", *gen_help.pages()]
 
@@ -105,6 +106,32 @@ def test_embedded_help_is_current(page):
         assert body == f"```text\n{current}```\n", (
             f"{_rel(page)}: the `{command}` block differs from the CLI's; run `make docs`"
         )
+
+
+def _example_calls(text: str) -> list[tuple[str, str]]:
+    """(command, arguments) of every `imgkit CMD ...` call in a page's ```bash blocks."""
+    calls = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.DOTALL | re.MULTILINE):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"(^|\s)#.*", "", line)  # a comment, not a '#' inside a word
+            calls += re.findall(r"\bimgkit(?: -v)? ([a-z][\w-]*)([^|;&]*)", line)
+    return calls
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_examples_use_real_commands_and_options(page):
+    wrong = []
+    for name, args in _example_calls(page.read_text(encoding="utf-8")):
+        command = cli.get_command(CONTEXT, name)
+        if command is None:
+            wrong.append(f"imgkit {name} (no such command)")
+            continue
+        known = {n for p in command.params for n in getattr(p, "opts", []) + p.secondary_opts}
+        known |= set(command.get_help_option_names(CONTEXT))
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", args):
+            if flag not in known:
+                wrong.append(f"imgkit {name} {flag}")
+    assert not wrong, f"{_rel(page)}: examples use what the CLI lacks: {'; '.join(wrong)}"
 
 
 def test_readme_is_a_front_door():
