@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import batch_size_option, info, lock_output, output_option, seed_option
+from imgkit.train.tune import METRICS
 
 
 @click.command("tune")
@@ -22,7 +23,7 @@ from imgkit.commands._common import batch_size_option, info, lock_output, output
 )
 @click.option(
     "--metric",
-    type=click.Choice(["log_loss", "loss", "accuracy", "f1", "balanced"]),
+    type=click.Choice(list(METRICS)),
     default="log_loss",
     show_default=True,
     help="Val metric the trials are ranked on. f1 and balanced are measured at each "

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imgkit.data.images import CHANNELS
 from imgkit.errors import BadInputError
 
 TASKS = ("classification", "segmentation")
@@ -285,7 +286,7 @@ def create_model(
         raise BadInputError(f"model {name!r} needs at least 2 classes, got {num_classes}")
     size = tuple(input_size) if input_size is not None else spec.input_size
     ch = channels if channels is not None else spec.channels
-    if ch not in (1, 3):
+    if ch not in CHANNELS:
         raise BadInputError(f"channels must be 1 or 3, got {ch}")
     if min(int(size[0]), int(size[1])) < spec.min_size:
         raise BadInputError(
