@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from imgkit.commands._common import info, lock_output, output_option, trust_code_option
-from imgkit.commands.train import _parse_size
+from imgkit.commands._settings_options import parse_size
 from imgkit.data.images import CHANNELS, RESIZE_MODES
 from imgkit.data.polarity import POLARITIES
 from imgkit.models.foreign import ACTIVATIONS, IMPORT_TASKS, PIXEL_RANGES
@@ -55,7 +55,7 @@ def _parse_classes(_ctx, _param, value):
 @click.option(
     "--size",
     "input_size",
-    callback=_parse_size,
+    callback=parse_size,
     default=None,
     metavar="HxW",
     help="Input size, when the model leaves it open (or takes flat pixels); N means NxN.",

@@ -30,6 +30,7 @@ from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.fileio import atomic_path, write_csv
 from imgkit.train.checkpoints import prepare_output
 from imgkit.train.distribute import Placement
+from imgkit.train.resolve import resolve_settings
 from imgkit.train.settings import RunSettings, setting_names
 
 
@@ -87,7 +88,7 @@ def start_run(
     state = prepare_output(out, resume=resume, overwrite=overwrite)
     task = "segmentation" if ds.task == "segmentation" else "classification"
     if state is None:
-        return _with_source(Run(out, ds, RunSettings.resolve(given, task), None), trust)
+        return _with_source(Run(out, ds, resolve_settings(given, task), None), trust)
     saved = state.get("dataset", {})
     if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
         raise BadInputError(
