@@ -30,7 +30,7 @@ from imgkit.models.backbones import (
 )
 from imgkit.train import trainer as training
 from imgkit.train.calibration import fit_temperature, log_loss, temper
-from imgkit.train.checkpoints import load_trainer
+from imgkit.train.checkpoints import RunState, load_trainer
 from imgkit.train.recipe import class_weights, sample_weights, targets
 
 SIDE = 32
@@ -383,7 +383,7 @@ def test_interrupted_transfer_run_resumes(rgb_data, weights_file, tmp_path):
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and not state["features"]
     # What resume loads keeps the frozen layers, the frozen BN and the schedule.
-    saved = load_trainer(run / "checkpoints", state)
+    saved = load_trainer(run / "checkpoints", RunState.from_state(state))
     backbone = _backbone(saved)
     assert all(not lay.trainable for lay in _bn_layers(backbone))
     # (Layers without weights, such as the input layer, may come back trainable: no matter.)
