@@ -156,3 +156,13 @@ def test_each_range_and_choice_is_the_librarys():
     ):
         with pytest.raises(Exception, match=message):
             RunSettings(**{**base.to_dict(), **change})
+
+
+def test_given_builder_options_win_over_the_recipe(tmp_path):
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"")
+    given = {"model": "mobilenetv2", "weights": str(weights), "recipe": "seed", "dropout": 0.1}
+    settings = resolve_settings(given)
+    assert settings.weights == str(weights.resolve()) and settings.dropout == 0.1
+    assert (settings.fine_tune_last, settings.features_at) == (30, "out_relu")  # the seed's
+    assert resolve_settings({**given, "fine_tune_last": 4}).fine_tune_last == 4

@@ -75,7 +75,7 @@ def resolve_settings(given: dict, task: str = "classification") -> RunSettings:
         weights=weights_arg(g["weights"]) if source else None,
     )
     if source is None:
-        _builder_values(spec, recipe, values)
+        _builder_values(spec, recipe, g, values)
     if task == "segmentation":
         _segmentation_values(values, g)
     elif g["loss"] is not None:
@@ -90,10 +90,10 @@ def _typed(key: str, value):
     return kind(value)
 
 
-def _builder_values(spec, recipe, values: dict) -> None:
-    """Fill, in place, the builder options the model takes: given, the recipe's, or the
-    builder's defaults. head_units stays as given (None: the builder's own)."""
-    given = {k: values[k] for k in builder_settings()}
+def _builder_values(spec, recipe, g: dict, values: dict) -> None:
+    """Fill, in place, the builder options the model takes: given (``g``), the recipe's,
+    or the builder's defaults. head_units stays as given (None: the builder's own)."""
+    given = {k: _typed(k, g[k]) for k in builder_settings()}
     for key in ("fine_tune_last", "features_at"):
         if given[key] is None:
             given[key] = getattr(recipe, key)
