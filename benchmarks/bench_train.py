@@ -55,6 +55,7 @@ def bare_fit(data: Path, model: str, epochs: int) -> tuple[float, list[float]]:
     from imgkit.models import create_model, get_spec
 
     spec = get_spec(model)
+    recipe = spec.recipe  # the training defaults
     ds = Dataset.load(data)
     size, channels = tuple(spec.input_size), spec.channels
     x = np.asarray(ds.arrays("train", size, channels))
@@ -69,11 +70,11 @@ def bare_fit(data: Path, model: str, epochs: int) -> tuple[float, list[float]]:
     t0 = time.perf_counter()
     keras.utils.set_random_seed(0)
     net = create_model(model, len(ds.classes))
-    steps = math.ceil(len(x) / spec.batch_size) * epochs
+    steps = math.ceil(len(x) / recipe.batch_size) * epochs
     rate = (
-        keras.optimizers.schedules.CosineDecay(spec.lr, steps)
-        if spec.schedule == "cosine"
-        else spec.lr
+        keras.optimizers.schedules.CosineDecay(recipe.lr, steps)
+        if recipe.schedule == "cosine"
+        else recipe.lr
     )
     net.compile(
         optimizer=keras.optimizers.Adam(rate),
@@ -83,7 +84,7 @@ def bare_fit(data: Path, model: str, epochs: int) -> tuple[float, list[float]]:
     net.fit(
         x,
         y,
-        batch_size=spec.batch_size,
+        batch_size=recipe.batch_size,
         epochs=epochs,
         validation_data=(xv, yv),
         verbose=0,

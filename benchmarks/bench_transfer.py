@@ -97,7 +97,7 @@ def bare_fit(data: Path, size: int, epochs: int, weights: str, batch: int) -> li
     from imgkit.train.augment import with_augmentation
     from imgkit.train.recipe import compile_model, targets
 
-    spec = get_spec("mobilenetv2")
+    spec = get_spec("mobilenetv2").recipe  # the training defaults
     ds = Dataset.load(data)
     x = np.asarray(ds.arrays("train", (size, size), 3))
     y = targets(ds.labels("train"), "sigmoid", 2, spec.label_smoothing)

@@ -36,7 +36,7 @@ def test_spec_is_complete(name):
     assert spec.task in ("classification", "segmentation")
     assert len(spec.input_size) == 2 and min(spec.input_size) > 0
     assert spec.channels in (1, 3)
-    assert spec.batch_size > 0 and spec.lr > 0
+    assert spec.recipe.batch_size > 0 and spec.recipe.lr > 0
     assert spec.description
     assert {"scale", "offset"} <= set(spec.pixels)  # vgg16 adds mode, channel_order, mean
 

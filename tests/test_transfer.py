@@ -30,7 +30,7 @@ from imgkit.models.backbones import (
 )
 from imgkit.train import trainer as training
 from imgkit.train.calibration import fit_temperature, log_loss, temper
-from imgkit.train.checkpoints import load_trainer
+from imgkit.train.checkpoints import RunState, load_trainer
 from imgkit.train.recipe import class_weights, sample_weights, targets
 
 SIDE = 32
@@ -117,9 +117,11 @@ def test_spec_says_mobilenetv2_takes_weights():
     spec = get_spec("mobilenetv2")
     assert spec.takes_weights and not get_spec("small-cnn").takes_weights
     assert spec.options["weights"] == "imagenet" and spec.options["fine_tune_last"] == 20
-    assert spec.options["features_at"] == "block_13_expand_relu" and spec.head_epochs == 30
+    assert spec.options["features_at"] == "block_13_expand_relu" and spec.recipe.head_epochs == 30
     assert spec.pixels == {"scale": pytest.approx(1 / 127.5), "offset": -1.0}
-    assert (spec.patience, spec.label_smoothing, spec.augment) == (5, 0.0, "light")
+    assert (spec.recipe.patience, spec.recipe.label_smoothing, spec.recipe.augment) == (
+        5, 0.0, "light",
+    )  # fmt: skip
     assert spec.output_for(2) == "sigmoid" and spec.output_for(3) == "softmax"
 
 
@@ -381,7 +383,7 @@ def test_interrupted_transfer_run_resumes(rgb_data, weights_file, tmp_path):
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and not state["features"]
     # What resume loads keeps the frozen layers, the frozen BN and the schedule.
-    saved = load_trainer(run / "checkpoints", state)
+    saved = load_trainer(run / "checkpoints", RunState.from_state(state))
     backbone = _backbone(saved)
     assert all(not lay.trainable for lay in _bn_layers(backbone))
     # (Layers without weights, such as the input layer, may come back trainable: no matter.)
@@ -441,10 +443,11 @@ def test_features_at_ends_the_backbone_there():
 
 
 def test_recipe_seed_is_seed_001_and_given_options_still_win():
-    from imgkit.train.settings import RunSettings, setting_names
+    from imgkit.train.resolve import resolve_settings
+    from imgkit.train.settings import setting_names
 
     def resolve(**given):
-        return RunSettings.resolve({**dict.fromkeys(setting_names()), "model": "mobilenetv2",
+        return resolve_settings({**dict.fromkeys(setting_names()), "model": "mobilenetv2",
                                     "weights": "none", **given})  # fmt: skip
 
     seed = resolve(recipe="seed")
@@ -457,7 +460,7 @@ def test_recipe_seed_is_seed_001_and_given_options_still_win():
     with pytest.raises(BadInputError, match="has no recipe 'fast' \\(it has: default, seed\\)"):
         resolve(recipe="fast")
     with pytest.raises(BadInputError, match="has no --features-at"):
-        RunSettings.resolve({**dict.fromkeys(setting_names()), "model": "small-cnn",
+        resolve_settings({**dict.fromkeys(setting_names()), "model": "small-cnn",
                              "features_at": "out_relu"})  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from imgkit.commands._common import info, lock_output, stderr_console, trust_code_option
+from imgkit.export.formats import QUANTIZE
 
 
 @click.command(name="export")
@@ -44,7 +45,7 @@ from imgkit.commands._common import info, lock_output, stderr_console, trust_cod
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["none", "float16", "int8"]),
+    type=click.Choice(QUANTIZE),
     default="none",
     show_default=True,
     help="TFLite only: float16 weights, or int8 weights and activations calibrated on "

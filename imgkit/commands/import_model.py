@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from imgkit.commands._common import info, lock_output, output_option, trust_code_option
-from imgkit.commands.train import _parse_size
+from imgkit.commands._settings_options import parse_size
+from imgkit.data.images import CHANNELS, RESIZE_MODES
+from imgkit.data.polarity import POLARITIES
+from imgkit.models.foreign import ACTIVATIONS, IMPORT_TASKS, PIXEL_RANGES
 
 
 def _parse_classes(_ctx, _param, value):
@@ -37,14 +40,14 @@ def _parse_classes(_ctx, _param, value):
 )
 @click.option(
     "--pixels",
-    type=click.Choice(["0-1", "-1-1", "0-255", "caffe"]),
+    type=click.Choice(list(PIXEL_RANGES)),
     required=True,
     help="The pixel range the model was trained on (x/255, x/127.5-1, raw, or caffe: "
     "BGR minus the ImageNet means). The scaling goes inside the bundle's model.",
 )
 @click.option(
     "--task",
-    type=click.Choice(["classify", "segment"]),
+    type=click.Choice(list(IMPORT_TASKS)),
     default="classify",
     show_default=True,
     help="classify: (batch, classes) output; segment: a (batch, h, w, 1) mask.",
@@ -52,20 +55,20 @@ def _parse_classes(_ctx, _param, value):
 @click.option(
     "--size",
     "input_size",
-    callback=_parse_size,
+    callback=parse_size,
     default=None,
     metavar="HxW",
     help="Input size, when the model leaves it open (or takes flat pixels); N means NxN.",
 )
 @click.option(
     "--channels",
-    type=click.Choice(["1", "3"]),
+    type=click.Choice([str(c) for c in CHANNELS]),
     default=None,
     help="1 grey or 3 RGB, when the model leaves it open (or takes flat pixels).",
 )
 @click.option(
     "--polarity",
-    type=click.Choice(["dark", "light", "none"]),
+    type=click.Choice(POLARITIES),
     default="none",
     show_default=True,
     help="The training images' background. dark (light things on black, like "
@@ -73,14 +76,14 @@ def _parse_classes(_ctx, _param, value):
 )
 @click.option(
     "--resize",
-    type=click.Choice(["stretch", "pad", "crop"]),
+    type=click.Choice(RESIZE_MODES),
     default="stretch",
     show_default=True,
     help="How predict fits images to the input size.",
 )
 @click.option(
     "--activation",
-    type=click.Choice(["softmax", "sigmoid", "linear"]),
+    type=click.Choice(ACTIVATIONS),
     default=None,
     help="What the model's last layer gives, if imgkit reads it wrong: linear means "
     "logits (a softmax or sigmoid is added).  [default: read from the last layer]",

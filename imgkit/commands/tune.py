@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import click
 
-from imgkit.commands._common import batch_size_option, info, lock_output, output_option, seed_option
+from imgkit.commands._common import info, lock_output, output_option
+from imgkit.commands._settings_options import settings_options, threshold_option
+from imgkit.train.tune import METRICS
 
 
 @click.command("tune")
 @click.argument("data", type=click.Path(file_okay=False))
 @output_option(required=True, help_text="Tuning folder: trial-NNN/ bundles, trials.csv, best/.")
-@click.option("--model", required=True, help="Model name from the registry (every trial).")
+@settings_options(
+    "model", "epochs", "batch_size", "weights", "class_weight", "input_size", "seed",
+    required=("model",),
+)  # fmt: skip
+@threshold_option
 @click.option(
     "--grid",
     "grid_items",
@@ -22,7 +28,7 @@ from imgkit.commands._common import batch_size_option, info, lock_output, output
 )
 @click.option(
     "--metric",
-    type=click.Choice(["log_loss", "loss", "accuracy", "f1", "balanced"]),
+    type=click.Choice(list(METRICS)),
     default="log_loss",
     show_default=True,
     help="Val metric the trials are ranked on. f1 and balanced are measured at each "
@@ -35,20 +41,6 @@ from imgkit.commands._common import batch_size_option, info, lock_output, output
     is_flag=True,
     help="With --trials: a random sample (--seed) of the grid, not its first N points.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial.")
-@batch_size_option(help_text="Images per training step.  [default: the model's]")
-@click.option("--weights", default=None, metavar="imagenet|none|PATH", help="As for train.")
-@click.option(
-    "--class-weight",
-    type=click.Choice(["none", "balanced"]),
-    default=None,
-    help="As for train.",
-)
-@click.option("--threshold", default=None, help="As for train (fixed for every trial).")
-@click.option(
-    "--size", "image_size", type=click.IntRange(min=1), default=None, help="Input side N."
-)
-@seed_option
 def command(
     data,
     output,
@@ -57,20 +49,16 @@ def command(
     metric,
     trials,
     random_,
-    epochs,
-    batch_size,
-    weights,
-    class_weight,
     threshold,
-    image_size,
-    seed,
+    **fixed,
 ):
     """Train one bundle per point of a grid and keep the best on a val metric.
 
-    Each trial is a full `imgkit train` run into TUNE/trial-NNN; TUNE/trials.csv
-    lists every trial's settings and val/test metrics, best first, rewritten as each
-    trial finishes; TUNE/best is a copy of the best bundle (replaced atomically).
-    Running the same command again skips the trials already complete.
+    Each trial is a full `imgkit train` run into TUNE/trial-NNN, with train's options
+    given here fixed for every trial; TUNE/trials.csv lists every trial's settings and
+    val/test metrics, best first, rewritten as each trial finishes; TUNE/best is a copy
+    of the best bundle (replaced atomically). Running the same command again skips the
+    trials already complete.
 
     KerasTuner is not used: it runs its own training loop and trial folders, so its
     trials would not be imgkit bundles (calibration, thresholds, resume), and these
@@ -83,18 +71,13 @@ def command(
         imgkit tune data/idc -o tune/ft --model vgg16 --metric f1 \\
             --grid fine_tune_last=0,4 --grid lr=1e-4,1e-5 --trials 3 --random
     """
+    from imgkit.train.resolve import DEFAULTS
     from imgkit.train.tune import parse_grid, tune
 
     grid = parse_grid(list(grid_items))
-    fixed = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "weights": weights,
-        "class_weight": class_weight,
-        "threshold": threshold,
-        "input_size": (image_size, image_size) if image_size else None,
-        "seed": seed,
-    }
+    # The seed also draws the --random sample, so every trial is given it.
+    seed = DEFAULTS["seed"] if fixed["seed"] is None else fixed["seed"]
+    fixed = {**fixed, "threshold": threshold, "seed": seed}
     fixed = {k: v for k, v in fixed.items() if v is not None and k not in grid}
 
     def report(row: dict) -> None:

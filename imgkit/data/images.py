@@ -23,7 +23,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 # small enough that one hostile file cannot take gigabytes of memory.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+# How an image is fitted to a model's input size (``--resize``): the one list of them.
 RESIZE_MODES = ("stretch", "pad", "crop")
+# Channels an image is reduced to: 1 (grey, "L") or 3 ("RGB").
+CHANNELS = (1, 3)
 
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 SYSTEM_FOLDERS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
@@ -323,7 +326,7 @@ def to_array(
     h, w = int(size[0]), int(size[1])
     if h < 1 or w < 1:
         raise BadInputError(f"image size must be positive, got {h}x{w}")
-    if channels not in (1, 3):
+    if channels not in CHANNELS:
         raise BadInputError(f"channels must be 1 or 3, got {channels}")
     if resize not in RESIZE_MODES:
         raise BadInputError(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# A data set's background: dark (light things on black), light, or none (never invert).
+POLARITIES = ("dark", "light", "none")
+
 
 def detect_polarity(
     images: np.ndarray, sample: int = 1000, seed: int = 0, margin: float = 4.0

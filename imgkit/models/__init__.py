@@ -4,8 +4,13 @@ Each model is one decorated builder (timm-style)::
 
     @register_model("fashion-cnn", task="classification", input_size=(28, 28), channels=1,
                     description="...", pixels={"scale": 1 / 255, "offset": 0.0},
-                    batch_size=512)
+                    recipe=Recipe(batch_size=128, schedule="cosine", augment="flip"))
     def fashion_cnn(num_classes, input_size, channels, dropout=0.4): ...
+
+A model's spec says what the model is (input, pixels, builder and its options); its
+:class:`Recipe` says how it is trained unless told otherwise, apart from it, as timm
+keeps a model's pretrained config apart from training hyper-parameters. A named recipe
+(``--recipe seed``) is a ``dataclasses.replace()`` of the default one.
 
 The builder returns an uncompiled ``keras.Model`` that takes raw 0-255 pixels: its
 scaling is its first layer, so every consumer feeds uint8 arrays unchanged. Builders
@@ -17,11 +22,13 @@ To add a model: write a builder in a module here, decorate it, and add the modul
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imgkit.data.images import CHANNELS
 from imgkit.errors import BadInputError
 
 TASKS = ("classification", "segmentation")
@@ -37,14 +44,70 @@ _BUILTIN_MODULES = (
 
 OUTPUTS = ("softmax", "sigmoid", "auto")
 AUGMENT_LEVELS = ("none", "flip", "shift", "light", "standard")
+SCHEDULES = ("constant", "cosine")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a model is trained unless told otherwise: its training defaults.
+
+    Attributes:
+        batch_size: images per training step.
+        lr: peak learning rate.
+        schedule: "cosine" (decay to 0 over the whole run) or "constant".
+        epochs: most epochs to train.
+        patience: early-stopping patience (epochs; 0 never stops early).
+        near_best: keep the weights of the latest epoch whose monitored loss is within
+            this fraction of the lowest so far (0: the lowest's own). Under a schedule
+            that decays to 0, the last epochs' losses differ by less than the val
+            split's noise, and the later epoch has the better accuracy.
+        label_smoothing: label smoothing of the loss.
+        augment: augmentation level (one of ``AUGMENT_LEVELS``).
+        head_epochs: pretrained models: most epochs of training the head alone on
+            cached frozen features before fine-tuning (0: none).
+        fine_tune_last: pretrained models: backbone layers that train; None: the
+            builder's own default.
+        features_at: pretrained models: the backbone layer the head reads; None: the
+            builder's own default.
+    """
+
+    batch_size: int
+    lr: float = 1e-3
+    schedule: str = "constant"
+    epochs: int = 15
+    patience: int = 5
+    near_best: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    head_epochs: int = 0
+    fine_tune_last: int | None = None
+    features_at: str | None = None
+
+    def __post_init__(self):
+        checks = [
+            (self.batch_size >= 1 and self.epochs >= 1, "batch size and epochs must be 1 or more"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}"),
+            (self.patience >= 0 and self.head_epochs >= 0, "patience and head epochs must be >= 0"),
+            (0 <= self.near_best < 1, f"near_best must be in [0, 1), got {self.near_best}"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (self.augment in AUGMENT_LEVELS, f"unknown augment level {self.augment!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"recipe: {message}")
+
+    def replace(self, **changes) -> Recipe:
+        """A named alternative: this recipe with ``changes`` (checked)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """What the registry knows about one model.
+    """What the registry knows about one model: what it is, and its :class:`Recipe`.
 
     Attributes:
         name: the registry name (``--model``).
@@ -54,18 +117,9 @@ class ModelSpec:
         channels: default channels (1 grayscale, 3 RGB).
         description: one line for ``--list-models``.
         pixels: how the model's first layers scale raw pixels: ``x * scale + offset``.
-        batch_size: default training batch size.
+        recipe: how it is trained by default.
         output: "softmax" over the classes, "sigmoid" (one unit, P(classes[1]); two
             classes only), or "auto" (sigmoid for two classes, softmax for more).
-        lr: default peak learning rate.
-        schedule: "cosine" (decay to 0 over the whole run) or "constant".
-        patience: default early-stopping patience (epochs).
-        near_best: keep the weights of the latest epoch whose monitored loss is within
-            this fraction of the lowest so far (0: the lowest's own). Under a schedule
-            that decays to 0, the last epochs' losses differ by less than the val
-            split's noise, and the later epoch has the better accuracy.
-        label_smoothing: default label smoothing of the loss.
-        augment: default augmentation level (one of ``AUGMENT_LEVELS``).
         min_size: the smallest input side the model builds at.
         options: the builder's keyword options and their defaults (e.g. dropout;
             ``weights`` for models that start from pretrained weights).
@@ -77,11 +131,8 @@ class ModelSpec:
             model, and a test checks it against the built one. 0: not recorded.
         pixels_for: for models whose scaling depends on a builder option (the U-Net's
             ``encoder``): ``fn(**options) -> pixels``; see :meth:`pixels_with`.
-        head_epochs: pretrained models: default most epochs of training the head
-            alone on cached frozen features before fine-tuning (0: none).
-        recipes: named alternatives to the defaults (``--recipe NAME``): each maps
-            training settings (``lr``, ``augment``, builder options, ``schedule``...)
-            to the values that recipe uses instead; given options still win.
+        recipes: named alternatives to ``recipe`` (``--recipe NAME``), each a
+            ``recipe.replace(...)``; given options still win.
     """
 
     name: str
@@ -91,21 +142,14 @@ class ModelSpec:
     channels: int
     description: str
     pixels: dict
-    batch_size: int
+    recipe: Recipe
     output: str = "softmax"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    patience: int = 5
-    near_best: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "none"
     min_size: int = 1
     options: dict = field(default_factory=dict)
     weights_file: Callable | None = None
     params: int = 0
     pixels_for: Callable | None = None
-    head_epochs: int = 0
-    recipes: dict = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
 
     def pixels_with(self, options: dict) -> dict:
         """How the model built with builder ``options`` scales pixels (imgkit.json's)."""
@@ -124,6 +168,19 @@ class ModelSpec:
             return "sigmoid" if num_classes == 2 else "softmax"
         return self.output
 
+    def recipe_named(self, name: str | None) -> Recipe:
+        """The recipe ``name`` (None or "default": :attr:`recipe`).
+
+        Raises:
+            BadInputError: the model has no such recipe; the message lists those it has.
+        """
+        if name in (None, "default"):
+            return self.recipe
+        if name not in self.recipes:
+            names = ", ".join(["default", *sorted(self.recipes)])
+            raise BadInputError(f"model {self.name!r} has no recipe {name!r} (it has: {names})")
+        return self.recipes[name]
+
 
 def register_model(
     name: str,
@@ -133,20 +190,13 @@ def register_model(
     channels: int,
     description: str,
     pixels: dict,
-    batch_size: int,
+    recipe: Recipe,
     output: str = "softmax",
-    lr: float = 1e-3,
-    schedule: str = "constant",
-    patience: int = 5,
-    near_best: float = 0.0,
-    label_smoothing: float = 0.0,
-    augment: str = "none",
     min_size: int = 1,
     weights_file: Callable | None = None,
     params: int = 0,
     pixels_for: Callable | None = None,
-    head_epochs: int = 0,
-    recipes: dict | None = None,
+    recipes: dict[str, Recipe] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register a model builder under ``name``.
 
@@ -157,22 +207,15 @@ def register_model(
         channels: default channels.
         description: one line shown by ``imgkit train --list-models``.
         pixels: ``{"scale": ..., "offset": ...}``, the scaling inside the model.
-        batch_size: default training batch size.
+        recipe: how the model is trained by default.
         output: "softmax", "sigmoid" or "auto" (sigmoid for two classes).
-        lr: default peak learning rate.
-        schedule: "cosine" or "constant".
-        patience: default early-stopping patience.
-        near_best: keep the latest epoch within this fraction of the lowest loss.
-        label_smoothing: default label smoothing.
-        augment: default augmentation level.
         min_size: the smallest input side the model builds at.
         weights_file: pretrained models: ``fn(input_size, **options) -> Path`` of the
             ImageNet file.
         params: parameter count at the default size and channels, for 2 classes.
         pixels_for: ``fn(**options) -> pixels`` where a builder option changes them.
-        head_epochs: default epochs of the head alone before fine-tuning (0: none).
-        recipes: ``{name: {setting: value}}``, the model's named alternatives to its
-            defaults (``--recipe``); "default" is always the defaults themselves.
+        recipes: ``{name: Recipe}``, the model's named alternatives to ``recipe``
+            (``--recipe``); "default" is always ``recipe`` itself.
 
     Returns:
         The decorator, which returns the builder unchanged.
@@ -181,10 +224,8 @@ def register_model(
         raise ValueError(f"model {name!r}: unknown task {task!r}")
     if output not in OUTPUTS:
         raise ValueError(f"model {name!r}: unknown output {output!r}")
-    if augment not in AUGMENT_LEVELS:
-        raise ValueError(f"model {name!r}: unknown augment level {augment!r}")
-    if not 0 <= near_best < 1:
-        raise ValueError(f"model {name!r}: near_best must be in [0, 1), got {near_best}")
+    if "default" in (recipes or {}):
+        raise ValueError(f"model {name!r}: 'default' is the recipe itself, not a named one")
 
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].builder is not fn:
@@ -205,20 +246,13 @@ def register_model(
                 "scale": float(pixels["scale"]),
                 "offset": float(pixels.get("offset", 0.0)),
             },
-            batch_size=int(batch_size),
+            recipe=recipe,
             output=output,
-            lr=float(lr),
-            schedule=schedule,
-            patience=int(patience),
-            near_best=float(near_best),
-            label_smoothing=float(label_smoothing),
-            augment=augment,
             min_size=int(min_size),
             options=options,
             weights_file=weights_file,
             params=int(params),
             pixels_for=pixels_for,
-            head_epochs=int(head_epochs),
             recipes=dict(recipes or {}),
         )
         return fn
@@ -285,7 +319,7 @@ def create_model(
         raise BadInputError(f"model {name!r} needs at least 2 classes, got {num_classes}")
     size = tuple(input_size) if input_size is not None else spec.input_size
     ch = channels if channels is not None else spec.channels
-    if ch not in (1, 3):
+    if ch not in CHANNELS:
         raise BadInputError(f"channels must be 1 or 3, got {ch}")
     if min(int(size[0]), int(size[1])) < spec.min_size:
         raise BadInputError(
@@ -301,20 +335,6 @@ def create_model(
         ) from e
 
 
-def recipe_settings(spec: ModelSpec, recipe: str | None) -> dict:
-    """The settings recipe ``recipe`` of ``spec`` changes ({} for None or "default").
-
-    Raises:
-        BadInputError: the model has no such recipe; the message lists those it has.
-    """
-    if recipe in (None, "default"):
-        return {}
-    if recipe not in spec.recipes:
-        names = ", ".join(["default", *sorted(spec.recipes)])
-        raise BadInputError(f"model {spec.name!r} has no recipe {recipe!r} (it has: {names})")
-    return dict(spec.recipes[recipe])
-
-
 def resolved_options(name: str, **options) -> dict:
     """The builder options a model is built with: the defaults, overridden by ``options``."""
     spec = get_spec(name)
@@ -325,10 +345,10 @@ def resolved_options(name: str, **options) -> dict:
 
 __all__ = [
     "ModelSpec",
+    "Recipe",
     "create_model",
     "get_spec",
     "list_models",
-    "recipe_settings",
     "register_model",
     "resolved_options",
 ]

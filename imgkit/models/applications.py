@@ -30,6 +30,7 @@ from pathlib import Path
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
+    TRANSFER_MODEL,
     TRANSFER_RECIPE,
     cached_weights_file,
     classifier_head,
@@ -266,7 +267,8 @@ def _register(app: Application) -> None:
         description=f"ImageNet {app.title} (keras.applications): the mobilenetv2 head "
         f"trained first, then the top block fine-tuned (BN frozen); pixels {scaling} inside",
         pixels=PIXELS[app.pixels],
-        **TRANSFER_RECIPE,
+        recipe=TRANSFER_RECIPE,
+        **TRANSFER_MODEL,
         weights_file=lambda _size, app=app: imagenet_file(app),
         params=app.params,
     )(_builder(app))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imgkit.errors import BadInputError, OfflineError
+from imgkit.models import Recipe
 
 # The square input sizes Keras has MobileNetV2 ImageNet files for.
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
@@ -34,17 +35,17 @@ FEATURES_LAYER = "features"
 # rate that fine-tunes the top of the backbone without wrecking it. Measured on
 # mobilenetv2 (the hard benchmark, README); no ImageNet file of the others is at hand
 # offline to measure them, so they take the same.
-TRANSFER_RECIPE = {
-    "batch_size": 32,
-    "output": "auto",
-    "lr": 1e-4,
-    "schedule": "cosine",
-    "patience": 5,
-    "label_smoothing": 0.0,
-    "augment": "light",
-    "head_epochs": 30,
-    "min_size": 32,
-}
+TRANSFER_RECIPE = Recipe(
+    batch_size=32,
+    lr=1e-4,
+    schedule="cosine",
+    patience=5,
+    label_smoothing=0.0,
+    augment="light",
+    head_epochs=30,
+)
+# What every such backbone is: a sigmoid for two classes, and at least 32 px a side.
+TRANSFER_MODEL = {"output": "auto", "min_size": 32}
 BACKBONE_LAYER = "backbone"
 
 

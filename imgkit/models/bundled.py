@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imgkit.bundle import BUNDLE_META, MODEL_FILE, read_meta
 from imgkit.errors import BadInputError
-from imgkit.models import ModelSpec, get_spec, list_models
+from imgkit.models import ModelSpec, Recipe, get_spec, list_models
 
 # Defaults for a model that is not in the registry (an imported one): a trained model
 # is fine-tuned, so the learning rate is a tenth of the registry's usual 1e-3.
@@ -60,12 +60,12 @@ def bundle_spec(meta: dict, classes: list[str] | None = None) -> ModelSpec:
         channels=int(meta["channels"]),
         description="a bundle's model",
         pixels=dict(meta["pixels"]),
-        batch_size=known.batch_size if known else BATCH_SIZE,
+        recipe=Recipe(
+            batch_size=known.recipe.batch_size, lr=known.recipe.lr,
+            schedule=known.recipe.schedule, patience=known.recipe.patience,
+        ) if known else Recipe(batch_size=BATCH_SIZE, lr=LR),
         output=output,
-        lr=known.lr if known else LR,
-        schedule=known.schedule if known else "constant",
-        patience=known.patience if known else 5,
-    )
+    )  # fmt: skip
 
 
 def start_model(source, classes: list[str]):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgkit.data.images import CHANNELS
 from imgkit.errors import BadInputError, UntrustedCodeError
 from imgkit.models.vgg16 import caffe_kernel
 
@@ -37,6 +38,8 @@ PIXEL_RANGES = {
     },
 }
 ACTIVATIONS = ("softmax", "sigmoid", "linear")
+# ``imgkit import --task``: the short names and the tasks they stand for.
+IMPORT_TASKS = {"classify": "classification", "segment": "segmentation"}
 SAVEDMODEL_DIR = "savedmodel"
 
 
@@ -205,7 +208,7 @@ def resolve_input(
     if len(shape) == 1 and channels is None:
         channels = 1  # flat pixels: grey unless told otherwise
     c = _settle("channels", model_channels, channels, "--channels 1|3")
-    if c not in (1, 3):
+    if c not in CHANNELS:
         raise BadInputError(f"the model takes {c} channels; imgkit feeds 1 (grey) or 3 (RGB)")
     given = size or (None, None)
     h = _settle("height", model_size[0], given[0], "--size HxW")

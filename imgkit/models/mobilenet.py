@@ -10,6 +10,7 @@ from __future__ import annotations
 from imgkit.models import register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
+    TRANSFER_MODEL,
     TRANSFER_RECIPE,
     classifier_head,
     freeze,
@@ -43,22 +44,23 @@ DEFAULT_FEATURES_AT = "block_13_expand_relu"
     # then 1e-4 fine-tunes without wrecking the pretrained layers (1e-3 sent val
     # accuracy to chance after one epoch on a real pair). Label smoothing is left to
     # the seed recipe: the temperature fitted on val calibrates either way.
-    **TRANSFER_RECIPE,
+    recipe=TRANSFER_RECIPE,
+    **TRANSFER_MODEL,
     weights_file=imagenet_weights_file,
     params=766_529,  # the backbone ends at block 13: 2,591,297 with --recipe seed
     # Seed 001's recipe exactly: one phase fine-tuning the last 30 layers of the whole
     # backbone under a new head, seed 001's augmentation and label smoothing.
     recipes={
-        "seed": {
-            "features_at": "out_relu",
-            "fine_tune_last": SEED_FINE_TUNE_LAST,
-            "head_epochs": 0,
-            "augment": "standard",
-            "lr": 1e-4,
-            "label_smoothing": 0.1,
-            "schedule": "cosine",
-            "patience": 7,
-        },
+        "seed": TRANSFER_RECIPE.replace(
+            features_at="out_relu",
+            fine_tune_last=SEED_FINE_TUNE_LAST,
+            head_epochs=0,
+            augment="standard",
+            lr=1e-4,
+            label_smoothing=0.1,
+            schedule="cosine",
+            patience=7,
+        ),
     },  # fmt: skip
 )
 def mobilenetv2(

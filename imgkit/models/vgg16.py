@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.errors import BadInputError
-from imgkit.models import register_model
+from imgkit.models import Recipe, register_model
 from imgkit.models.backbones import (
     BACKBONE_LAYER,
     FEATURES_LAYER,
@@ -81,12 +81,8 @@ def caffe_kernel(channels: int) -> tuple[np.ndarray, np.ndarray]:
     description="ImageNet VGG16, frozen (features cached) + Flatten/Dense 256/Dropout 0.5 "
     "head; the breast histopathology (IDC) recipe",
     pixels=_PIXELS,
-    batch_size=64,
+    recipe=Recipe(batch_size=64, lr=1e-3, schedule="constant", patience=5, augment="none"),
     output="auto",
-    lr=1e-3,
-    schedule="constant",
-    patience=5,
-    augment="none",
     min_size=32,
     weights_file=lambda _size: imagenet_weights_file(),
     params=14_846_285,

@@ -13,9 +13,11 @@ Also the rules for what an output folder may hold before a run starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,86 @@ FROZEN_FILE = "frozen.keras"
 BASE_FILE = "base.keras"
 
 
-def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> dict | None:
+@dataclass
+class Progress:
+    """How far a run is: what the loop updates after every epoch.
+
+    Attributes:
+        epoch: epochs finished.
+        best: the lowest monitored loss so far (None before a finite one).
+        best_epoch: the epoch whose weights are kept (0: none yet).
+        wait: epochs since the loss last improved (early stopping counts these).
+        stopped: whether early stopping ended the run.
+        history: one row per finished epoch (losses, metrics, lr, seconds).
+    """
+
+    epoch: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+    wait: int = 0
+    stopped: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def copy(self) -> Progress:
+        return dataclasses.replace(self, history=list(self.history))
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A checkpoint's state.json as one value: each key is a field, spelled only here.
+
+    Attributes:
+        imgkit_version: the version that wrote it.
+        args: the run's settings (:meth:`RunSettings.to_dict`).
+        dataset: the dataset's path, hash and classes.
+        features: whether the run trains the head on cached features.
+        progress: how far the run is (its keys sit at the top level of the file).
+        rng: the dropout layers' random-stream states.
+        base_file, model_file, best_file: the checkpoint's files (best: None until
+            an epoch is kept).
+        model_vars: how many of ``model_file``'s arrays are the model's (the rest
+            are the optimizer's).
+    """
+
+    imgkit_version: str
+    args: dict
+    dataset: dict
+    features: bool
+    progress: Progress
+    rng: list = field(default_factory=list)
+    base_file: str = BASE_FILE
+    model_file: str | None = None
+    model_vars: int = 0
+    best_file: str | None = None
+
+    def to_state(self) -> dict:
+        """The JSON form: the fields, with the progress's spread among them."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out.update(dataclasses.asdict(value) if f.name == "progress" else {f.name: value})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict, where: Path | str = STATE_FILE) -> RunState:
+        """Read the JSON form; keys an older run did not write take their defaults.
+
+        Raises:
+            BadInputError: a required key is missing or the file is not an object.
+        """
+        try:
+            progress = Progress(**{f.name: state[f.name] for f in dataclasses.fields(Progress)})
+            values = {
+                f.name: state[f.name]
+                for f in dataclasses.fields(cls)
+                if f.name != "progress" and f.name in state
+            }
+            return cls(**{"imgkit_version": "", "features": False, **values}, progress=progress)
+        except (KeyError, TypeError) as e:
+            raise BadInputError(f"{where}: not a checkpoint state ({e} is missing or wrong)") from e
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> RunState | None:
     """Check what ``out`` holds against the flags; return the saved state to resume."""
     complete = (out / BUNDLE_META).is_file()
     ckpt = out / CHECKPOINT_DIR
@@ -52,9 +133,10 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> dict | None:
         if not state_path.is_file():
             raise BadInputError(f"{out}: no checkpoint to resume from ({state_path} is missing)")
         try:
-            return json.loads(state_path.read_text(encoding="utf-8"))
+            saved = json.loads(state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise BadInputError(f"{state_path}: cannot read the checkpoint state ({e})") from e
+        return RunState.from_state(saved, state_path)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder")
     if complete and not overwrite:
@@ -86,7 +168,7 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> dict | None:
     return None
 
 
-def save_checkpoint(ckpt: Path, net, best_weights: list | None, state: dict) -> None:
+def save_checkpoint(ckpt: Path, net, best_weights: list | None, state: RunState) -> None:
     """Write this epoch's checkpoint; state.json (last) names the files that belong to it.
 
     The full model (architecture, compile settings, optimizer) is saved once, as
@@ -113,9 +195,9 @@ def snapshot(net) -> tuple[list, list]:
     return net.get_weights(), [np.asarray(v.numpy()) for v in net.optimizer.variables]
 
 
-def write_checkpoint(ckpt: Path, model_vars, opt_vars, best_weights, state: dict) -> None:
+def write_checkpoint(ckpt: Path, model_vars, opt_vars, best_weights, state: RunState) -> None:
     """Write one epoch's arrays, then its state.json, then drop what it replaces."""
-    epoch = state["epoch"]
+    epoch = state.progress.epoch
     previous = read_state(ckpt)
     model_file = f"epoch-{epoch:03d}.npz"
     with atomic_open(ckpt / model_file, "wb") as f:
@@ -125,15 +207,15 @@ def write_checkpoint(ckpt: Path, model_vars, opt_vars, best_weights, state: dict
         with atomic_open(ckpt / best_file, "wb") as f:
             np.savez(f, *best_weights)
     else:
-        best_file = previous.get("best_file") if previous else None
-    state = {
-        **state,
-        "base_file": BASE_FILE,
-        "model_file": model_file,
-        "model_vars": len(model_vars),
-        "best_file": best_file,
-    }
-    write_text(ckpt / STATE_FILE, json.dumps(state, indent=1) + "\n")
+        best_file = previous.best_file if previous else None
+    state = dataclasses.replace(
+        state,
+        base_file=BASE_FILE,
+        model_file=model_file,
+        model_vars=len(model_vars),
+        best_file=best_file,
+    )
+    write_text(ckpt / STATE_FILE, json.dumps(state.to_state(), indent=1) + "\n")
     keep = {BASE_FILE, model_file, best_file, STATE_FILE}
     for f in ckpt.iterdir():
         if f.name not in keep and (
@@ -154,7 +236,7 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, ckpt: Path, net, best_weights: list | None, state: dict) -> None:
+    def save(self, ckpt: Path, net, best_weights: list | None, state: RunState) -> None:
         self.wait()
         save_base(ckpt, net)
         arrays = snapshot(net)
@@ -178,12 +260,12 @@ class CheckpointWriter:
             raise error
 
 
-def load_trainer(ckpt: Path, state: dict, trust: bool = False):
+def load_trainer(ckpt: Path, state: RunState, trust: bool = False):
     """The model being trained, as it was after the checkpoint's epoch (``trust``: its
     code, from a trusted bundle it started from, may run)."""
-    net = load_checkpoint(ckpt / state.get("base_file", BASE_FILE), trust)
-    arrays = load_weights(ckpt / state["model_file"])
-    n = state["model_vars"]
+    net = load_checkpoint(ckpt / state.base_file, trust)
+    arrays = load_weights(ckpt / state.model_file)
+    n = state.model_vars
     net.set_weights(arrays[:n])
     opt = net.optimizer
     if len(opt.variables) != len(arrays) - n:
@@ -217,10 +299,11 @@ def set_rng_state(net, values: list) -> None:
             v.assign(np.asarray(value, dtype=v.dtype))
 
 
-def read_state(ckpt: Path) -> dict | None:
+def read_state(ckpt: Path) -> RunState | None:
+    """The checkpoint's state, or None when it has none that can be read."""
     try:
-        return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return RunState.from_state(json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, BadInputError):
         return None
 
 

@@ -25,15 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.bundle import BUNDLE_META, MODEL_FILE, save_meta, trust_from_env
+from imgkit.data.images import RESIZE_MODES
+from imgkit.data.polarity import POLARITIES
 from imgkit.errors import BadInputError, OutputExistsError
 from imgkit.fileio import atomic_dir
-from imgkit.models.foreign import PIXEL_RANGES, SAVEDMODEL_DIR, load_foreign, wrap
+from imgkit.models.foreign import (
+    ACTIVATIONS,
+    IMPORT_TASKS,
+    PIXEL_RANGES,
+    SAVEDMODEL_DIR,
+    load_foreign,
+    wrap,
+)
 from imgkit.train.segmentation import CLASSES as SEGMENTATION_CLASSES
 from imgkit.train.segmentation import THRESHOLD as SEGMENTATION_THRESHOLD
-
-TASKS = {"classify": "classification", "segment": "segmentation"}
-POLARITIES = ("dark", "light", "none")
-RESIZE_MODES = ("stretch", "pad", "crop")
 
 
 def import_model(
@@ -80,7 +85,7 @@ def import_model(
         OutputExistsError: ``output`` exists (a bundle without ``overwrite``, or
             anything else that is not empty).
     """
-    task = TASKS.get(task, task)
+    task = IMPORT_TASKS.get(task, task)
     classes = _check_options(task, classes, pixels, polarity, resize, activation)
     source, out = Path(model_path), Path(output)
     if not source.exists():
@@ -116,16 +121,18 @@ def import_model(
 
 
 def _check_options(task, classes, pixels, polarity, resize, activation) -> list[str]:
-    if task not in TASKS.values():
-        raise BadInputError(f"--task must be classify or segment, got {task!r}")
+    if task not in IMPORT_TASKS.values():
+        raise BadInputError(f"--task must be one of {', '.join(IMPORT_TASKS)}, got {task!r}")
     if pixels not in PIXEL_RANGES:
         raise BadInputError(f"--pixels must be one of {', '.join(PIXEL_RANGES)}, got {pixels!r}")
     if polarity not in (None, *POLARITIES):
-        raise BadInputError(f"--polarity must be dark, light or none, got {polarity!r}")
+        raise BadInputError(f"--polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
     if resize not in RESIZE_MODES:
         raise BadInputError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    if activation not in (None, "softmax", "sigmoid", "linear"):
-        raise BadInputError(f"--activation must be softmax, sigmoid or linear, got {activation!r}")
+    if activation not in (None, *ACTIVATIONS):
+        raise BadInputError(
+            f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+        )
     if task == "segmentation":
         if classes not in (None, [], SEGMENTATION_CLASSES):
             raise BadInputError(

@@ -16,6 +16,7 @@ through the frozen backbone, many times faster. The full model goes in the bundl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -68,7 +69,7 @@ class Reporting:
 def fit_run(
     out: Path,
     settings: RunSettings,
-    state: dict | None,
+    state: ck.RunState | None,
     data: FitData,
     compile_fn: Callable,
     dataset_state: dict,
@@ -116,40 +117,38 @@ def fit_run(
                 head_first = train_head_first(base, data, settings, compile_fn, report.say)
     if state is None:
         compile_fn(trainer, len(batch_bounds(len(data.x), settings.batch_size)))
-        run = {"history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False, "done": 0}
+        run = ck.Progress()
         best_weights = None
     else:
-        features_mode = bool(state.get("features"))
+        features_mode = state.features
         trainer = ck.load_trainer(ckpt, state, trust=source is not None and source.trust)
         net = ck.load_checkpoint(ckpt / ck.FROZEN_FILE) if features_mode else trainer
-        ck.set_rng_state(trainer, state.get("rng", []))
-        run = {k: state[k] for k in ("best", "best_epoch", "wait", "stopped")}
-        run.update(history=list(state["history"]), done=state["epoch"])
-        best_weights = (
-            ck.load_weights(ckpt / state["best_file"]) if state.get("best_file") else None
-        )
-        report.say(f"resuming {out} after epoch {run['done']} of {settings.epochs}")
+        ck.set_rng_state(trainer, state.rng)
+        run = state.progress.copy()
+        best_weights = ck.load_weights(ckpt / state.best_file) if state.best_file else None
+        report.say(f"resuming {out} after epoch {run.epoch} of {settings.epochs}")
 
-    base_state = {
-        "imgkit_version": __version__,
-        "args": settings.to_dict(),
-        "dataset": dataset_state,
-        "features": features_mode,
-    }
+    base_state = ck.RunState(
+        imgkit_version=__version__,
+        args=settings.to_dict(),
+        dataset=dataset_state,
+        features=features_mode,
+        progress=run,
+    )
     callback = RunCallback(
         ckpt, settings, run, best_weights, report, features_mode, net, data.monitor, base_state
     )
-    if not run["stopped"] and run["done"] < settings.epochs:
+    if not run.stopped and run.epoch < settings.epochs:
         fit_x, fit_val = _inputs(net, data, features_mode, settings.batch_size, report.say)
         batches = epoch_batches(
-            fit_x, data.y, settings.batch_size, settings.seed, run["done"], data.weights,
+            fit_x, data.y, settings.batch_size, settings.seed, run.epoch, data.weights,
             flip_pairs=_pair_flips(settings) if segmentation else False,
         )  # fmt: skip
         try:
             trainer.fit(
                 batches,
                 epochs=settings.epochs,
-                initial_epoch=run["done"],
+                initial_epoch=run.epoch,
                 shuffle=False,  # the order is ours: a function of (seed, epoch)
                 steps_per_epoch=batches.steps,
                 validation_data=fit_val,
@@ -284,29 +283,29 @@ class RunCallback(_keras_callback_base()):
         run, logs = self.run, {k: float(v) for k, v in (logs or {}).items()}
         row = {"epoch": epoch + 1, **logs, "lr": self.lr,
                "seconds": round(time.perf_counter() - self.started, 3)}  # fmt: skip
-        run["history"].append(row)
+        run.history.append(row)
         value = logs.get(self.monitor)
         finite = value is not None and math.isfinite(value)
-        improved = finite and (run["best"] is None or value < run["best"])
+        improved = finite and (run.best is None or value < run.best)
         # Within the model's near_best of the lowest: not an improvement (patience goes
         # on counting), but these weights are kept, as the later of two tied epochs.
         near = (
             finite
             and not improved
             and self.settings.near_best > 0
-            and run["best"] is not None
-            and value <= run["best"] * (1 + self.settings.near_best)
+            and run.best is not None
+            and value <= run.best * (1 + self.settings.near_best)
         )
         if improved:
-            run.update(best=float(value), wait=0)
+            run.best, run.wait = float(value), 0
         else:
-            run["wait"] += 1
+            run.wait += 1
         if improved or near:
-            run["best_epoch"] = epoch + 1
+            run.best_epoch = epoch + 1
             self.best_weights = self.model.get_weights()
         patience = self.settings.patience
-        run["stopped"] = patience > 0 and run["wait"] >= patience
-        run["done"] = epoch + 1
+        run.stopped = patience > 0 and run.wait >= patience
+        run.epoch = epoch + 1
         self._checkpoint(improved or near)
         if self.report.on_epoch is not None:
             self.report.on_epoch(
@@ -314,11 +313,11 @@ class RunCallback(_keras_callback_base()):
                     **row,
                     "epochs": self.settings.epochs,
                     "improved": improved,
-                    "best_epoch": run["best_epoch"],
-                    "stopping": run["stopped"],
+                    "best_epoch": run.best_epoch,
+                    "stopping": run.stopped,
                 }
             )
-        if run["stopped"]:
+        if run.stopped:
             self.model.stop_training = True
 
     def _checkpoint(self, improved: bool) -> None:
@@ -328,15 +327,11 @@ class RunCallback(_keras_callback_base()):
             self.ckpt.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.ckpt / ck.FROZEN_FILE) as tmp:
                 self.net.save(tmp)
-        run = self.run
-        self.writer.save(
-            self.ckpt,
-            self.model,
-            self.best_weights if improved else None,
-            {**self.base_state, "epoch": run["done"], "best": run["best"],
-             "best_epoch": run["best_epoch"], "wait": run["wait"], "stopped": run["stopped"],
-             "history": run["history"], "rng": ck.rng_state(self.model)},
-        )  # fmt: skip
+        # A copy: the file is written in the background while the next epoch trains.
+        state = dataclasses.replace(
+            self.base_state, progress=self.run.copy(), rng=ck.rng_state(self.model)
+        )
+        self.writer.save(self.ckpt, self.model, self.best_weights if improved else None, state)
 
     def finish(self, trainer) -> FitResult:
         """Put the best weights back (onto the full model in a features run)."""
@@ -344,24 +339,24 @@ class RunCallback(_keras_callback_base()):
 
         self.writer.wait()
         run, say = self.run, self.report.say
-        if run["stopped"]:
+        if run.stopped:
             say(
-                f"early stopping after epoch {len(run['history'])}: "
-                f"no better {self.monitor} for {run['wait']} epochs"
+                f"early stopping after epoch {len(run.history)}: "
+                f"no better {self.monitor} for {run.wait} epochs"
             )
         if self.best_weights is not None:
             trainer.set_weights(self.best_weights)
-            kept, best = run["best_epoch"], f"best {self.monitor} {run['best']:.4f}"
-            value = run["history"][kept - 1].get(self.monitor) if kept else None
-            if value is not None and value != run["best"]:
+            kept, best = run.best_epoch, f"best {self.monitor} {run.best:.4f}"
+            value = run.history[kept - 1].get(self.monitor) if kept else None
+            if value is not None and value != run.best:
                 say(
                     f"kept the weights of epoch {kept}, the latest within "
                     f"{self.settings.near_best:.0%} of the {best} ({value:.4f})"
                 )
-            elif kept != len(run["history"]):
+            elif kept != len(run.history):
                 say(f"kept the weights of epoch {kept} ({best})")
         if self.features_mode:
             # The trained head goes onto the full model (a resumed head is its own copy).
             head_model(self.net).set_weights(trainer.get_weights())
-        return FitResult(self.net, trainer, self.features_mode, run["history"],
-                         run["best_epoch"], bool(run["stopped"]))  # fmt: skip
+        return FitResult(self.net, trainer, self.features_mode, run.history,
+                         run.best_epoch, bool(run.stopped))  # fmt: skip

@@ -28,8 +28,9 @@ from imgkit.bundle import (
 from imgkit.data.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.fileio import atomic_path, write_csv
-from imgkit.train.checkpoints import prepare_output
+from imgkit.train.checkpoints import RunState, prepare_output
 from imgkit.train.distribute import Placement
+from imgkit.train.resolve import resolve_settings
 from imgkit.train.settings import RunSettings, setting_names
 
 
@@ -40,7 +41,7 @@ class Run:
     out: Path
     ds: Dataset
     settings: RunSettings
-    state: dict | None
+    state: RunState | None  # the checkpoint resumed, or None for a new run
     source: Bundle | None = None  # the bundle whose model the run trains further
     placement: Placement | None = None  # the devices it trains on
 
@@ -87,14 +88,14 @@ def start_run(
     state = prepare_output(out, resume=resume, overwrite=overwrite)
     task = "segmentation" if ds.task == "segmentation" else "classification"
     if state is None:
-        return _with_source(Run(out, ds, RunSettings.resolve(given, task), None), trust)
-    saved = state.get("dataset", {})
+        return _with_source(Run(out, ds, resolve_settings(given, task), None), trust)
+    saved = state.dataset
     if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
         raise BadInputError(
             f"--resume: {ds.root} is not the dataset the run in {out} was started on "
             f"(that was {saved.get('path')}, hash {saved.get('hash')}; this one has hash {ds.hash})"
         )
-    settings = RunSettings.from_saved(state["args"])
+    settings = RunSettings.from_saved(state.args)
     settings.check_resume(given)
     return _with_source(Run(out, ds, settings, state), trust)
 

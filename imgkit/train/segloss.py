@@ -12,7 +12,6 @@ from keras import ops
 from imgkit.train.recipe import learning_rate
 from imgkit.train.settings import SEGMENTATION_LOSSES as LOSSES
 
-DEFAULT_LOSS = "bce+dice"
 THRESHOLD = 0.5
 _SMOOTH = 1.0
 

@@ -66,9 +66,9 @@ def train(
     the validation split.
 
     Settings are keyword arguments, the fields of
-    :class:`~imgkit.train.settings.RunSettings` (its docstring gives each one's default),
-    or one ``settings`` value; None means the default, or on ``resume`` "as the run was
-    started".
+    :class:`~imgkit.train.settings.RunSettings` (``imgkit train --help`` gives each
+    model's defaults), or one ``settings`` value; None means the default, or on
+    ``resume`` "as the run was started".
 
     Args:
         dataset_dir: a dataset folder made by ``imgkit prep`` (classification).

@@ -23,13 +23,16 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from imgkit.bundle import BUNDLE_META
 from imgkit.errors import BadInputError, ImgkitError
 from imgkit.fileio import write_csv, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRIALS_FILE = "trials.csv"
 BEST_DIR = "best"
@@ -226,6 +229,8 @@ def _existing(folder: Path, wanted: dict) -> dict | None:
 
 
 def _ranked(rows: list[dict], higher: bool) -> pd.DataFrame:
+    import pandas as pd  # here: `imgkit tune --help` reads METRICS without pandas
+
     """Trials best first (failed and unscored last), a ``rank`` column in front."""
     table = pd.DataFrame(rows)
     table = table.sort_values(
