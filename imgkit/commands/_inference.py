@@ -22,12 +22,18 @@ split_option = click.option(
     "unlabeled; for a dataset the model was not trained on, then val, then train].",
 )
 
-invert_option = click.option(
+
+def _auto_choice(flag: str, choices: tuple[str, ...], help_text: str):
+    """An option taking one of the library's ``choices``, "auto" unless given."""
+    return click.option(
+        flag, type=click.Choice(choices), default="auto", show_default=True, help=help_text
+    )
+
+
+invert_option = _auto_choice(
     "--invert",
-    type=click.Choice(INVERT_MODES),
-    default="auto",
-    show_default=True,
-    help="Invert images (before anything else): auto = when an image's background is the "
+    INVERT_MODES,
+    "Invert images (before anything else): auto = when an image's background is the "
     "opposite of the training images' (the bundle's polarity).",
 )
 
@@ -48,35 +54,26 @@ shard_option = click.option(
     "(shards after the first write no CSV header, so `cat` joins them).",
 )
 
-runtime_option = click.option(
+runtime_option = _auto_choice(
     "--runtime",
-    type=click.Choice(RUNTIMES),
-    default="auto",
-    show_default=True,
-    help="Run the model with Keras (model.keras) or ONNX Runtime (model.onnx, made by "
+    RUNTIMES,
+    "Run the model with Keras (model.keras) or ONNX Runtime (model.onnx, made by "
     "`imgkit export`; same probabilities to ~1e-6, several times faster on a CPU). "
     "auto: ONNX Runtime when the bundle holds an exported model.onnx and onnxruntime "
     "is installed, else Keras.",
 )
 
 
-def ray_options(fn):
-    """``--ray [ADDRESS]``, ``--workers``, ``--gpus-per-worker``: batch inference on Ray."""
-    fn = click.option(
-        "--gpus-per-worker",
-        type=click.FloatRange(min=0),
-        default=0.0,
-        show_default=True,
-        help="With --ray: GPUs each worker holds (fractions share a GPU).",
-    )(fn)
-    fn = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=2,
-        show_default=True,
-        help="With --ray: how many workers (Ray actors) each load the bundle once and run batches.",
-    )(fn)
+def _with_ray(flag: str, kind: click.ParamType, default, help_text: str):
+    """A number that matters only with ``--ray``, shown with its default."""
     return click.option(
+        flag, type=kind, default=default, show_default=True, help=f"With --ray: {help_text}"
+    )
+
+
+# --ray [ADDRESS], --workers, --gpus-per-worker: batch inference on Ray.
+ray_options = (
+    click.option(
         "--ray",
         "ray_address",
         is_flag=False,
@@ -87,7 +84,20 @@ def ray_options(fn):
         "with an address (ray://host:10001, or auto), that cluster. Same output, same order. "
         "Every node must see the bundle and images at the same paths. Put it after the "
         "inputs, or write --ray=ADDRESS.",
-    )(fn)
+    ),
+    _with_ray(
+        "--workers",
+        click.IntRange(min=1),
+        2,
+        "how many workers (Ray actors) each load the bundle once and run batches.",
+    ),
+    _with_ray(
+        "--gpus-per-worker",
+        click.FloatRange(min=0),
+        0.0,
+        "GPUs each worker holds (fractions share a GPU).",
+    ),
+)
 
 
 def inference_options(
@@ -103,7 +113,7 @@ def inference_options(
     shared = [split_option, batch_size_option(batch_size, help_text=batch_help)]
     if classify:
         shared += [invert_option, calibration_option]
-    shared += [trust_code_option, shard_option, runtime_option, ray_options]
+    shared += [trust_code_option, shard_option, runtime_option, *ray_options]
 
     def decorate(fn):
         @functools.wraps(fn)
