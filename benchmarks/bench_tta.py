@@ -69,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from imgkit.bundle import load_bundle
-    from imgkit.infer.predict import predict_paths
-    from imgkit.infer.tta import tta_inputs
+    from imgkit.infer.options import InferOptions
+    from imgkit.infer.run import predict_inputs
 
     n, v = args.images, args.views
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,11 +91,13 @@ def main() -> None:
 
         def predicts_lib():
             for _ in range(v):
-                for _df in predict_paths(bundle, paths):
+                for _df in predict_inputs(bundle, paths):
                     pass
 
         def tta_lib():
-            for _df in tta_inputs(bundle, [photos], views=v):
+            for _df in predict_inputs(
+                bundle, [photos], options=InferOptions(batch_size=32), views=v
+            ):
                 pass
 
         for fn in (predicts_cmd, tta_cmd, predicts_lib, tta_lib):

@@ -274,6 +274,13 @@ class Bundle:
         return float(self.meta.get("temperature") or 1.0)
 
     @property
+    def threshold(self) -> float | None:
+        """A binary classifier's decision threshold on P(classes[1]), chosen at training
+        (None: the most probable class); a segmentation bundle's mask threshold, if any."""
+        value = self.meta.get("threshold")
+        return float(value) if value is not None else None
+
+    @property
     def metrics(self) -> dict:
         return dict(self.meta.get("metrics") or {})
 

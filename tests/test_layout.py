@@ -154,3 +154,33 @@ def test_the_checker_sees_a_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     with pytest.raises(AssertionError, match="imgkit.data.a -> imgkit.data.b"):
         test_no_import_cycles()
+
+
+MAX_PARAMETERS = 8  # of a library function in infer/: shared option sets arrive as one value
+
+
+def _parameter_counts(path: Path):
+    """(name, parameters) of every function in ``path``; ``self`` and ``cls`` do not count."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            a = node.args
+            names = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+            names += [p.arg for p in (a.vararg, a.kwarg) if p is not None]
+            names = [n for n in names if n not in ("self", "cls")]
+            yield getattr(node, "name", "<lambda>"), len(names)
+
+
+def test_no_infer_function_takes_more_than_eight_parameters():
+    many = [
+        f"{path.relative_to(PACKAGE.parent)}:{name} ({n})"
+        for path in sorted((PACKAGE / "infer").rglob("*.py"))
+        for name, n in _parameter_counts(path)
+        if n > MAX_PARAMETERS
+    ]
+    assert not many, f"infer functions over {MAX_PARAMETERS} parameters: " + ", ".join(many)
+
+
+def test_the_parameter_count_sees_every_kind(tmp_path):
+    source = "class A:\n    def f(self, a, /, b, *c, d, **e): pass\n"
+    (tmp_path / "m.py").write_text(source)
+    assert list(_parameter_counts(tmp_path / "m.py")) == [("f", 5)]

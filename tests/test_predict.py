@@ -22,14 +22,15 @@ from imgkit.commands import cli
 from imgkit.data.dataset import Dataset, Record, write_dataset
 from imgkit.infer.inputs import iter_input_paths
 from imgkit.infer.inversion import border_mean, should_invert
+from imgkit.infer.options import InferOptions
 from imgkit.infer.predict import (
     apply_temperature,
     csv_columns,
     frame_to_csv,
-    predict_paths,
     prediction_frame,
     to_probabilities,
 )
+from imgkit.infer.run import predict_inputs
 
 # The bundles' model: logit(lit) - logit(dim) = 20 * (mean brightness in [0, 1]) - 10.
 _save_bundle = save_classifier
@@ -236,7 +237,7 @@ def test_streaming_reads_inputs_lazily(bundle, tmp_path):
             taken.append(f)
             yield f
 
-    frames = predict_paths(bundle, paths(), batch_size=4)
+    frames = predict_inputs(bundle, paths(), options=InferOptions(batch_size=4))
     first = next(frames)
     assert len(first) == 4
     # Batch 1 and the one decoding behind it; not the whole input.
@@ -336,13 +337,13 @@ def test_dataset_split_then_eval(bundles, tmp_path, monkeypatch):
 
 def test_dataset_cache_is_used_for_the_training_dataset(bundles, tmp_path, monkeypatch):
     from imgkit.bundle import load_bundle
-    from imgkit.infer.predict import predict_split
 
     monkeypatch.chdir(tmp_path)
     ds = Dataset.load(_dataset(tmp_path))
     bundle = load_bundle(bundles["softmax"])
     bundle.meta["dataset"] = {"path": "data", "hash": ds.hash}
-    frames = list(predict_split(bundle, ds, "test", batch_size=3))
+    options = InferOptions(split="test", batch_size=3)
+    frames = list(predict_inputs(bundle, [ds.root], options=options))
     assert [len(f) for f in frames] == [3, 1]
     assert ds.cache_file("test", (SIZE, SIZE), 1).is_file()
     labels = pd.concat(frames)["label"].tolist()

@@ -14,7 +14,7 @@ from tiny_bundles import save_classifier, save_segmenter
 
 from imgkit.commands import cli
 from imgkit.data.dataset import Record, write_dataset
-from imgkit.infer.inputs import parse_shard, shard_bounds, shard_slices
+from imgkit.infer.inputs import parse_shard, shard_bounds
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,6 @@ def test_shard_arithmetic_and_bad_values():
             assert bounds[0][0] == 0 and bounds[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
-    assert shard_slices([3, 0, 4], (2, 2)) == [(3, 3), (0, 0), (0, 4)]
     assert parse_shard("2/8") == (2, 8) and parse_shard(None) is None
     for bad in ("0/3", "4/3", "a/b", "3", "1/2/3"):
         with pytest.raises(Exception, match="--shard must be I/N"):

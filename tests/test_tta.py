@@ -18,14 +18,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgkit.commands import cli
+from imgkit.infer.options import InferOptions
 from imgkit.infer.predict import Predictor, apply_temperature, csv_columns
+from imgkit.infer.run import predict_inputs
 from imgkit.infer.tta import (
     IDENTITY,
     MAX_SHIFT,
     MAX_ZOOM,
     View,
     apply_view,
-    tta_inputs,
     view_params,
 )
 
@@ -218,7 +219,8 @@ def test_one_forward_pass_per_batch_and_the_mean_then_temperature(bundles, image
     bundle = load_bundle(bundles["hot"])
     counter = _CountingModel(bundle.model)
     monkeypatch.setattr(bundle, "_model", counter)
-    frames = list(tta_inputs(bundle, [images], views=4, seed=0, batch_size=3))
+    options = InferOptions(batch_size=3)
+    frames = list(predict_inputs(bundle, [images], options=options, views=4, seed=0))
     assert [len(f) for f in frames] == [3, 3, 1]
     assert counter.calls == [12, 12, 4]  # batch x views, one call each
 

@@ -129,56 +129,6 @@ def batch_size_option(default: int | None = None, help_text: str = "Images per b
     )
 
 
-shard_option = click.option(
-    "--shard",
-    metavar="I/N",
-    default=None,
-    help="Take only the I-th of N contiguous slices of the inputs (in their sorted order), "
-    "for a job array: the N outputs concatenated in order are the single run's "
-    "(shards after the first write no CSV header, so `cat` joins them).",
-)
-
-
-def ray_options(fn):
-    """``--ray [ADDRESS]``, ``--workers``, ``--gpus-per-worker``: batch inference on Ray."""
-    fn = click.option(
-        "--gpus-per-worker",
-        type=click.FloatRange(min=0),
-        default=0.0,
-        show_default=True,
-        help="With --ray: GPUs each worker holds (fractions share a GPU).",
-    )(fn)
-    fn = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=2,
-        show_default=True,
-        help="With --ray: how many workers (Ray actors) each load the bundle once and run batches.",
-    )(fn)
-    return click.option(
-        "--ray",
-        "ray_address",
-        is_flag=False,
-        flag_value="local",
-        default=None,
-        metavar="[ADDRESS]",
-        help="Run the batches on Ray: alone, a local Ray (or the cluster in RAY_ADDRESS); "
-        "with an address (ray://host:10001, or auto), that cluster. Same output, same order. "
-        "Every node must see the bundle and images at the same paths. Put it after the "
-        "inputs, or write --ray=ADDRESS.",
-    )(fn)
-
-
-def ray_settings(ray_address, workers, gpus_per_worker):
-    """The RayOptions for ``--ray``, or None without it."""
-    if ray_address is None:
-        return None
-    from imgkit.infer.ray_batch import RayOptions
-
-    address = None if ray_address == "local" else ray_address
-    return RayOptions(address=address, workers=workers, gpus=gpus_per_worker)
-
-
 def output_option(required: bool = False, help_text: str = "Output path (- for stdout)."):
     return click.option("-o", "--output", required=required, default=None, help=help_text)
 
@@ -195,18 +145,6 @@ trust_code_option = click.option(
     help="Load a bundle whose model contains code (Lambda layers), which runs as it loads. "
     "Without it such a bundle is refused; use it only for bundles you trust. "
     "IMGKIT_TRUST_CODE=1 does the same.",
-)
-
-# predict, tta and segment: which engine runs the model (imgkit.infer.runtime).
-runtime_option = click.option(
-    "--runtime",
-    type=click.Choice(["auto", "keras", "onnx"]),
-    default="auto",
-    show_default=True,
-    help="Run the model with Keras (model.keras) or ONNX Runtime (model.onnx, made by "
-    "`imgkit export`; same probabilities to ~1e-6, several times faster on a CPU). "
-    "auto: ONNX Runtime when the bundle holds an exported model.onnx and onnxruntime "
-    "is installed, else Keras.",
 )
 
 

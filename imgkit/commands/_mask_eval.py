@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 from imgkit.commands._common import stderr_console, warn
+from imgkit.evaluate.maskeval import MASK_METRICS
 
 # How many of the worst images the stderr table lists.
 SHOW_WORST = 5
 SHOW_UNMATCHED = 3
-MASK_GATES = ("iou", "dice", "pixel_accuracy", "median_iou")
+# The summary's means (and the median IoU), each a possible --fail-under bar.
+MASK_GATES = (*MASK_METRICS, "median_iou")
 
 
 def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float]) -> None:
@@ -65,7 +67,7 @@ def _show(report) -> None:
 
     s = report.summary
     overall = Table("metric", "mean", title=f"{s['n']} masks")
-    for name in ("iou", "dice", "pixel_accuracy", "median_iou"):
+    for name in MASK_GATES:
         overall.add_row(name, f"{s[name]:.4f}")
     worst = Table("worst images", "iou", "dice", "pixel_accuracy")
     for row in report.per_image.head(SHOW_WORST).itertuples(index=False):

@@ -1,5 +1,5 @@
-"""What ``predict`` and ``tta`` share on the command side: writing rows as they come,
-the progress bar, and the summary on stderr."""
+"""What ``predict`` and ``tta`` share on the command side: running the bundle, writing
+rows as they come, the progress bar, and the summary on stderr."""
 
 from __future__ import annotations
 
@@ -16,42 +16,20 @@ from imgkit.commands._common import info, show_progress, stderr_console, warn
 TABLE_LIMIT = 50
 
 
-split_option = click.option(
-    "--split",
-    default=None,
-    help="Which split to predict when an input is a dataset folder "
-    "[default: test, or unlabeled when the dataset has no test split].",
-)
+def classify(run: str, inputs, output, options, views: int = 1, seed: int = 0) -> None:
+    """What ``predict`` and ``tta`` do: open RUN, classify INPUTS, write the CSV."""
+    from imgkit.commands._inference import open_run, stdin_for
+    from imgkit.infer.run import predict_inputs
 
-invert_option = click.option(
-    "--invert",
-    type=click.Choice(["auto", "always", "never"]),
-    default="auto",
-    show_default=True,
-    help="Invert images (before anything else): auto = when an image's background is the "
-    "opposite of the training images' (the bundle's polarity).",
-)
+    bundle = open_run(run, "classification", options)
+    stdin = stdin_for(inputs)
 
-calibration_option = click.option(
-    "--calibrated/--uncalibrated",
-    default=True,
-    show_default=True,
-    help="Apply the temperature that train fitted on the val split (imgkit.json); "
-    "--uncalibrated shows the model's raw probabilities.",
-)
+    def frames(on_reject):
+        return predict_inputs(bundle, inputs, stdin, options, on_reject, views, seed)
 
-
-def use_calibration(bundle, calibrated: bool) -> None:
-    """With --uncalibrated, predict with temperature 1 (the model's own probabilities)."""
-    if not calibrated:
-        threshold = bundle.meta.get("threshold")
-        if threshold is not None:
-            from imgkit.train.thresholds import raw_threshold
-
-            # The threshold was chosen on tempered probabilities: the same labels result.
-            temperature = float(bundle.meta.get("temperature") or 1.0)
-            bundle.meta["threshold"] = raw_threshold(threshold, temperature)
-        bundle.meta["temperature"] = 1.0
+    # A shard after the first writes no header, so `cat` joins the shards.
+    header = options.shard is None or options.shard[0] == 1
+    write_predictions(bundle.classes, frames, output, header=header)
 
 
 def write_predictions(

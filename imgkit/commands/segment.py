@@ -9,19 +9,8 @@ from pathlib import Path
 
 import click
 
-from imgkit.commands._common import (
-    batch_size_option,
-    info,
-    lock_output,
-    output_option,
-    ray_options,
-    ray_settings,
-    runtime_option,
-    shard_option,
-    show_progress,
-    trust_code_option,
-    warn,
-)
+from imgkit.commands._common import info, lock_output, output_option, show_progress, warn
+from imgkit.commands._inference import inference_options, open_run, stdin_for
 
 
 @click.command(name="segment")
@@ -49,20 +38,8 @@ from imgkit.commands._common import (
     help="Average each image's map with its mirror image's (flipped back): two model "
     "passes, smoother edges.",
 )
-@click.option(
-    "--split",
-    default=None,
-    help="Which split to segment when an input is a dataset folder  [default: test, else val].",
-)
-@batch_size_option(16)
-@trust_code_option
-@shard_option
-@runtime_option
-@ray_options
-def command(
-    run, inputs, output, threshold, overlay_dir, tta, split, batch_size, trust_code, shard,
-    runtime, ray_address, workers, gpus_per_worker,
-):  # fmt: skip
+@inference_options(batch_size=16, classify=False)
+def command(run, inputs, output, threshold, overlay_dir, tta, options):
     """Segment images with the bundle RUN: one mask PNG per image in -o.
 
     INPUTS are image files, folders (walked recursively, sorted), dataset folders
@@ -84,14 +61,13 @@ def command(
     from imgkit.data.images import open_image
     from imgkit.data.masks import mask_scores, write_mask_png
     from imgkit.errors import BadInputError
-    from imgkit.infer.inputs import parse_shard
-    from imgkit.infer.runtime import open_bundle
+    from imgkit.infer.run import segment_inputs
     from imgkit.infer.segment import overlay_panel
 
-    shard = parse_shard(shard)
+    shard = options.shard
     # Shards of one job write disjoint masks into one folder: each holds its own lock.
     lock_output(output if shard is None else f"{output.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}")
-    bundle = open_bundle(run, task="segmentation", trust=trust_code or None, runtime=runtime)
+    bundle = open_run(run, "segmentation", options)
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None
     for folder in (out, overlays):
@@ -99,7 +75,6 @@ def command(
             if folder.exists() and not folder.is_dir():
                 raise BadInputError(f"{folder}: exists and is not a folder")
             folder.mkdir(parents=True, exist_ok=True)
-    stdin = click.get_text_stream("stdin") if "-" in inputs else None
     rejects = []
     names: set[str] = set()
     count, fraction, ious = 0, 0.0, []
@@ -132,10 +107,7 @@ def command(
         if bar is not None:
             bar.update(1)
 
-    ray = ray_settings(ray_address, workers, gpus_per_worker)
-    items = _items(
-        bundle, inputs, stdin, split, batch_size, tta, rejects.append, shard, ray, runtime
-    )
+    items = segment_inputs(bundle, inputs, stdin_for(inputs), options, rejects.append, tta)
     pending: deque = deque()
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -143,37 +115,19 @@ def command(
                 name = _unique_name(item.path.stem, names)
                 pending.append(pool.submit(finish, item, name))
                 # Bounded: memory stays flat however many images there are.
-                while len(pending) > 2 * batch_size:
+                while len(pending) > 2 * options.batch_size:
                     collect(pending.popleft())
             while pending:
                 collect(pending.popleft())
     finally:
         if bar is not None:
             bar.close()
-    for r in rejects:
-        warn(f"{r.path}: {r.reason} (skipped)")
-    if count == 0 and (shard is None or rejects):
-        raise BadInputError("no image could be segmented (see the warnings above)")
+        # Also before the error when nothing could be segmented: it says how many.
+        for r in rejects:
+            warn(f"{r.path}: {r.reason} (skipped)")
     seconds = time.perf_counter() - started
     info(_summary(out, count, seconds, tta, fraction, ious, len(rejects)))
     click.echo(str(out))
-
-
-def _items(bundle, inputs, stdin, split, batch_size, tta, on_reject, shard, ray, runtime):
-    """The Segmented items to write, from this process or from Ray."""
-    from imgkit.infer.segment import segment_inputs
-
-    if ray is not None:
-        from imgkit.infer.ray_batch import ray_segment
-
-        return ray_segment(
-            bundle, inputs, stdin, split, batch_size, tta, on_reject, ray,
-            runtime=runtime, shard=shard,
-        )  # fmt: skip
-    return segment_inputs(
-        bundle, inputs, stdin=stdin, split=split, batch_size=batch_size, tta=tta,
-        on_reject=on_reject, shard=shard,
-    )  # fmt: skip
 
 
 def _summary(out, count, seconds, tta, fraction, ious, skipped) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imgkit.bundle import CHECKPOINT_DIR, EXPORT_FILES, MODEL_FILE, read_meta
+from imgkit.bundle import CHECKPOINT_DIR, EXPORT_FILES, MODEL_FILE, Bundle, read_meta
 
 # Copied from imgkit.json as they are, in this order (absent ones are left out).
 _KEYS = (
@@ -59,8 +59,9 @@ def bundle_info(folder: str | os.PathLike) -> dict:
     out: dict = {"path": str(root)}
     out.update({k: meta[k] for k in _KEYS if k in meta})
     out["num_classes"] = len(meta["classes"])
-    out["temperature"] = float(meta.get("temperature") or 1.0)
-    out.setdefault("threshold", None)
+    calibration = Bundle(root, meta)  # read as predict reads it; the model is not loaded
+    out["temperature"] = calibration.temperature
+    out["threshold"] = calibration.threshold
     exports = {}
     for fmt, record in (meta.get("exports") or {}).items():
         record = dict(record) if isinstance(record, dict) else {}

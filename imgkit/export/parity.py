@@ -14,20 +14,15 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from imgkit.data.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError
-from imgkit.infer.inputs import decoded_batches, is_dataset_folder, iter_input_paths
-from imgkit.infer.predict import (
-    apply_temperature,
-    image_loader,
-    prediction_frame,
-    split_batches,
-    to_probabilities,
-)
+from imgkit.infer.engine import Decoder, decoded_batches, local_batches
+from imgkit.infer.inputs import is_dataset_folder, iter_input_paths
+from imgkit.infer.plan import Item, plan_inputs
+from imgkit.infer.predict import apply_temperature, prediction_frame, to_probabilities
 
 DEFAULT_LIMIT = 500
 BATCH = 32
@@ -91,8 +86,8 @@ def check_images(
         except BadDatasetError:
             truth = None
     else:
-        batches = split_batches(bundle, ds, "val", BATCH)
-        arrays = _first(batches, n)
+        plan = plan_inputs(bundle, [ds.root], split="val")
+        arrays = _first(local_batches(Decoder(bundle), plan, BATCH), n)
         try:
             truth = ds.labels("val")[:n]
         except BadDatasetError:
@@ -102,8 +97,8 @@ def check_images(
 
 def _first(batches, n: int) -> np.ndarray:
     taken, count = [], 0
-    for _, arrays in batches:
-        taken.append(np.asarray(arrays)[: n - count])
+    for batch in batches:
+        taken.append(np.asarray(batch.arrays)[: n - count])
         count += len(taken[-1])
         if count >= n:
             break
@@ -111,17 +106,10 @@ def _first(batches, n: int) -> np.ndarray:
 
 
 def _named_images(bundle, check, limit: int) -> CheckImages:
-    from imgkit.data.images import load_array
-
-    if bundle.task == "segmentation":
-        size, channels = tuple(bundle.input_size), bundle.channels
-
-        def load(path: Path) -> np.ndarray:
-            return load_array(path, size, channels, "stretch")
-    else:
-        load = image_loader(bundle, "auto")
-    paths = (p for p, reject in iter_input_paths(check) if reject is None)
-    arrays = _first(decoded_batches(itertools.islice(paths, limit), load, BATCH), limit)
+    # Read as predict and segment read them (a segmenter's images stretched, undrafted).
+    items = (Item(p) for p, reject in iter_input_paths(check) if reject is None)
+    batches = decoded_batches(itertools.islice(items, limit), Decoder(bundle), BATCH)
+    arrays = _first(batches, limit)
     if not len(arrays):
         shown = " ".join(str(c) for c in check)
         raise BadInputError(f"--check {shown}: no image could be read to check the export on")
@@ -141,7 +129,7 @@ def _labels(bundle, raw: np.ndarray) -> np.ndarray:
     """Predicted class indices as ``imgkit predict`` chooses them (temperature, threshold)."""
     classes = bundle.classes
     proba = apply_temperature(raw, bundle.temperature)
-    names = prediction_frame([""] * len(proba), proba, classes, bundle.meta.get("threshold"))
+    names = prediction_frame([""] * len(proba), proba, classes, bundle.threshold)
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[c] for c in names["label"]], dtype=np.int64)
 
@@ -154,7 +142,7 @@ def compare(
     against ``truth`` (or, without it, the export's agreement with Keras's labels)."""
     if bundle.task == "segmentation":
         pk, pe = keras_out[..., 0], export_out[..., 0]
-        threshold = float(bundle.meta.get("threshold") or MASK_THRESHOLD)
+        threshold = bundle.threshold or MASK_THRESHOLD
         lk, le = pk > threshold, pe > threshold
         compared, unit = "mask probabilities", "pixels"
     else:

@@ -1,20 +1,15 @@
-"""What predict, tta and segment read: the image paths of their inputs, decoded in batches.
+"""What predict, tta and segment read: image paths, shards, and the count of what was read.
 
 Inputs are image files, folders (recursive, sorted), dataset folders (one split), or
-paths on stdin; unreadable images are reported through a callback and skipped, and
-decoding runs ahead of the model in a worker thread, in constant memory."""
+paths on stdin; :mod:`imgkit.infer.plan` puts them in one ordered stream, and inputs
+that cannot be read are reported through a callback and skipped."""
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
-
-import numpy as np
 
 from imgkit.data.dataset import INFO, MANIFEST, Reject
 from imgkit.errors import BadImageError
@@ -62,25 +57,43 @@ def iter_input_paths(
             yield None, Reject(str(path), "no such file or folder")
 
 
-class RejectCounter:
-    """Counts rejected inputs and passes each on to ``on_reject``; says, when nothing
-    could be read, how many inputs were turned away."""
+class Tally:
+    """Counts what was read and what was turned away, passing each reject on to
+    ``on_reject``; :meth:`check` is the one "nothing could be read" check of inference."""
 
     def __init__(self, on_reject: Callable[[Reject], None] | None = None):
         self.on_reject = on_reject
-        self.count = 0
+        self.rejected = 0
+        self.read = 0
 
     def __call__(self, reject: Reject) -> None:
-        self.count += 1
+        self.rejected += 1
         if self.on_reject:
             self.on_reject(reject)
 
-    def nothing_read(self, verb: str = "predicted"):
-        from imgkit.errors import ImgkitError
+    def check(self, verb: str, shard: tuple[int, int] | None = None) -> None:
+        """Raise when not a single image was read.
 
-        n = self.count
+        A shard may rightly hold nothing (more shards than inputs); it fails only when
+        what it held could not be read.
+
+        Raises:
+            BadInputError: "no image could be {verb}", with how many inputs were turned away.
+        """
+        if self.read or (shard is not None and not self.rejected):
+            return
+        from imgkit.errors import BadInputError
+
+        n = self.rejected
         why = f" ({n} input{'s' if n != 1 else ''} could not be read)" if n else ""
-        return ImgkitError(f"no image could be {verb}{why}")
+        raise BadInputError(f"no image could be {verb}{why}")
+
+
+def decode_reason(error: BadImageError | OSError) -> str:
+    """Why a file could not be decoded, in the words a reject gives."""
+    if isinstance(error, BadImageError):
+        return error.reason
+    return error.strerror or str(error)
 
 
 # --- shards ---------------------------------------------------------------------------
@@ -116,75 +129,3 @@ def shard_bounds(total: int, shard: tuple[int, int] | None) -> tuple[int, int]:
         return 0, total
     i, n = shard
     return (i - 1) * total // n, i * total // n
-
-
-def shard_slices(lengths: Iterable[int], shard: tuple[int, int] | None) -> list[tuple[int, int]]:
-    """Split a shard's range over consecutive parts of the input: one local
-    ``(start, stop)`` per part (empty where the shard takes none of it)."""
-    lengths = list(lengths)
-    lo, hi = shard_bounds(sum(lengths), shard)
-    out, offset = [], 0
-    for n in lengths:
-        start, stop = max(lo - offset, 0), max(min(hi - offset, n), 0)
-        out.append((min(start, stop), stop))
-        offset += n
-    return out
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-def decoded_batches(
-    paths: Iterable[str | os.PathLike],
-    decode: Callable[[Path], np.ndarray],
-    batch_size: int,
-    workers: int | None = None,
-    on_reject: Callable[[Reject], None] | None = None,
-) -> Iterator[tuple[list[Path], np.ndarray]]:
-    """Decode images in a thread pool, one batch ahead of the consumer.
-
-    At most two batches are in flight: the one being yielded and the next one
-    decoding, so memory stays flat and paths are read from ``paths`` only as needed.
-
-    Args:
-        paths: image paths (any iterable, consumed lazily).
-        decode: path -> uint8 array; raises BadImageError or OSError for a bad file.
-        batch_size: images per batch.
-        workers: decoding threads (default: up to 4, no more than the CPUs).
-        on_reject: called with a Reject for each file that cannot be decoded.
-
-    Yields:
-        ``(paths, arrays)`` for each batch with at least one good image.
-    """
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-
-    def collect(chunk: list[Path], futures: list[Future]):
-        good, arrays = [], []
-        for path, fut in zip(chunk, futures, strict=True):
-            try:
-                arrays.append(fut.result())
-                good.append(path)
-            except BadImageError as e:
-                if on_reject:
-                    on_reject(Reject(str(path), e.reason))
-            except OSError as e:
-                if on_reject:
-                    on_reject(Reject(str(path), e.strerror or str(e)))
-        return good, arrays
-
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        for chunk in _chunks((Path(p) for p in paths), batch_size):
-            pending.append((chunk, [pool.submit(decode, p) for p in chunk]))
-            # Hand out batch k only once batch k+1 is decoding behind it.
-            if len(pending) > 1:
-                good, arrays = collect(*pending.popleft())
-                if good:
-                    yield good, np.stack(arrays)
-        while pending:
-            good, arrays = collect(*pending.popleft())
-            if good:
-                yield good, np.stack(arrays)

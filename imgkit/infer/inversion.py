@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-INVERT_MODES = ("auto", "always", "never")
+from imgkit.infer.options import INVERT_MODES
 
 
 def border_mean(array: np.ndarray) -> float:

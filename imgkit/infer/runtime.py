@@ -22,8 +22,8 @@ import numpy as np
 
 from imgkit.bundle import EXPORT_FILES, file_sha256
 from imgkit.errors import BadBundleError, ImgkitError
+from imgkit.infer.options import RUNTIMES
 
-RUNTIMES = ("auto", "keras", "onnx")
 EXTRA_HINT = 'pip install -e ".[export]" (or pip install "imgkit[export]")'
 
 

@@ -1,30 +1,22 @@
-"""Segment images with a segmentation bundle: masks at each image's own size.
+"""Segmentation's arithmetic: masks at each image's own size, and overlay panels.
 
-Images are decoded in threads and batched by :func:`imgkit.infer.predict.decoded_batches`
-(the same streamed pipeline as predict), run through the model at its input size,
+Images are read and batched by the same plan and engine as predict
+(:func:`imgkit.infer.run.segment_inputs`), run through the model at its input size,
 and each probability map is resized back to its image's own size before it is
 thresholded, so the mask edges follow the image, not the model's grid.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from imgkit.data.dataset import Dataset, Reject
-from imgkit.data.images import open_image, to_array
 from imgkit.errors import BadDatasetError, BadImageError
-from imgkit.infer.inputs import (
-    decoded_batches,
-    is_dataset_folder,
-    iter_input_paths,
-    shard_bounds,
-)
+from imgkit.infer.plan import Item
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -62,107 +54,19 @@ def resize_proba(proba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(img.resize(size, Image.Resampling.BILINEAR)), 0.0, 1.0)
 
 
-def _dataset_items(folder: Path, split: str | None) -> tuple[list[Path], dict[str, Path]]:
-    """A dataset split's image paths and, when it has masks, each image's mask file."""
-    ds = Dataset.load(folder)
-    if split is None:
-        have = ds.splits()
-        split = next((s for s in ("test", "val", "unlabeled", "train") if s in have), "test")
-    paths = ds.paths(split)
-    truths = {}
-    if ds.task == "segmentation" and "mask" in ds.manifest.columns:
-        truths = {str(p): m for p, m in zip(paths, ds.mask_paths(split), strict=True)}
-    return paths, truths
-
-
-def segment_entries(
-    inputs: Iterable[str | os.PathLike], stdin, split: str | None, truths: dict[str, Path]
-) -> Iterator[tuple[Path | None, Reject | None]]:
-    """What ``segment`` reads, in order: ``(path, None)`` per image, ``(None, reject)`` per
-    input that cannot be; a dataset folder's true masks are added to ``truths``."""
-    for item in inputs:
-        if str(item) != "-" and is_dataset_folder(item):
-            found, masks = _dataset_items(Path(item), split)
-            truths.update(masks)
-            yield from ((p, None) for p in found)
-        else:
-            yield from iter_input_paths([item], stdin)
-
-
-def segment_inputs(
-    bundle,
-    inputs: Iterable[str | os.PathLike],
-    *,
-    stdin=None,
-    split: str | None = None,
-    batch_size: int = 16,
-    tta: bool = False,
-    on_reject: Callable[[Reject], None] | None = None,
-    workers: int | None = None,
-    shard: tuple[int, int] | None = None,
-) -> Iterator[Segmented]:
-    """Segment image files, folders, ``-`` (paths on stdin) or a dataset folder's split.
-
-    Args:
-        bundle: a loaded segmentation Bundle.
-        inputs: what to segment, in order.
-        stdin: the stream ``-`` reads paths from.
-        split: for a dataset folder: the split (default test, else val).
-        batch_size: images per model call.
-        tta: also run each image mirrored and average the maps (flipped back).
-        on_reject: called for each input that cannot be read.
-        workers: decoding threads.
-        shard: ``(i, n)``: only the i-th of n contiguous slices of the inputs, in order.
-
-    Yields:
-        One :class:`Segmented` per image that could be read.
-    """
-    size, channels = tuple(bundle.input_size), bundle.channels
-    model = bundle.model
-    truths: dict[str, Path] = {}
-    own_size: dict[str, tuple[int, int]] = {}
-
-    def paths() -> Iterator[Path]:
-        listed = segment_entries(inputs, stdin, split, truths)
-        if shard is not None:
-            # Contiguous slices need the count: list every input first.
-            everything = list(listed)
-            start, stop = shard_bounds(len(everything), shard)
-            listed = iter(everything[start:stop])
-        for path, reject in listed:
-            if reject is not None:
-                if on_reject:
-                    on_reject(reject)
-            else:
-                yield path
-
-    def decode(path: Path) -> np.ndarray:
-        with open_image(path) as img:
-            own_size[str(path)] = img.size
-            return to_array(img, size, channels, "stretch")
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(np.asarray(x, dtype=np.float32)))
-
-    for good, arrays in decoded_batches(paths(), decode, batch_size, workers, on_reject):
-        maps = flip_tta(predict, arrays) if tta else predict(arrays)
-        for path, m in zip(good, maps, strict=True):
-            yield segmented(path, m[..., 0], own_size.pop(str(path)), truths)
-
-
-def segmented(path: Path, model_map: np.ndarray, own_size, truths: dict[str, Path]) -> Segmented:
+def segmented(item: Item, model_map: np.ndarray, own_size) -> Segmented:
     """The model's map for one image brought to the image's own (width, height), with
-    its true mask when the dataset has one."""
+    its true mask when the item has one (a segmentation dataset's split)."""
     from imgkit.data.masks import read_mask
 
     truth = None
-    mask_file = truths.get(str(path))
-    if mask_file is not None:
+    if item.truth is not None:
         try:
-            truth = read_mask(mask_file).mask
+            truth = read_mask(item.truth).mask
         except BadImageError as e:
-            raise BadDatasetError(f"{mask_file}: unusable true mask ({e})") from e
-    return Segmented(path, resize_proba(model_map, tuple(int(v) for v in own_size)), truth)
+            raise BadDatasetError(f"{item.truth}: unusable true mask ({e})") from e
+    size = tuple(int(v) for v in own_size)
+    return Segmented(item.path, resize_proba(model_map, size), truth)
 
 
 def overlay_panel(image: Image.Image, mask: np.ndarray, truth: np.ndarray | None = None):

@@ -23,16 +23,11 @@ one later.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TextIO
 
 import numpy as np
-import pandas as pd
 
-from imgkit.data.dataset import Reject
-from imgkit.infer.predict import Predictor, apply_temperature, input_batches, prediction_frame
+from imgkit.infer.predict import Predictor, apply_temperature
 
 # Augmentation strength: shifts of up to 10% of a side, zooms in of up to 10%.
 MAX_SHIFT = 0.1
@@ -137,45 +132,3 @@ def tta_proba(predictor: Predictor, arrays: np.ndarray, views: int, seed: int = 
     raw = predictor.raw_proba(stacked)
     mean = raw.reshape(views, n, -1).mean(axis=0)
     return apply_temperature(mean, predictor.temperature)
-
-
-def tta_inputs(
-    bundle,
-    inputs: Sequence[str | os.PathLike],
-    stdin: TextIO | None = None,
-    split: str | None = None,
-    views: int = 10,
-    seed: int = 0,
-    batch_size: int = 32,
-    invert: str = "auto",
-    on_reject: Callable[[Reject], None] | None = None,
-    workers: int | None = None,
-    shard: tuple[int, int] | None = None,
-) -> Iterator[pd.DataFrame]:
-    """Classify what the command line names, each image averaged over ``views`` views.
-
-    Inputs, streaming and errors are those of :func:`imgkit.infer.predict.input_batches`.
-
-    Args:
-        bundle: a loaded classification Bundle.
-        inputs: files, folders, dataset folders or ``-``.
-        stdin: where ``-`` reads paths from.
-        split: the split of dataset folders.
-        views: views per image (1 is plain prediction).
-        seed: chooses the views after the first two.
-        batch_size: images per batch; one model call sees ``batch_size * views`` images.
-        invert: "auto", "always" or "never", applied before augmenting.
-        on_reject: called with a Reject for each unreadable input.
-        workers: decoding threads.
-        shard: ``(i, n)``: only the i-th of n contiguous slices of the inputs.
-
-    Yields:
-        One DataFrame per batch, columns as :func:`imgkit.infer.predict.csv_columns`.
-    """
-    predictor = Predictor(bundle)
-    batches = input_batches(
-        bundle, inputs, stdin, split, batch_size, invert, on_reject, workers, shard
-    )
-    for paths, arrays in batches:
-        proba = tta_proba(predictor, arrays, views, seed)
-        yield prediction_frame(paths, proba, predictor.classes, predictor.threshold)
