@@ -221,6 +221,22 @@ def _untrusted(model_file: Path, what: str) -> UntrustedCodeError:
     )
 
 
+def calibration_meta(
+    temperature: float | None = None, threshold: float | None = None, metric: str | None = None
+) -> dict:
+    """imgkit.json's calibration keys, the one place they are written (:class:`Bundle`
+    reads them): a temperature fitted on val, a decision or mask threshold and the
+    metric that chose it. A value that is None is left out, as the readers expect."""
+    out: dict = {}
+    if temperature is not None:
+        out["temperature"] = float(temperature)
+    if threshold is not None:
+        out["threshold"] = round(float(threshold), 6)
+    if metric is not None:
+        out["threshold_metric"] = metric
+    return out
+
+
 class Bundle:
     """A complete model bundle; the Keras model is loaded on first use of ``.model``.
 

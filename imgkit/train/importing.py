@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.bundle import BUNDLE_META, MODEL_FILE, save_meta, trust_from_env
+from imgkit.bundle import BUNDLE_META, MODEL_FILE, calibration_meta, save_meta, trust_from_env
 from imgkit.data.images import RESIZE_MODES
 from imgkit.data.polarity import POLARITIES
 from imgkit.errors import BadInputError, OutputExistsError
@@ -238,5 +238,5 @@ def _meta(source: Path, fmt: str, task, classes, pixels: str, polarity, resize, 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if task == "segmentation":
-        meta["threshold"] = SEGMENTATION_THRESHOLD
+        meta.update(calibration_meta(threshold=SEGMENTATION_THRESHOLD))
     return meta

@@ -60,8 +60,11 @@ def score(net, x, labels, y_true, output: str, smoothing: float, batch_size: int
     return metrics, proba
 
 
-def decision_threshold(metric, value, output_kind, probs, val, temperature, metrics, notes) -> dict:
-    """The imgkit.json keys of ``--threshold``: chosen on the (calibrated) val split.
+def decision_threshold(
+    metric, value, output_kind, probs, val, temperature, metrics, notes
+) -> tuple[float, str] | None:
+    """``--threshold``'s value and the metric that chose it (None: none set), chosen on
+    the (calibrated) val split; :func:`imgkit.bundle.calibration_meta` records them.
 
     Chosen on the probabilities predict will output (after the temperature), so the
     stored number applies to them as they are. Also records val F1 and balanced
@@ -70,28 +73,28 @@ def decision_threshold(metric, value, output_kind, probs, val, temperature, metr
     from imgkit.train.thresholds import choose_threshold, score_at
 
     if metric is None and value is None:
-        return {}
+        return None
     if output_kind != "sigmoid":
         notes.append("--threshold applies to binary (sigmoid) models only; none set")
-        return {}
+        return None
     if value is not None:
         chosen, name = float(value), "fixed"
     elif val is None:
         notes.append(f"no val split: no threshold chosen for {metric}; predict uses 0.5")
-        return {}
+        return None
     else:
         p_val = temper(probs["val"], temperature) if temperature is not None else probs["val"]
         if len(np.unique(val[1])) < 2:
             # Whole-patient splits can leave one class out of a small val split.
             notes.append("val split holds one class only: no threshold chosen; predict uses 0.5")
-            return {}
+            return None
         chosen, _ = choose_threshold(p_val[:, 1], val[1], metric)
         name = metric
     if val is not None:
         p_val = temper(probs["val"], temperature) if temperature is not None else probs["val"]
         for key, m in (("f1", "f1"), ("balanced_accuracy", "balanced")):
             metrics["val"][f"{key}_at_threshold"] = score_at(p_val[:, 1], val[1], chosen, m)
-    return {"threshold": round(chosen, 6), "threshold_metric": name}
+    return chosen, name
 
 
 def split_arrays(ds: Dataset, split: str, size, channels: int, resize: str, say):

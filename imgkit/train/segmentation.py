@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgkit.bundle import calibration_meta
 from imgkit.data.dataset import Dataset
 from imgkit.data.masks import batch_scores
 
@@ -94,7 +95,7 @@ def train_segmentation(run, report) -> dict:
             "pixels": {**spec.pixels_with(s.builder_options()), "inside_model": True},
             "polarity": None,
             "output": "sigmoid",
-            "threshold": THRESHOLD,
+            **calibration_meta(threshold=THRESHOLD),
             **run_meta(run, fit, metrics, data.monitor, mixed),
             "notes": ["segmentation: masks thresholded at 0.5; no temperature calibration"],
         }

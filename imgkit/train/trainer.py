@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from imgkit.bundle import calibration_meta
 from imgkit.data.polarity import detect_polarity
 from imgkit.errors import BadDatasetError
 from imgkit.train.calibration import fit_temperature, log_loss, temper
@@ -275,9 +276,8 @@ def score_and_calibrate(run: Run, net, data, labels: dict, output_kind: str, thr
         threshold[0], threshold[1], output_kind, probs, val, temperature, metrics, notes
     )
     if decision:
-        say(f"decision threshold {decision['threshold']:.4f} ({decision['threshold_metric']})")
-    extra = {"temperature": temperature} if temperature is not None else {}
-    extra.update(decision)
+        say(f"decision threshold {decision[0]:.4f} ({decision[1]})")
+    extra = calibration_meta(temperature, *(decision or (None, None)))
     if notes:
         extra["notes"] = notes
     return metrics, extra
