@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from synthetic import write_idx
+from test_transfer import save_backbone_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +104,10 @@ def _kaggle_zips(folder: Path) -> tuple[Path, Path, Path]:
 def test_cats_vs_dogs_script_end_to_end(tmp_path):
     train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
     work = tmp_path / "work"
+    # Not WEIGHTS=none: a random MobileNetV2's activations fade to nothing by block 13,
+    # so its output is a constant 0.5 that no wrong column or id could change. Random
+    # weights with BatchNorm statistics measured on one batch keep the brightness.
+    weights = save_backbone_weights(tmp_path / "backbone.weights.h5")
     proc = run_script(
         "cats_vs_dogs.sh",
         tmp_path,
@@ -110,7 +115,7 @@ def test_cats_vs_dogs_script_end_to_end(tmp_path):
         TRAIN_ZIP=str(train_zip),
         TEST_ZIP=str(test_zip),
         SAMPLE=str(sample),
-        WEIGHTS="none",
+        WEIGHTS=str(weights),
         SIZE="32",
         EPOCHS="1",
         TTA_N="2",
@@ -119,7 +124,21 @@ def test_cats_vs_dogs_script_end_to_end(tmp_path):
     submission = pd.read_csv(work / "submission.csv")
     assert list(submission.columns) == ["id", "label"]
     assert submission["id"].tolist() == list(range(1, 7))  # the sample's order
-    assert submission["label"].between(0.005, 0.995).all()  # --clip 0.005
+    # Each id's label is P(dog) of its own file, clipped: the right column, the right row.
+    tta = pd.read_csv(work / "tta.csv")
+    p_dog = dict(zip(tta["path"].map(lambda p: int(Path(p).stem)), tta["p_dog"], strict=True))
+    want = np.clip([p_dog[i] for i in submission["id"]], 0.005, 0.995)  # --clip 0.005
+    np.testing.assert_allclose(submission["label"], want, atol=1e-6)
+    # Even ids are the bright images, i.e. dogs; the backbone's features tell them apart.
+    dogs = submission["id"] % 2 == 0
+    assert submission["label"][dogs].min() > submission["label"][~dogs].max()
+    y = dogs.to_numpy(float)
+    p = submission["label"].to_numpy()
+    assert -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) < 0.1
+    # Val log loss, plain and TTA, raw and calibrated: every one learned the task.
     comparison = pd.read_csv(work / "eval" / "comparison.csv")
-    assert len(comparison) == 4 and "log_loss" in comparison.columns
+    assert [Path(p).stem for p in comparison["predictions"]] == [
+        "plain", "tta", "plain_calibrated", "tta_calibrated"
+    ]  # fmt: skip
+    assert (comparison["accuracy"] == 1).all() and (comparison["log_loss"] < 0.1).all()
     assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")
