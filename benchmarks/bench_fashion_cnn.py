@@ -15,6 +15,9 @@ The runs are interleaved (baseline, pool first, default, then again) and each fi
 is the median, because this machine's speed drifts by 2x over minutes. The last
 column scales to a full Fashion-MNIST epoch (54,000 images).
 
+The bar: today's default epoch costs no more than the baseline's, within this
+machine's noise (at most 1.10x); exit 1 when it misses.
+
 Usage: python benchmarks/bench_fashion_cnn.py [--images 10240] [--repeat 3]
 """
 
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
 from _table import print_table
 
 FULL_EPOCH = 54_000
+BAR = 1.10  # fashion-cnn (default)'s epoch over the baseline's, at most
 
 
 def one_conv_blocks(pool_first: bool):
@@ -50,7 +55,7 @@ def one_conv_blocks(pool_first: bool):
     return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_240)
     parser.add_argument("--repeat", type=int, default=3)
@@ -91,7 +96,13 @@ def main() -> None:
         rows.append((name, params, batch, f"{t:.2f} s", f"{t / base:.2f}x", f"{full:.0f} s"))
     print(f"{args.images} images of 28x28x1, median of {args.repeat}")
     print_table(rows, ("network", "params", "batch", "epoch", "vs baseline", "per 54,000"))
+    ratio = statistics.median(times["fashion-cnn (default)"]) / base
+    print(f"fashion-cnn (default) against the baseline: {ratio:.2f}x (bar: at most {BAR:.2f}x)")
+    if ratio > BAR:
+        print(f"MISSED: fashion-cnn's epoch costs {ratio:.2f}x the baseline's", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

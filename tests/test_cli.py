@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -24,8 +25,13 @@ def test_every_command_has_help_with_an_example(name):
 def test_group_help_lists_every_command():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in COMMANDS:
-        assert name in result.output
+    # The Commands section, not the examples above it (which name a few commands too):
+    # one entry a command, each with its one-line summary (wrapped lines continue it).
+    listing = result.output.split("\nCommands:\n", 1)[1]
+    entries = dict(re.findall(r"^  (\S+)\s+(\S.*)$", listing, flags=re.M))
+    assert sorted(entries) == sorted(COMMANDS)
+    for name, summary in entries.items():
+        assert COMMANDS[name][1].startswith(summary), (name, summary)
 
 
 @pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in sorted(COMMANDS)]])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,19 @@ from imgkit.evaluate.runs import SUMMARY_COLUMNS
 from imgkit.train import curves
 from imgkit.train import trainer as training
 
-PNG = b"\x89PNG\r\n\x1a\n"
+# Matplotlib's first two line colours (C0, C1): the first and second curve of a panel.
+BLUE, ORANGE = (31, 119, 180), (255, 127, 14)
+
+
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def _count(pixels: np.ndarray, rgb) -> int:
+    """How many pixels have this colour (within antialiasing's rounding)."""
+    return int(np.all(np.abs(pixels - np.array(rgb)) <= 2, axis=-1).sum())
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +55,26 @@ def test_compare_writes_curves_and_summary(runs, tmp_path):
     result = CliRunner().invoke(cli, ["compare", *map(str, runs), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out / "summary.csv")
-    assert (out / "curves.png").read_bytes().startswith(PNG)
+    # Two panels (loss, accuracy) of 6 x 4.2 inches at 100 dpi, one colour a run.
+    pixels = _pixels(out / "curves.png")
+    assert pixels.shape == (420, 1200, 3)
+    assert _count(pixels, BLUE) > 500 and _count(pixels, ORANGE) > 500
 
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert list(summary["run"]) == ["drop", "nodrop"]
     assert list(summary["dropout"]) == [0.5, 0.0]
     assert list(summary["epochs_run"]) == [2, 2]
-    assert summary["best_val_loss"].le(summary["final_val_loss"]).all()
-    assert summary["test_accuracy"].between(0, 1).all()
+    # Every figure is the run's own: its history's last and best epochs, its test score.
+    for row, run in zip(summary.itertuples(), runs, strict=True):
+        history = pd.read_csv(run / "history.csv")
+        for col in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert getattr(row, f"final_{col}") == pytest.approx(history[col].iloc[-1])
+            best = history[col].min() if col.endswith("loss") else history[col].max()
+            assert getattr(row, f"best_{col}") == pytest.approx(best)
+        meta = json.loads((run / "imgkit.json").read_text())
+        assert row.test_accuracy == pytest.approx(meta["metrics"]["test"]["accuracy"])
+        assert row.path == str(run)
     # The table is on stderr, not mixed into the data.
     assert "nodrop" in result.stderr
 
@@ -67,7 +92,10 @@ def test_plot_history_without_val(tmp_path):
         {"epoch": [1, 2, 3], "loss": [1.0, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.8]}
     )
     path = curves.plot_history(history, tmp_path / "h.png", title="t")
-    assert path.read_bytes().startswith(PNG)
+    # Two panels of 5 x 3.8 inches; the train curves (C0) drawn, no val curve (C1).
+    pixels = _pixels(path)
+    assert pixels.shape == (380, 1000, 3)
+    assert _count(pixels, BLUE) > 500 and _count(pixels, ORANGE) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["h.png"]  # no temporary left behind
 
 
@@ -75,4 +103,15 @@ def test_plot_history_without_val(tmp_path):
 def test_plot_confusion(tmp_path, normalize):
     matrix = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
     path = plots.plot_confusion(matrix, ["a", "b", "c"], tmp_path / "cm.png", normalize=normalize)
-    assert path.read_bytes().startswith(PNG)
+    # Each cell is filled with its value's colour on the Blues scale: a row's fraction of
+    # its class (an empty row stays 0), or the count against the largest.
+    import matplotlib
+
+    if normalize:
+        values = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    else:
+        values = matrix / matrix.max()
+    pixels = _pixels(path)
+    for v in np.unique(values):
+        rgb = [round(255 * c) for c in matplotlib.colormaps["Blues"](v)[:3]]
+        assert _count(pixels, rgb) > 3000, (v, rgb)

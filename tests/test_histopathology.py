@@ -253,9 +253,14 @@ def test_tune_writes_trials_and_best(tmp_path):
 def test_histopathology_script_end_to_end(tmp_path):
     src = make_idc(tmp_path / "IDC")
     work = tmp_path / "work"
+    # Unweighted classes (TRAIN_ARGS come after the script's --class-weight balanced):
+    # one epoch then leaves P(1) of every patch under 0.5, the positives' above the
+    # negatives', so the labels are the threshold's work. (Balanced weights put the
+    # classes either side of 0.5 here, where any threshold mistake would go unseen.)
     proc = run_script(
         "histopathology.sh", tmp_path, WORK=str(work), IDC=str(src), WEIGHTS="none",
-        SIZE="32", EPOCHS="1", VAL="0.3", TEST="0.3", TRAIN_ARGS="--batch-size 16",
+        SIZE="32", EPOCHS="1", VAL="0.3", TEST="0.3",
+        TRAIN_ARGS="--batch-size 16 --class-weight none",
     )  # fmt: skip
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert set(metrics) == {
@@ -298,8 +303,28 @@ def test_histopathology_script_end_to_end(tmp_path):
     p_true = np.where(truth == "1", p1, preds["p_0"].to_numpy())
     assert metrics["log_loss"] == pytest.approx(-np.mean(np.log(p_true)), rel=1e-4)
     meta = json.loads((work / "run" / "imgkit.json").read_text())
-    assert meta["train_args"]["class_weight"] == "balanced"
+    assert meta["train_args"]["class_weight"] == "none"
     assert proc.stdout.strip().splitlines()[-1].endswith("metrics.json")
+
+    # Patients, not patches, were split: each patient's patches sit in one split.
+    by_split = _patients_per_split(Dataset.load(work / "data"))
+    assert set(by_split) == {"train", "val", "test"}
+    assert sum(map(len, by_split.values())) == len(set().union(*by_split.values())) == 10
+
+    # The threshold (--threshold auto: F1 on val) is the one the val predictions give,
+    # and test labels are P(1) against it.
+    assert meta["threshold_metric"] == "f1"
+    val_csv = work / "val_preds.csv"
+    args = ["predict", work / "run", work / "data", "--split", "val", "-o", val_csv]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    val = pd.read_csv(val_csv, dtype={"label": str})
+    y_val = val["path"].map(lambda p: Path(p).parent.name == "1").to_numpy(int)
+    chosen, best_f1 = choose_threshold(val["p_1"], y_val, "f1")
+    assert meta["threshold"] == pytest.approx(chosen, abs=1e-5)
+    assert meta["metrics"]["val"]["f1_at_threshold"] == pytest.approx(best_f1)
+    assert (said == "1").tolist() == (p1 >= meta["threshold"]).tolist()
+    assert p1.max() < 0.5 and (said == "1").any()  # argmax alone would call every patch 0
 
 
 def test_dense_units_are_a_tunable_head_setting(tmp_path):

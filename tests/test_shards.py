@@ -90,8 +90,10 @@ def test_shard_arithmetic_and_bad_values():
     for bad in ("0/3", "4/3", "a/b", "3", "1/2/3"):
         with pytest.raises(Exception, match="--shard must be I/N"):
             parse_shard(bad)
+    # Refused as bad input (exit 1, one line) before the missing bundle is even looked at.
     result = CliRunner().invoke(cli, ["predict", "nowhere", "x.png", "--shard", "5/4"])
-    assert result.exit_code != 0 and "--shard must be I/N" in result.output
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: --shard must be I/N with 1 <= I <= N, like 2/8 (got '5/4')\n"
 
 
 def test_a_shell_job_array_joined_with_cat(world, tmp_path):
