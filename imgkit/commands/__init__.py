@@ -51,6 +51,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgkit.commands.explain",
         "Heatmaps of where a classifier found each image's class; overlay PNGs out.",
     ),
+    "report": (
+        "imgkit.commands.report",
+        "One static HTML page about a bundle: curves, metrics, mistakes, calibration.",
+    ),
 }
 
 
