@@ -167,7 +167,7 @@ c,0,0,1
 """
 
 
-def test_eval_output_folder_has_four_files(data):
+def test_eval_output_folder_has_its_files(data):
     _preds_csv(Path("preds.csv"), [f"data/images/{i}.png" for i in range(6)])
     result = _run("eval", "preds.csv", "--truth", data, "-o", "ev")
     assert result.exit_code == 0, result.output
@@ -175,6 +175,7 @@ def test_eval_output_folder_has_four_files(data):
     assert sorted(p.name for p in Path("ev").iterdir()) == [
         "confusion.csv",
         "confusion.png",
+        "index.html",  # the gallery page (tests/test_report.py); these images are not files
         "metrics.json",
         "per_class.csv",
     ]

@@ -47,6 +47,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Export a bundle's model as ONNX, SavedModel or TFLite, checked against Keras.",
     ),
     "info": ("imgkit.commands.info", "Describe a model bundle: JSON on stdout, a table on stderr."),
+    "explain": (
+        "imgkit.commands.explain",
+        "Heatmaps of where a classifier found each image's class; overlay PNGs out.",
+    ),
+    "report": (
+        "imgkit.commands.report",
+        "One static HTML page about a bundle: curves, metrics, mistakes, calibration.",
+    ),
 }
 
 

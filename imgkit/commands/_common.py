@@ -184,3 +184,15 @@ def parse_key_values(pairs, what: str) -> dict[str, float]:
                 f"{pair!r}: {value!r} is not a number", param_hint=what
             ) from None
     return out
+
+
+def unique_png_name(stem: str, taken: set[str]) -> str:
+    """``stem.png``, or ``stem-2.png`` ... when another input had the same stem (a warning
+    says so); the name is added to ``taken``."""
+    name, k = f"{stem}.png", 2
+    while name in taken:
+        name, k = f"{stem}-{k}.png", k + 1
+    if k > 2:
+        warn(f"two inputs are named {stem}: this one's output is {name}")
+    taken.add(name)
+    return name

@@ -101,7 +101,7 @@ ray_options = (
 
 
 def inference_options(
-    batch_size: int, classify: bool = True, batch_help: str = "Images per batch."
+    batch_size: int, classify: bool = True, batch_help: str = "Images per batch.", ray: bool = True
 ):
     """Add the shared inference options to a command; it receives them as ``options``.
 
@@ -109,11 +109,12 @@ def inference_options(
         batch_size: the command's default ``--batch-size``.
         classify: also ``--invert`` and ``--calibrated/--uncalibrated`` (classifiers only).
         batch_help: the ``--batch-size`` help.
+        ray: also ``--ray``, ``--workers`` and ``--gpus-per-worker``.
     """
     shared = [split_option, batch_size_option(batch_size, help_text=batch_help)]
     if classify:
         shared += [invert_option, calibration_option]
-    shared += [trust_code_option, shard_option, runtime_option, *ray_options]
+    shared += [trust_code_option, shard_option, runtime_option, *(ray_options if ray else ())]
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -132,8 +133,8 @@ def _options(kwargs: dict) -> InferOptions:
     """Take the shared options out of a command's ``kwargs`` as one InferOptions."""
     from imgkit.infer.inputs import parse_shard
 
-    address = kwargs.pop("ray_address")
-    workers, gpus = kwargs.pop("workers"), kwargs.pop("gpus_per_worker")
+    address = kwargs.pop("ray_address", None)
+    workers, gpus = kwargs.pop("workers", 2), kwargs.pop("gpus_per_worker", 0.0)
     ray = None
     if address is not None:
         ray = RayOptions(None if address == "local" else address, workers=workers, gpus=gpus)

@@ -93,13 +93,13 @@ def command(preds, truth, output, fail_under):
     scored = [_score(p, truth, truth_set, prefix=f"{p}: " if several else "") for p in preds]
 
     if not several:
-        summary, report = scored[0]
+        summary, matched = scored[0]
         text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-        _show(report)
+        _show(matched.report)
         if output in (None, "-"):
             click.echo(text, nl=False)
         else:
-            click.echo(_write(output, text, report))
+            click.echo(_write(output, text, matched, (preds[0], truth)))
     else:
         _compare(preds, scored, output)
 
@@ -118,7 +118,11 @@ def command(preds, truth, output, fail_under):
 
 
 def _score(preds: str, truth: str, truth_set, prefix: str = "") -> tuple[dict, object]:
-    """Score one predictions file; warn about rows that could not be scored."""
+    """Score one predictions file; warn about rows that could not be scored.
+
+    Returns:
+        The summary and the :class:`~imgkit.evaluate.matching.Matched` rows.
+    """
     from imgkit.evaluate.matching import evaluate_predictions, read_predictions
 
     source = click.get_binary_stream("stdin") if preds == "-" else preds
@@ -141,7 +145,7 @@ def _score(preds: str, truth: str, truth_set, prefix: str = "") -> tuple[dict, o
         **matched.report.summary,
         "unmatched": len(matched.unmatched),
     }
-    return summary, matched.report
+    return summary, matched
 
 
 def _folder_names(preds) -> list[str]:
@@ -174,9 +178,9 @@ def _compare(preds, scored, output) -> None:
         click.echo(json.dumps(summaries, indent=2, ensure_ascii=False))
         return
     out = Path(output)
-    for name, (summary, report) in zip(_folder_names(preds), scored, strict=True):
+    for p, name, (summary, matched) in zip(preds, _folder_names(preds), scored, strict=True):
         text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-        _write(out / name, text, report)
+        _write(out / name, text, matched, (p, summary["truth"]))
     # comparison.csv last: its presence says every subfolder is complete.
     click.echo(str(write_csv(table, out / "comparison.csv")))
 
@@ -204,17 +208,25 @@ def _show_comparison(table) -> None:
     console.print(view)
 
 
-def _write(folder, text: str, report) -> str:
+def _write(folder, text: str, matched, names: tuple[str, str]) -> str:
+    """Write one evaluation's files into ``folder``: tables, the confusion figure and
+    index.html, the gallery ``report`` shares (each confusion cell links to its
+    images, the worst images first); ``names`` are the predictions' and the truth's."""
     from pathlib import Path
 
+    from imgkit.evaluate.gallery import Gallery, classification_sections, write_page
     from imgkit.evaluate.plots import plot_confusion  # matplotlib only when a figure is drawn
     from imgkit.fileio import write_csv, write_text
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    report = matched.report
     write_csv(report.per_class, out / "per_class.csv")
     write_csv(report.confusion_frame(), out / "confusion.csv")
     plot_confusion(report.confusion, report.classes, out / "confusion.png", normalize=True)
+    sections = classification_sections(matched.scored, Gallery(out, "gallery"))
+    summary = report.summary
+    write_page(out, "eval.html", g=sections, summary=summary, predictions=names[0], truth=names[1])
     # metrics.json last: its presence says the folder is complete.
     return str(write_text(out / "metrics.json", text))
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from imgkit.commands._common import info, lock_output, output_option, show_progress, warn
+from imgkit.commands._common import (
+    info,
+    lock_output,
+    output_option,
+    show_progress,
+    unique_png_name,
+    warn,
+)
 from imgkit.commands._inference import inference_options, open_run, stdin_for
 
 
@@ -112,7 +119,7 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for item in items:
-                name = _unique_name(item.path.stem, names)
+                name = unique_png_name(item.path.stem, names)
                 pending.append(pool.submit(finish, item, name))
                 # Bounded: memory stays flat however many images there are.
                 while len(pending) > 2 * options.batch_size:
@@ -140,17 +147,6 @@ def _summary(out, count, seconds, tta, fraction, ious, skipped) -> str:
     if skipped:
         line += f"; {skipped} skipped"
     return line
-
-
-def _unique_name(stem: str, taken: set[str]) -> str:
-    """``stem.png``, or ``stem-2.png`` ... when another input had the same stem."""
-    name, k = f"{stem}.png", 2
-    while name in taken:
-        name, k = f"{stem}-{k}.png", k + 1
-    if k > 2:
-        warn(f"two inputs are named {stem}: this one's mask is {name}")
-    taken.add(name)
-    return name
 
 
 def _save_png(image, path: Path) -> None:

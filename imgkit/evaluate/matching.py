@@ -62,6 +62,7 @@ class Truth:
     source: str
     exact_classes: bool = True
     path_keys: _PathKeys = field(default_factory=_PathKeys, repr=False)
+    files: list[str] = field(default_factory=list, repr=False)
 
     def find(self, path: str) -> int | None:
         """The truth row of a predicted path, or None."""
@@ -75,15 +76,17 @@ def _truth_from_pairs(paths, labels, classes, source, bases, exact) -> Truth:
     path_keys = _PathKeys()
     keys: dict[str, int] = {}
     kept_labels: list[str] = []
+    files: list[str] = []
     for path, label in zip(paths, labels, strict=True):
         if not label:  # unlabeled rows cannot score anything
             continue
         i = len(kept_labels)
         kept_labels.append(label)
+        files.append(os.path.join(bases[-1], path))  # a CSV's paths: from its folder
         for base in bases:
             for key in path_keys(path, base):
                 keys.setdefault(key, i)
-    return Truth(list(classes), kept_labels, keys, source, exact, path_keys)
+    return Truth(list(classes), kept_labels, keys, source, exact, path_keys, files)
 
 
 def load_truth(source: str | os.PathLike) -> Truth:
@@ -171,11 +174,14 @@ class Matched:
         report: the scores.
         unmatched: predicted paths with no truth label, in file order.
         duplicates: paths predicted more than once (only the first row is scored).
+        scored: the scored rows themselves (image files, paths as predicted, true and
+            predicted class indices, probabilities) for galleries.
     """
 
     report: Report
     unmatched: list[str]
     duplicates: list[str]
+    scored: object = None
 
 
 def evaluate_predictions(preds: pd.DataFrame, truth: Truth) -> Matched:
@@ -225,7 +231,19 @@ def evaluate_predictions(preds: pd.DataFrame, truth: Truth) -> Matched:
     else:
         y_pred = proba.argmax(axis=1)
     report = evaluate(y_true, y_pred, classes, proba)
-    return Matched(report, unmatched, duplicates)
+    from imgkit.evaluate.gallery import Scored
+
+    names = [str(p) for p in part["path"]]
+    files = [_image_file(n, t, truth) for n, t in zip(names, truth_rows, strict=True)]
+    scored = Scored(files, names, list(classes), y_true, y_pred, proba)
+    return Matched(report, unmatched, duplicates, scored)
+
+
+def _image_file(name: str, row: int, truth: Truth) -> str:
+    """The file a predicted path names: as written when it exists, else the truth's."""
+    if os.path.isfile(name) or not truth.files:
+        return name
+    return str(truth.files[row])
 
 
 def _check_classes(pred_classes: list[str], preds: pd.DataFrame, truth: Truth) -> list[str]:

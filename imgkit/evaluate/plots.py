@@ -87,3 +87,69 @@ def plot_confusion(
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
     return _save(fig, path)
+
+
+def reliability(proba: np.ndarray, y_true: np.ndarray, bins: int = 10) -> tuple[list, float]:
+    """Reliability bins of the top class's confidence, and the expected calibration error.
+
+    Returns:
+        ``[(mean confidence, accuracy, images)]`` for each non-empty bin, and the ECE
+        (the images-weighted mean gap between confidence and accuracy).
+    """
+    conf = proba.max(axis=1)
+    right = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            rows.append((float(conf[sel].mean()), float(right[sel].mean()), int(sel.sum())))
+            ece += sel.sum() * abs(conf[sel].mean() - right[sel].mean())
+    return rows, float(ece / max(len(conf), 1))
+
+
+def plot_reliability(curves: dict, path: str | os.PathLike) -> Path:
+    """Reliability diagram: one curve per name in ``curves`` (name -> (proba, y_true)),
+    confidence against accuracy, the diagonal being perfect calibration."""
+    fig = _figure(5.2, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for k, (name, (proba, y_true)) in enumerate(curves.items()):
+        rows, ece = reliability(proba, y_true)
+        xs, ys, ns = zip(*rows, strict=True) if rows else ((), (), ())
+        ax.plot(xs, ys, "o-", color=f"C{k}", label=f"{name} (ECE {ece:.3f})")
+        for x, y, n in zip(xs, ys, ns, strict=True):
+            ax.annotate(str(n), (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    ax.set_title("reliability (numbers: images per bin)")
+    return _save(fig, path)
+
+
+def plot_threshold(p1: np.ndarray, positive: np.ndarray, chosen, path, name: str) -> Path:
+    """Precision and recall of class ``name`` against the decision threshold on its
+    probability ``p1``, the ``chosen`` threshold marked (None: 0.5, the default)."""
+    thresholds = np.linspace(0.0, 1.0, 201)
+    pred = p1[None, :] >= thresholds[:, None]
+    tp = (pred & positive[None, :]).sum(axis=1)
+    precision = np.where(pred.sum(axis=1) > 0, tp / np.maximum(pred.sum(axis=1), 1), np.nan)
+    recall = tp / max(int(positive.sum()), 1)
+    fig = _figure(5.6, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(thresholds, precision, label="precision")
+    ax.plot(thresholds, recall, label="recall")
+    t = 0.5 if chosen is None else float(chosen)
+    k = int(np.abs(thresholds - t).argmin())
+    ax.axvline(t, color="grey", ls="--", label=f"threshold {t:.3f}")
+    ax.plot([t, t], [precision[k], recall[k]], "ko")
+    ax.set_xlabel(f"threshold on P({name})")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"precision {precision[k]:.3f}, recall {recall[k]:.3f} at the threshold")
+    return _save(fig, path)

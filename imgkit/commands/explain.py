@@ -1,0 +1,131 @@
+"""``imgkit explain``: heatmaps of where a classifier found its class; PNGs and CSV out."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from imgkit.commands._common import info, lock_output, output_option, unique_png_name, warn
+from imgkit.commands._inference import inference_options, open_run, stdin_for
+from imgkit.infer.explain import DEFAULT_METHOD, GRADIENT_METHODS, METHODS
+
+COLUMNS = ["path", "label", "confidence", "explained", "p_explained", "peak_x", "peak_y"]
+
+
+@click.command(name="explain")
+@click.argument("run")
+@click.argument("inputs", nargs=-1, required=True)
+@output_option(required=True, help_text="Folder for the overlay PNGs (made if missing).")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=DEFAULT_METHOD,
+    show_default=True,
+    help="occlusion: slide a grey square over the image and map how much hiding each "
+    "part lowers the class's probability (forward passes only: any bundle, any runtime); "
+    "gradcam: Grad-CAM on the last spatial feature map; layercam: LayerCAM on it.",
+)
+@click.option(
+    "--class",
+    "target",
+    default=None,
+    metavar="NAME",
+    help="Explain this class for every image  [default: each image's predicted class].",
+)
+@click.option(
+    "--layer",
+    default=None,
+    metavar="NAME",
+    help="The layer gradcam and layercam read (a layer name, or backbone/NAME inside a "
+    "nested model)  [default: the last spatial feature map].",
+)
+@click.option(
+    "--save-maps",
+    is_flag=True,
+    help="Also write each raw map as an 8-bit grayscale PNG at its image's own size "
+    "into -o/maps/ (255 = most important), for other tools.",
+)
+@inference_options(batch_size=16, ray=False)
+def command(run, inputs, output, method, target, layer, save_maps, options):
+    """Show where the classification bundle RUN found each image's class.
+
+    For every image in INPUTS (files, folders, dataset folders with --split, or - for
+    paths on stdin) an overlay PNG is written into -o: the image beside its heatmap
+    over it, with the predicted class and confidence (and the explained class, with
+    --class). Overlays and maps are named after their image (cat.12.jpg ->
+    cat.12.png, maps/cat.12.png). One CSV row per image goes to stdout as it is made:
+    path,label,confidence,explained,p_explained,peak_x,peak_y (the map's hottest
+    pixel, in the image's own pixels). Unreadable files are reported on stderr and
+    skipped.
+
+    \b
+    Example:
+        imgkit explain runs/garments photos/ -o explained/
+        imgkit explain runs/garments data/garments --split val -o why/ --save-maps
+        imgkit explain runs/garments shoe.jpg -o why/ --method gradcam --class Sneaker
+        imgkit explain runs/garments big/ -o why/ --shard 2/8 > why.2.csv
+    """
+    from imgkit.errors import BadInputError
+    from imgkit.infer.explain import ExplainOptions, explain_inputs
+
+    if method in GRADIENT_METHODS:
+        if options.runtime == "onnx":
+            raise click.UsageError(f"--method {method} follows gradients: it needs --runtime keras")
+        options = dataclasses.replace(options, runtime="keras")
+    shard = options.shard
+    lock_output(output if shard is None else f"{output.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}")
+    bundle = open_run(run, "classification", options)
+    out = Path(output)
+    for folder in (out, out / "maps") if save_maps else (out,):
+        if folder.exists() and not folder.is_dir():
+            raise BadInputError(f"{folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+    how = ExplainOptions(method, target, layer)
+    rejects = []
+    results = explain_inputs(bundle, inputs, stdin_for(inputs), options, how, rejects.append)
+    header = shard is None or shard[0] == 1
+    count = 0
+    try:
+        if header:
+            click.echo(",".join(COLUMNS))
+        names: set[str] = set()
+        for explained in results:
+            name = unique_png_name(explained.item.path.stem, names)
+            row = _write(explained, out, name, bundle.resize, save_maps, method)
+            click.echo(row)
+            count += 1
+    finally:
+        for r in rejects:
+            warn(f"{r.path}: {r.reason} (skipped)")
+    info(f"{count} image{'s' if count != 1 else ''} explained ({method}) in {out}")
+
+
+def _write(explained, out: Path, name: str, resize: str, save_maps: bool, method: str) -> str:
+    """Write one image's overlay (and map); return its CSV row."""
+    import csv
+    import io
+
+    from imgkit.data.images import open_image
+    from imgkit.fileio import atomic_path
+    from imgkit.infer.heatmap import map_png, overlay_panel, peak, to_own_size
+
+    with open_image(explained.item.path) as img:
+        image = img.convert("RGB")
+    heat = to_own_size(explained.heat, image.size, resize)
+    caption = f"{explained.label} {explained.confidence:.2f}"
+    if explained.target != explained.label:
+        caption += f" | {explained.target} {explained.target_proba:.2f}"
+    panel = overlay_panel(image, heat, f"{caption} | {method}")
+    with atomic_path(out / name) as tmp:
+        panel.save(tmp, format="PNG")
+    if save_maps:
+        with atomic_path(out / "maps" / name) as tmp:
+            map_png(heat).save(tmp, format="PNG")
+    x, y = peak(heat)
+    e = explained
+    values = [str(e.item.path), e.label, f"{e.confidence:.6g}", e.target, f"{e.target_proba:.6g}"]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([*values, x, y])
+    return buffer.getvalue()

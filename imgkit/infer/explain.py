@@ -1,0 +1,251 @@
+"""``explain``: where in each image a classifier found the class it chose.
+
+Images are read and batched by the same input plan and engine as ``predict``
+(:func:`imgkit.infer.plan.plan_inputs`, :func:`imgkit.infer.engine.local_batches`): a
+shard, a dataset's split, rejects and the bundle's preprocessing are the same rules.
+Each batch is classified as ``predict`` would (calibrated, with the bundle's threshold)
+and a heatmap is made for the chosen class (or the one asked for) by one of
+:data:`METHODS`:
+
+- occlusion: a grey square slid over the image; a position matters as much as
+  hiding it lowers the class's probability. Needs only forward passes, so it runs on
+  any bundle and runtime (ONNX too); on real garments pasted into clutter it put its
+  peak on the object most often (benchmarks/bench_explain.py), so it is the default.
+- gradcam: Grad-CAM on the last spatial feature map (:mod:`imgkit.infer.cam`).
+- layercam: LayerCAM on the same map, position by position.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import numpy as np
+
+from imgkit.data.dataset import Reject
+from imgkit.errors import BadInputError
+from imgkit.infer.engine import Decoder, local_batches
+from imgkit.infer.inputs import Tally
+from imgkit.infer.options import InferOptions
+from imgkit.infer.plan import Item, plan_inputs
+from imgkit.infer.predict import Predictor
+
+METHODS = ("occlusion", "gradcam", "layercam")
+DEFAULT_METHOD = "occlusion"
+# Methods that follow gradients through the Keras model (not ONNX Runtime).
+GRADIENT_METHODS = ("gradcam", "layercam")
+# Occluded copies of an image per model call.
+OCCLUSION_BATCH = 128
+# Mid-grey: what an occluded square is filled with (uint8 pixels, before the model's
+# own scaling).
+GREY = 128
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What to explain and how.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        target: the class to explain for every image; None: each image's predicted class.
+        layer: the layer gradient methods read; None: the last spatial feature map.
+    """
+
+    method: str = DEFAULT_METHOD
+    target: str | None = None
+    layer: str | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} (got {self.method!r})")
+
+
+@dataclass
+class Explained:
+    """One image's explanation.
+
+    Attributes:
+        item: the planned image.
+        label: the predicted class; ``confidence`` its probability.
+        target: the class the map is for; ``target_proba`` its probability.
+        heat: the map at the model's input size, (h, w) in [0, 1], 1 = most important.
+    """
+
+    item: Item
+    label: str
+    confidence: float
+    target: str
+    target_proba: float
+    heat: np.ndarray
+
+
+def occlusion_geometry(size: tuple[int, int]) -> tuple[int, int]:
+    """(patch, stride) in pixels for a model input of (height, width) ``size``: a square a
+    quarter of the short side, moved a third of itself (24 and 8 at 96 px), so each
+    image costs about 100 forward passes at any input size."""
+    patch = max(1, round(min(size) / 4))
+    return patch, max(1, round(patch / 3))
+
+
+def _starts(length: int, patch: int, stride: int) -> list[int]:
+    starts = list(range(0, max(1, length - patch + 1), stride))
+    if starts[-1] + patch < length:  # the last row or column is covered too
+        starts.append(length - patch)
+    return starts
+
+
+def class_logit(proba: np.ndarray, target: int) -> np.ndarray:
+    """The centred logit of class ``target`` from (n, k) probabilities (a softmax's, or
+    the two columns of a sigmoid's): ``log p_t - mean_j log p_j``.
+
+    Occlusion measures drops in this, not in the probability: a confident model's
+    probability sits at 1.0 whatever is hidden, while its logit still moves.
+    """
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-300, 1.0))
+    return logp[:, target] - logp.mean(axis=1)
+
+
+def occlusion_map(
+    proba: Callable[[np.ndarray], np.ndarray], image: np.ndarray, target: int, base: float
+) -> np.ndarray:
+    """How much hiding each part of ``image`` lowers class ``target``'s logit from
+    ``base`` (:func:`class_logit`).
+
+    Every position of a grey square (:func:`occlusion_geometry`) is one copy of the
+    image; a pixel's value is the mean drop over the squares that covered it, rises
+    (evidence against the class) counted as 0.
+    """
+    h, w = image.shape[:2]
+    patch, stride = occlusion_geometry((h, w))
+    boxes = [(t, le) for t in _starts(h, patch, stride) for le in _starts(w, patch, stride)]
+    drops = []
+    for first in range(0, len(boxes), OCCLUSION_BATCH):
+        chunk = boxes[first : first + OCCLUSION_BATCH]
+        copies = np.repeat(image[None], len(chunk), axis=0)
+        for k, (t, le) in enumerate(chunk):
+            copies[k, t : t + patch, le : le + patch] = GREY
+        drops.append(base - class_logit(proba(copies), target))
+    heat = np.zeros((h, w), dtype=np.float64)
+    count = np.zeros((h, w), dtype=np.float64)
+    for (t, le), drop in zip(boxes, np.concatenate(drops), strict=True):
+        heat[t : t + patch, le : le + patch] += max(float(drop), 0.0)
+        count[t : t + patch, le : le + patch] += 1
+    return (heat / np.maximum(count, 1)).astype(np.float32)
+
+
+class Explainer:
+    """A classification bundle's predictions and heatmaps for batches of images.
+
+    Args:
+        bundle: a loaded classification Bundle (its Keras model for gradient methods).
+        how: the method, class and layer.
+        calibrated: labels and confidences with the bundle's temperature.
+
+    Raises:
+        BadInputError: ``how.target`` is not one of the bundle's classes.
+        BadBundleError: a gradient method and no spatial layer (or no such ``layer``).
+    """
+
+    def __init__(self, bundle, how: ExplainOptions = ExplainOptions(), calibrated: bool = True):
+        self.bundle = bundle
+        self.how = how
+        self.predictor = Predictor(bundle, calibrated)
+        self.classes = self.predictor.classes
+        if how.target is not None and how.target not in self.classes:
+            raise BadInputError(
+                f"--class {how.target!r} is not a class of {bundle.path} "
+                f"(its classes: {', '.join(self.classes)})"
+            )
+        self.layer = None
+        if how.method in GRADIENT_METHODS:
+            from imgkit.infer.cam import find_layer
+
+            self.layer = find_layer(bundle.model, how.layer, where=str(bundle.path))
+
+    def heatmaps(self, arrays: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(n, h, w) maps in [0, 1] of class ``targets[i]`` for uint8 image ``arrays[i]``."""
+        from imgkit.infer.heatmap import normalise
+
+        if self.layer is None:
+            raw = self.predictor.raw_proba
+            base = [class_logit(p[None], t)[0] for p, t in zip(raw(arrays), targets, strict=True)]
+            maps = [
+                occlusion_map(raw, a, int(t), float(b))
+                for a, t, b in zip(arrays, targets, base, strict=True)
+            ]
+            return np.stack([normalise(m) for m in maps])
+        return self._cam(arrays, targets)
+
+    def _cam(self, arrays: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        from imgkit.infer.cam import gradcam, layer_gradients, layercam
+        from imgkit.infer.heatmap import normalise, resize_map
+
+        onehot = np.eye(len(self.classes), dtype=np.float32)[targets]
+        acts, grads = layer_gradients(
+            self.bundle.model, self.layer, arrays, onehot, self.bundle.output
+        )
+        cams = (gradcam if self.how.method == "gradcam" else layercam)(acts, grads)
+        h, w = arrays.shape[1:3]
+        return np.stack([normalise(resize_map(c, (w, h))) for c in cams])
+
+    def explain(self, items: list[Item], arrays: np.ndarray) -> list[Explained]:
+        """Predict a batch and explain each image's class (or the asked-for one)."""
+        from imgkit.infer.predict import prediction_frame
+
+        proba = self.predictor.proba(arrays)
+        rows = prediction_frame(
+            [i.path for i in items], proba, self.classes, self.predictor.threshold
+        )
+        chosen = np.array([self.classes.index(label) for label in rows["label"]])
+        targets = (
+            chosen
+            if self.how.target is None
+            else np.full(len(items), self.classes.index(self.how.target))
+        )
+        heat = self.heatmaps(arrays, targets)
+        return [
+            Explained(
+                item,
+                self.classes[c],
+                float(proba[i, c]),
+                self.classes[t],
+                float(proba[i, t]),
+                heat[i],
+            )
+            for i, (item, c, t) in enumerate(zip(items, chosen, targets, strict=True))
+        ]
+
+
+def explain_inputs(
+    bundle,
+    inputs: Iterable[str | os.PathLike],
+    stdin: TextIO | None = None,
+    options: InferOptions = InferOptions(batch_size=16),
+    how: ExplainOptions = ExplainOptions(),
+    on_reject: Callable[[Reject], None] | None = None,
+) -> Iterator[Explained]:
+    """Explain everything the command line names, in order, a batch at a time.
+
+    Args:
+        bundle: a loaded classification Bundle.
+        inputs: files, folders, dataset folders or ``-`` (:func:`plan_inputs`).
+        stdin: where ``-`` reads paths from.
+        options: split, batch size, inversion, calibration, shard, threads (not Ray).
+        how: the method, class and layer.
+        on_reject: called with a Reject for each input that cannot be read.
+
+    Raises:
+        BadInputError: not a single image could be read; ``options.ray`` is set.
+    """
+    if options.ray is not None:
+        raise BadInputError("explain runs in this process; --ray is not available for it")
+    explainer = Explainer(bundle, how, options.calibrated)
+    tally = Tally(on_reject)
+    plan = plan_inputs(bundle, inputs, stdin, options.split, options.shard)
+    decoder = Decoder(bundle, options.invert)
+    for batch in local_batches(decoder, plan, options.batch_size, options.threads, tally):
+        tally.read += len(batch.items)
+        yield from explainer.explain(batch.items, batch.arrays)
+    tally.check("explained", options.shard)
