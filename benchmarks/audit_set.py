@@ -10,7 +10,7 @@ grass or gravel, are look-alikes too). Then, with a fixed seed:
   a random place), brighter (x1.3), blurred (Gaussian, radius 1); a few originals get
   two copies. Copies keep their original's class, so prep's random split puts some
   in another split: leaks.
-- foreign images: photo tiles filed under Fashion classes, Fashion items under
+- foreign images: 10 photo tiles filed under Fashion classes, 3 Fashion items under
   ``photo``, and constant, near-blank and noise images;
 - wrong labels: Fashion items filed under another Fashion class;
 - ``against/``: a folder like a Kaggle test set, with copies of some data images
@@ -69,8 +69,13 @@ def photo_tiles(side: int = 128, per_photo: int = 16, seed: int = 0) -> list[Ima
             for y in range(0, h - side + 1, side)
             for x in range(0, w - side + 1, side)
         ]
-        for k in rng.permutation(len(boxes))[:per_photo]:
-            tiles.append(img.crop(boxes[k]))
+        kept = 0
+        for k in rng.permutation(len(boxes)):
+            tile = img.crop(boxes[k])
+            # A flat tile (night sky, paper) is a near-blank image, not a clean base image.
+            if kept < per_photo and np.asarray(tile.convert("L")).std() >= 12:
+                tiles.append(tile)
+                kept += 1
     return tiles
 
 
@@ -150,7 +155,7 @@ def build(root: Path, per_class: int = 60, copies: int = 25, seed: int = 0) -> d
             truth["wrong"].append(names[-1])
         if i in foreign_in:
             truth["foreign"].append(names[-1])
-    for k, i in enumerate(rng.choice(len(x), 10, replace=False)):  # Fashion filed as photo
+    for k, i in enumerate(rng.choice(len(x), 3, replace=False)):  # Fashion filed as photo
         item = Image.fromarray(x[i]).resize((112, 112), Image.BILINEAR)
         rel = _save(item, root / "src" / "photo" / f"f{k:02d}")
         truth["foreign"].append(Path(rel).relative_to(root / "src").as_posix())

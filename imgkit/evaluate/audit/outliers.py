@@ -5,8 +5,9 @@ Two kinds of evidence, each giving a reason (written in issues.csv's ``other``):
 - image statistics (:func:`imgkit.evaluate.audit.scan.image_stats`): ``constant``,
   ``near_blank``, ``noise``, and ``blur`` (sharpness far below the data set's, as a
   robust z-score, so a set of soft images is not all flagged);
-- embedding distances, as robust z-scores (median and MAD): to the image's class
-  centre (``far_from_class``) and to its nearest neighbours (``far_from_data``).
+- embedding distances, as robust z-scores (median and MAD): to the image's nearest
+  images of its class (``far_from_class``) and to its nearest images of any class
+  (``far_from_data``).
 
 Scores: the statistics' reasons are certain problems (1.0 down to 0.97); an
 embedding outlier scores z / (z + outlier_z), between 0.5 and 1.
@@ -53,10 +54,24 @@ def rule_reasons(stats: np.ndarray, ok: np.ndarray, t: Thresholds) -> list[str]:
     return out
 
 
+def _class_knn_distance(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine distance of each vector to its ``k`` nearest others (within the set)."""
+    from imgkit.evaluate.audit.neighbours import neighbours
+
+    _, sims = neighbours(vectors, np.ones(len(vectors), bool), k)
+    sims = np.where(np.isfinite(sims), sims, np.nan)
+    return 1.0 - np.nanmean(sims, axis=1)
+
+
 def embedding_z(
-    vectors: np.ndarray, ok: np.ndarray, labels: Sequence[str], nbr_s: np.ndarray
+    vectors: np.ndarray, ok: np.ndarray, labels: Sequence[str], nbr_s: np.ndarray, k: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Robust z of each image's distance to its class centre and to its neighbours."""
+    """Robust z of each image's distance to its nearest images of its class, and of all.
+
+    Within a class the distance is to the ``k`` nearest images of that class (not to
+    the class centre): a class of varied images (photos of many scenes) still has
+    close neighbours for each member, and an image filed in the wrong class has none.
+    """
     n = len(vectors)
     z_class, z_data = np.zeros(n), np.zeros(n)
     labels = np.asarray(labels, dtype=object)
@@ -64,9 +79,7 @@ def embedding_z(
         idx = np.flatnonzero(ok & (labels == c))
         if len(idx) < MIN_GROUP:
             continue
-        centre = vectors[idx].mean(axis=0)
-        centre /= max(float(np.linalg.norm(centre)), 1e-12)
-        z_class[idx] = robust_z(1.0 - vectors[idx] @ centre)
+        z_class[idx] = robust_z(_class_knn_distance(vectors[idx], k))
     idx = np.flatnonzero(ok)
     if len(idx) >= MIN_GROUP:
         sims = np.where(np.isfinite(nbr_s[idx]), nbr_s[idx], np.nan)

@@ -3,7 +3,7 @@
 Each image is decoded once at full size (its exact-copy hash is over the decoded
 pixels, so a PNG and a BMP of one picture are the same image); everything else the
 audit needs is taken from small versions: a 64x64 grey thumbnail (alignment of
-candidate pairs), a 32x32 DCT hash, and a 128x128 grey version for the statistics.
+candidate pairs), a 32x32 DCT hash, and a grey version of at most 128x128 for the statistics.
 The caller gets each chunk's pixels for the embedding network as they are decoded,
 so memory stays flat at any data-set size.
 """
@@ -135,7 +135,9 @@ def _one(path: Path, embed: tuple | None):
     with open_image(path) as img:
         digest = pixel_hash(img)
         grey = img.convert("L")
-        stats_img = to_array(grey, (STATS_SIDE, STATS_SIDE), 1)[..., 0]
+        # Never enlarged for the statistics: upsampling would smooth noise into texture.
+        side = (min(STATS_SIDE, grey.height), min(STATS_SIDE, grey.width))
+        stats_img = to_array(grey, side, 1)[..., 0]
         thumb = to_array(grey, (THUMB, THUMB), 1)[..., 0]
         small = np.asarray(Image.fromarray(thumb).resize((HASH_SIDE, HASH_SIDE), Image.BILINEAR))
         pixels = to_array(img, *embed) if embed else None
