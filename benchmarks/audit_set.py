@@ -30,7 +30,18 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+CLASSES = [
+    "tshirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "boot",
+]
 COPY_KINDS = ("exact", "jpeg", "resized", "crop4", "bright", "blur")
 PHOTOS = [
     "astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "retina",

@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Export a bundle's model as ONNX, SavedModel or TFLite, checked against Keras.",
     ),
     "info": ("imgkit.commands.info", "Describe a model bundle: JSON on stdout, a table on stderr."),
+    "audit": (
+        "imgkit.commands.audit",
+        "Find duplicates, leaks, outliers and wrong labels in a dataset.",
+    ),
 }
 
 
