@@ -101,8 +101,8 @@ def _join(a: ImageSet, b: ImageSet | None, sa: Scan, sb: Scan | None, va, vb):
     return a.names + b.names, a.paths + b.paths, a.splits + b.splits, scan, vectors
 
 
-def _label_findings(predictions, data: ImageSet, classes: list[str], t: Thresholds) -> list[dict]:
-    rows, proba = align_predictions(predictions, data, classes)
+def _label_findings(aligned, data: ImageSet, classes: list[str], t: Thresholds) -> list[dict]:
+    rows, proba = aligned
     index = {c: k for k, c in enumerate(classes)}
     given = np.array([index[data.labels[r]] for r in rows], np.int64)
     names = [data.names[r] for r in rows]
@@ -141,6 +141,8 @@ def run_audit(
     ds = Dataset.load(data)
     d = data_images(ds)
     o = against_images(against) if against is not None else None
+    # Bad predictions stop the audit before the long pass over the images, not after.
+    aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
     embedder = make_embedder(features, weights, trust)
     sd, vd = _scan(d, embedder, say)
     so, vo = _scan(o, embedder, say) if o is not None else (None, None)
@@ -161,8 +163,8 @@ def run_audit(
         z = outliers.embedding_z(vd, sd.ok, d.labels, nbr[1][:n_data])
     reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
     rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
-    if predictions is not None:
-        rows += _label_findings(predictions, d, ds.classes, t)
+    if aligned is not None:
+        rows += _label_findings(aligned, d, ds.classes, t)
     imbalance, per_class = outliers.imbalance_rows(d.labels, t)
     rows += imbalance
     df = issues_frame(rows)
