@@ -43,7 +43,7 @@ class Match:
         mismatch: share of the compared pixels that disagree (0: a perfect copy).
         overlap: share of the first image the aligned second one covers.
         method: "ecc", "identity" or "orb".
-        aligned: whether an alignment was found at all.
+        aligned: whether ECC (or ORB) found a plausible alignment.
     """
 
     mismatch: float
@@ -106,12 +106,15 @@ def _warped(cv2, a, b, warp, method: str) -> Match:
 
 
 def match_thumbs(a: np.ndarray, b: np.ndarray) -> Match:
-    """Align thumbnail ``b`` onto ``a`` (ECC, affine, from the identity) and compare.
+    """Compare thumbnail ``b`` with ``a`` as they are and aligned by ECC; keep the better.
 
-    ``aligned`` is False when ECC found no plausible alignment (then the identity is
-    compared): the sign of a larger geometric change, which :func:`match_files` tries.
+    Both are tried: a brightened copy with clipped highlights can pull ECC a few
+    pixels off the identity that fits it. ``aligned`` is False when ECC found no
+    plausible alignment: the sign of a larger geometric change, which
+    :func:`match_files` tries.
     """
     cv2 = require("cv2")
+    same = _warped(cv2, a, b, np.eye(2, 3, dtype=np.float32), "identity")
     warp = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
     try:
@@ -122,9 +125,9 @@ def match_thumbs(a: np.ndarray, b: np.ndarray) -> Match:
     except cv2.error:  # no convergence: the images do not align
         found = False
     if not found:
-        m = _warped(cv2, a, b, np.eye(2, 3, dtype=np.float32), "identity")
-        return Match(m.mismatch, m.overlap, m.method, aligned=False)
-    return _warped(cv2, a, b, warp, "ecc")
+        return Match(same.mismatch, same.overlap, same.method, aligned=False)
+    moved = _warped(cv2, a, b, warp, "ecc")
+    return moved if moved.mismatch < same.mismatch else same
 
 
 def _grey(path: str | os.PathLike) -> np.ndarray:

@@ -72,12 +72,12 @@ def confirm_pairs(
     def check(item):
         (i, j), cos = item
         m = confirm.match_thumbs(scan.thumbs[i], scan.thumbs[j])
-        if not m.aligned and cos >= t.orb_cosine:
+        if m.mismatch > t.max_mismatch and not m.aligned and cos >= t.orb_cosine:
             try:
                 m = confirm.match_files(paths[i], paths[j])
             except Exception:  # a file gone or unreadable since the scan: not a match
                 m = confirm.NO_MATCH
-        ok = m.aligned and m.mismatch <= t.max_mismatch and m.overlap >= t.min_overlap
+        ok = m.mismatch <= t.max_mismatch and m.overlap >= t.min_overlap
         return Pair(i, j, False, round(1.0 - m.mismatch, 4), m.method) if ok else None
 
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 2)) as pool:

@@ -42,7 +42,12 @@ class Embedder:
             x = x / 127.5 - 1.0
         out = []
         for start in range(0, len(x), BATCH):
-            out.append(np.asarray(self.model.predict_on_batch(x[start : start + BATCH])))
+            part = x[start : start + BATCH]
+            # Always one batch shape: a short last batch would retrace the graph.
+            padded = np.concatenate(
+                [part, np.zeros((BATCH - len(part), *part.shape[1:]), part.dtype)]
+            )
+            out.append(np.asarray(self.model.predict_on_batch(padded))[: len(part)])
         feats = np.concatenate(out).reshape(len(x), -1).astype(np.float32)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)
