@@ -77,7 +77,7 @@ def confirm_pairs(
                 m = confirm.match_files(paths[i], paths[j])
             except Exception:  # a file gone or unreadable since the scan: not a match
                 m = confirm.NO_MATCH
-        ok = m.mismatch <= t.max_mismatch and m.overlap >= t.min_overlap
+        ok = m.aligned and m.mismatch <= t.max_mismatch and m.overlap >= t.min_overlap
         return Pair(i, j, False, round(1.0 - m.mismatch, 4), m.method) if ok else None
 
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 2)) as pool:
