@@ -15,7 +15,8 @@ The set (``audit_set.py``): 835 real images (Fashion-MNIST items and photo tiles
 - time: the audit (cache empty) on Fashion-MNIST sets of two sizes, per image, and
   projected to 277,000 images.
 
-Usage: python benchmarks/bench_audit.py [--sizes 4000,32000] [--workdir DIR]
+Usage: python benchmarks/bench_audit.py [--sizes 4000,32000] [--workdir DIR] [--skip-quality]
+(4,000 images take ~2 min here when the machine is quiet, 32,000 over 10 min.)
 Needs the audit extra, scikit-learn, imagehash, Debian's dataset-fashion-mnist and
 ../shared/weights (MobileNetV2 ImageNet weights).
 """
