@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgkit.commands.report",
         "One static HTML page about a bundle: curves, metrics, mistakes, calibration.",
     ),
+    "audit": (
+        "imgkit.commands.audit",
+        "Find duplicates, leaks, outliers and wrong labels in a dataset.",
+    ),
 }
 
 

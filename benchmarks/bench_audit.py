@@ -1,0 +1,221 @@
+"""Benchmark: ``imgkit audit`` against imagehash pHash on a set with known problems.
+
+The set (``audit_set.py``): 835 real images (Fashion-MNIST items and photo tiles),
+180 copies of them (exact, JPEG, resized, cropped ~4% a side, brighter, blurred),
+29 foreign images, 30 wrong labels, and an ``--against`` folder with 30 more copies
+(leaks) among 150 images. Reported:
+
+- duplicate pairs: recall (true pairs whose images end up in one found cluster)
+  and precision (found pairs that are true), for the audit and for pHash at Hamming
+  distance <= 4 and <= 8 (all pairs compared, as a user would with imagehash);
+- cross-set leaks: data/against pairs and true pairs across the data set's splits;
+- outliers and wrong labels: how many of the known ones are in the top list (as
+  long as the known list) and among all reported; labels use out-of-fold
+  predictions of a logistic regression on the cached embeddings (5 folds);
+- time: the audit (cache empty) on Fashion-MNIST sets of two sizes, per image, and
+  projected to 277,000 images.
+
+Usage: python benchmarks/bench_audit.py [--sizes 4000,32000] [--workdir DIR] [--skip-quality]
+(4,000 images take ~2 min here when the machine is quiet, 32,000 over 10 min.)
+Needs the audit extra, scikit-learn, imagehash, Debian's dataset-fashion-mnist and
+../shared/weights (MobileNetV2 ImageNet weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _table import print_table
+from audit_set import build, scale_set
+
+WEIGHTS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+)
+
+
+def _weights() -> str:
+    for p in (WEIGHTS, Path("/work/shared/weights") / WEIGHTS.name):
+        if p.is_file():
+            return str(p)
+    sys.exit(f"missing {WEIGHTS}")
+
+
+def _components(n: int, pairs) -> np.ndarray:
+    from imgkit.evaluate.audit.duplicates import Pair, clusters
+
+    return clusters(n, [Pair(i, j, False, 1.0, "") for i, j in pairs])
+
+
+def pair_scores(truth_cluster: np.ndarray, found: set[tuple[int, int]]) -> tuple[float, float]:
+    """(recall over true pairs via found clusters, precision of found pairs)."""
+    n = len(truth_cluster)
+    comp = _components(n, found)
+    true_pairs = [
+        (i, j)
+        for members in pd.Series(range(n)).groupby(truth_cluster).groups.values()
+        if len(members) > 1
+        for i, j in combinations(sorted(members), 2)
+    ]
+    recall = np.mean([comp[i] == comp[j] for i, j in true_pairs])
+    good = [truth_cluster[i] == truth_cluster[j] for i, j in found]
+    return float(recall), float(np.mean(good)) if good else 0.0
+
+
+def phash_pairs(paths: list[str], max_bits: int, data_count: int) -> set[tuple[int, int]]:
+    """All pairs (at least one in the data set) with imagehash pHash distance <= max_bits."""
+    import imagehash
+    from PIL import Image
+
+    hashes = [imagehash.phash(Image.open(p)) for p in paths]
+    bits = np.array([h.hash.flatten() for h in hashes], np.uint8)
+    out = set()
+    for i in range(data_count):
+        d = (bits[i + 1 :] != bits[i]).sum(axis=1)
+        out.update((i, i + 1 + int(k)) for k in np.flatnonzero(d <= max_bits))
+    return out
+
+
+def oof_predictions(data: Path, out: Path) -> Path:
+    """Out-of-fold probabilities of a logistic regression on the audit's cached embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from imgkit.data.dataset import Dataset
+
+    ds = Dataset.load(data)
+    (emb,) = sorted((data / ".cache").glob(f"embed-mobilenetv2-*-{ds.hash}.npy"))
+    x, labels = np.load(emb), ds.manifest["label"].to_numpy()
+    proba = cross_val_predict(
+        LogisticRegression(max_iter=2000, C=0.5), x, labels, cv=5, method="predict_proba"
+    )
+    df = pd.DataFrame(proba, columns=[f"p_{c}" for c in sorted(set(labels))])
+    df.insert(0, "confidence", proba.max(axis=1))
+    df.insert(0, "label", np.array(sorted(set(labels)))[proba.argmax(axis=1)])
+    df.insert(0, "path", ds.manifest["path"])
+    df.to_csv(out, index=False)
+    return out
+
+
+def _audit(data, out, **kw):
+    from imgkit.evaluate.audit import run_audit
+
+    return run_audit(data, out, weights=_weights(), **kw)
+
+
+def quality(work: Path) -> None:
+    from imgkit.data.prep import prepare
+
+    truth = build(work / "set")
+    data, against = work / "data", work / "set" / "against"
+    prepare([str(work / "set" / "src")], data, seed=0)
+    _audit(data, work / "audit0", against=against)  # fills the embedding cache
+    preds = oof_predictions(data, work / "oof.csv")
+    res = _audit(data, work / "audit", against=against, predictions=preds)
+    df, n = res.issues, res.summary["images"]
+    names = [*pd.read_csv(data / "manifest.csv", dtype=str)["path"]]
+    splits = [*pd.read_csv(data / "manifest.csv", dtype=str)["split"]]
+    against_names = sorted(p.as_posix() for p in against.iterdir())
+    everything = names + against_names
+    index = {p: i for i, p in enumerate(everything)}
+
+    def key(rel: str) -> int:
+        if rel.startswith("against/"):
+            return index[(work / "set" / rel).as_posix()]
+        return index["../set/src/" + rel]
+
+    cluster = np.arange(len(everything))
+    for k, c in enumerate(truth["clusters"]):
+        cluster[[key(m) for m in c["members"]]] = len(everything) + k
+    for k, (a, b) in enumerate(truth["against_leaks"]):
+        cluster[[key(a), key(b)]] = 2 * len(everything) + k
+    kinds = ("duplicate", "near_duplicate", "leak")
+    found = {
+        tuple(sorted((index[r.path], index[r.other])))
+        for r in df[df["issue"].isin(kinds)].itertuples()
+    }
+    paths = [str((data / p).resolve()) for p in names] + against_names
+    rows = [("imgkit audit", *pair_scores(cluster, found), len(found))]
+    for bits in (4, 8):
+        ph = phash_pairs(paths, bits, n)
+        rows.append((f"imagehash pHash <= {bits}", *pair_scores(cluster, ph), len(ph)))
+    print_table(
+        [(m, f"{r:.1%}", f"{p:.1%}", k) for m, r, p, k in rows],
+        ("duplicate pairs", "recall", "precision", "pairs reported"),
+    )
+    comp = _components(len(everything), found)
+    cross = [
+        (i, j)
+        for i, j in combinations(range(len(everything)), 2)
+        if cluster[i] == cluster[j] and i < n and (j >= n or splits[i] != splits[j])
+    ]
+    leaks_found = sum(comp[i] == comp[j] for i, j in cross)
+    print(f"\ncross-set leaks (data/against and across splits): {leaks_found} of {len(cross)}")
+    _top_lists(df, truth)
+    print("\nsummary.json issues:", json.dumps(res.summary["issues"]))
+
+
+def _top_lists(df: pd.DataFrame, truth: dict) -> None:
+    rows = []
+    for kind, known in (("outlier", truth["foreign"]), ("label", truth["wrong"])):
+        listed = [p.removeprefix("../set/src/") for p in df[df["issue"] == kind]["path"]]
+        top = set(listed[: len(known)])
+        rows.append(
+            (kind, len(known), f"{len(top & set(known))}", f"{len(set(listed) & set(known))}",
+             len(listed))
+        )  # fmt: skip
+    print()
+    print_table(rows, ("kind", "known", "in top list (as long)", "in all reported", "reported"))
+
+
+def scale(work: Path, sizes: list[int]) -> None:
+    from imgkit.data.prep import prepare
+
+    rows = []
+    for n in sizes:
+        src = scale_set(work / f"scale{n}", n)
+        data = work / f"scale{n}-data"
+        prepare([str(src)], data, seed=0)
+        t0 = time.perf_counter()
+        res = _audit(data, work / f"scale{n}-audit")
+        secs = time.perf_counter() - t0
+        s = res.summary["seconds"]
+        rows.append((n, f"{secs:.0f}", f"{1000 * secs / n:.2f}", s["scan"], s["search"],
+                     s["confirm"], res.summary["candidate_pairs"]))  # fmt: skip
+    print()
+    print_table(
+        rows, ("images", "seconds", "ms/image", "scan+embed", "search", "confirm", "candidates")
+    )
+    per = float(rows[-1][2]) / 1000
+    print(f"projected at 277,000 images: {277_000 * per / 60:.0f} min (at the largest size's rate)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="4000,32000")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-audit-"))
+    try:
+        if not args.skip_quality:
+            quality(work)
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+        if sizes:
+            scale(work, sizes)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""``imgkit audit``: find duplicates, leaks, outliers, label issues and imbalance."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgkit.data.dataset import CACHE_DIR, Dataset
+from imgkit.evaluate.audit import duplicates, labels, neighbours, outliers
+from imgkit.evaluate.audit.inputs import ImageSet, against_images, align_predictions, data_images
+from imgkit.evaluate.audit.report import counts, issues_frame, write_outputs
+from imgkit.evaluate.audit.scan import Scan, scan_images
+from imgkit.evaluate.audit.thresholds import Thresholds
+from imgkit.fileio import atomic_path
+
+
+@dataclass
+class AuditResult:
+    """What an audit found.
+
+    Attributes:
+        issues: issues.csv's rows.
+        summary: summary.json's content.
+        clusters: groups of the data set's images that are copies of one another
+            (manifest paths), for ``--dedupe``.
+        exact: manifest path -> its exact copies (same pixels) among later rows.
+    """
+
+    issues: pd.DataFrame
+    summary: dict
+    clusters: list[list[str]] = field(default_factory=list)
+    exact: dict[str, list[str]] = field(default_factory=dict)
+
+
+def make_embedder(features: str, weights: str = "imagenet", trust: bool | None = None):
+    """The embedder ``--features`` names: "mobilenetv2", a bundle folder, or None for "none"."""
+    from imgkit.evaluate.audit import embed
+
+    if features == "none":
+        return None
+    if features == "mobilenetv2":
+        return embed.mobilenet_embedder(weights)
+    return embed.bundle_embedder(features, trust=trust)
+
+
+def _scan(images: ImageSet, embedder, say: Callable[[str], None]) -> tuple[Scan, np.ndarray | None]:
+    """Scan (and embed) ``images``, or read both from the dataset's cache."""
+    ds = images.dataset
+    cache = None if ds is None else ds.root / CACHE_DIR
+    scan_file = cache / f"audit-scan-{ds.hash}.npz" if cache else None
+    emb_file = cache / f"embed-{embedder.name}-{ds.hash}.npy" if cache and embedder else None
+    if scan_file and scan_file.is_file() and (embedder is None or emb_file.is_file()):
+        return Scan.load(scan_file), (np.load(emb_file) if emb_file else None)
+    n = len(images.paths)
+    vectors = None
+    say(f"reading {n} images" + (f" and embedding them ({embedder.name})" if embedder else ""))
+    spec = embedder.spec if embedder else None
+    for scan, idx, pixels in scan_images(images.paths, spec):
+        if scan is not None:
+            break
+        if embedder is not None and len(idx):
+            got = embedder(pixels)
+            if vectors is None:
+                vectors = np.zeros((n, got.shape[1]), np.float32)
+            vectors[idx] = got
+    if embedder is not None and vectors is None:
+        vectors = np.zeros((n, 1), np.float32)
+    if cache is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with atomic_path(scan_file) as tmp:
+                scan.save(tmp)
+            if emb_file is not None:
+                with atomic_path(emb_file) as tmp:
+                    np.save(tmp, vectors)
+        except OSError as e:  # a read-only data set still gets audited, just not cached
+            say(f"cannot cache in {cache} ({e.strerror or e})")
+    return scan, vectors
+
+
+def _join(a: ImageSet, b: ImageSet | None, sa: Scan, sb: Scan | None, va, vb):
+    if b is None:
+        return a.names, a.paths, a.splits, sa, va
+    scan = Scan(
+        np.concatenate([sa.ok, sb.ok]),
+        sa.reasons + sb.reasons,
+        np.concatenate([sa.sha, sb.sha]),
+        np.concatenate([sa.phash, sb.phash]),
+        np.concatenate([sa.stats, sb.stats]),
+        np.concatenate([sa.thumbs, sb.thumbs]),
+    )
+    vectors = None
+    if va is not None and vb is not None and va.shape[1] == vb.shape[1]:
+        vectors = np.concatenate([va, vb])
+    return a.names + b.names, a.paths + b.paths, a.splits + b.splits, scan, vectors
+
+
+def _label_findings(aligned, data: ImageSet, classes: list[str], t: Thresholds) -> list[dict]:
+    rows, proba = aligned
+    index = {c: k for k, c in enumerate(classes)}
+    given = np.array([index[data.labels[r]] for r in rows], np.int64)
+    names = [data.names[r] for r in rows]
+    splits = [data.splits[r] for r in rows]
+    return labels.label_rows(names, splits, classes, proba, given, t.label_margin)
+
+
+def run_audit(
+    data: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    against: str | os.PathLike | None = None,
+    predictions: str | os.PathLike | None = None,
+    features: str = "mobilenetv2",
+    weights: str = "imagenet",
+    thresholds: Thresholds | None = None,
+    trust: bool | None = None,
+    say: Callable[[str], None] = lambda message: None,
+) -> AuditResult:
+    """Audit dataset folder ``data``; write issues.csv, summary.json, sheets into ``output``.
+
+    Args:
+        data: a dataset folder (``imgkit prep``).
+        output: the folder to write into.
+        against: a second dataset folder or a folder of images (e.g. a test set).
+        predictions: predict's CSV for ``data``'s images (out-of-fold where possible).
+        features: "mobilenetv2" (ImageNet), a model bundle folder, or "none" (hashes
+            and statistics only: no near duplicates beyond the hash, no embedding outliers).
+        weights: MobileNetV2's weights: "imagenet" (Keras's cache) or a file.
+        thresholds: what makes a finding (:class:`Thresholds`).
+        trust: let a ``features`` bundle's code run (Lambda layers).
+        say: called with a line of progress now and then.
+    """
+    t = thresholds or Thresholds()
+    start = time.perf_counter()
+    ds = Dataset.load(data)
+    d = data_images(ds)
+    o = against_images(against) if against is not None else None
+    # Bad predictions stop the audit before the long pass over the images, not after.
+    aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
+    embedder = make_embedder(features, weights, trust)
+    sd, vd = _scan(d, embedder, say)
+    so, vo = _scan(o, embedder, say) if o is not None else (None, None)
+    names, paths, splits, scan, vectors = _join(d, o, sd, so, vd, vo)
+    n_data, seconds = len(d.names), {"scan": round(time.perf_counter() - start, 2)}
+    data_only = np.arange(len(names)) < n_data
+    say("searching for copies")
+    nbr = neighbours.neighbours(vectors, scan.ok, t.neighbours) if vectors is not None else None
+    cands = {k: c for k, c in duplicates.candidates(scan, nbr, t).items() if data_only[k[0]]}
+    seconds["search"] = round(time.perf_counter() - start - seconds["scan"], 2)
+    exact = [p for p in duplicates.exact_pairs(scan) if data_only[p.i]]
+    say(f"checking {len(cands)} candidate pairs")
+    pairs = exact + duplicates.confirm_pairs(scan, cands, paths, t)
+    seconds["confirm"] = round(time.perf_counter() - start - sum(seconds.values()), 2)
+    rows = duplicates.pair_rows(pairs, names, splits)
+    z = None
+    if vd is not None and nbr is not None:
+        z = outliers.embedding_z(vd, sd.ok, d.labels, nbr[1][:n_data])
+    reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
+    rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
+    if aligned is not None:
+        rows += _label_findings(aligned, d, ds.classes, t)
+    imbalance, per_class = outliers.imbalance_rows(d.labels, t)
+    rows += imbalance
+    df = issues_frame(rows)
+    inner = [p for p in pairs if p.j < n_data]
+    ids = duplicates.clusters(n_data, inner)
+    groups: dict[int, list[str]] = {}
+    for i in np.flatnonzero(np.bincount(ids, minlength=n_data)[ids] > 1):
+        groups.setdefault(int(ids[i]), []).append(d.names[i])
+    exact_map = {
+        d.names[i]: [d.names[j] for j in js] for i, js in duplicates.exact_groups(inner).items()
+    }
+    rejects = [*d.rejects, *(o.rejects if o else [])]
+    rejects += [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
+    total, by_split = counts(df)
+    seconds["total"] = round(time.perf_counter() - start, 2)
+    summary = {
+        "data": str(data),
+        "against": None if against is None else str(against),
+        "predictions": None if predictions is None else str(predictions),
+        "images": n_data,
+        "against_images": 0 if o is None else len(o.names),
+        "rejected": len(rejects),
+        "features": embedder.name if embedder else "none",
+        "issues": total,
+        "by_split": by_split,
+        "class_counts": per_class,
+        "candidate_pairs": len(cands),
+        "clusters": len(groups),
+        "thresholds": t.to_dict(),
+        "seconds": seconds,
+    }
+    located = {n: str(p) for n, p in zip(names, paths, strict=True)}
+    given = dict(zip(d.names, d.labels, strict=True))
+    write_outputs(Path(output), df, summary, rejects, located.get, given)
+    return AuditResult(df, summary, list(groups.values()), exact_map)
