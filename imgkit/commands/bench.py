@@ -67,14 +67,14 @@ def _show(rows) -> None:
     from rich.table import Table
 
     table = Table(
-        "runtime", "precision", "batch", "images/s", "vs keras", "max diff", "accuracy change",
+        "runtime", "precision", "batch", "images/s", "vs keras", "max diff", "acc. change (points)",
         box=box.SIMPLE_HEAD,
     )  # fmt: skip
     keras = {r.batch: r.images_per_s for r in rows if r.runtime == "keras"}
     for r in rows:
         ratio = f"{r.images_per_s / keras[r.batch]:.2f}x" if keras.get(r.batch) else ""
         diff = "" if r.max_diff is None else f"{r.max_diff:.2g}"
-        change = "" if r.accuracy_change is None else f"{r.accuracy_change:+.2f} points"
+        change = "" if r.accuracy_change is None else f"{r.accuracy_change:+.2f}"
         table.add_row(
             r.runtime, r.precision, str(r.batch), f"{r.images_per_s:.1f}", ratio, diff, change
         )
