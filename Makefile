@@ -4,7 +4,7 @@
 # What .ci/run installs: TensorFlow on the CPU, the test tools, and the export and Ray
 # extras, so `python3 -m pytest` after it skips no test for want of a package.
 install:
-	python3 -m pip install -e ".[cpu,dev,export,ray]"
+	python3 -m pip install -e ".[cpu,dev,export,openvino,ray,audit]"
 
 demo: install
 	bash cli/fashion_mnist.sh

@@ -10,8 +10,9 @@
       history.csv    one row per epoch
       curves.png     loss and accuracy curves
       checkpoints/   what ``imgkit train --resume`` needs
-      model.onnx     ``imgkit export`` (optional); saved_model/ and model.tflite too,
-                     each with a record under ``exports`` in imgkit.json
+      model.onnx     ``imgkit export`` (optional); model.int8.onnx, openvino/,
+                     openvino-int8/, saved_model/ and model.tflite too, each with
+                     a record under ``exports`` in imgkit.json
 
 imgkit.json is written last, so its presence means the bundle is complete.
 """
@@ -35,8 +36,16 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
-# What `imgkit export` writes beside model.keras (format -> name in the bundle).
-EXPORT_FILES = {"onnx": "model.onnx", "savedmodel": "saved_model", "tflite": "model.tflite"}
+# What `imgkit export` writes beside model.keras (export -> name in the bundle); the
+# OpenVINO ones are folders holding model.xml and model.bin.
+EXPORT_FILES = {
+    "onnx": "model.onnx",
+    "onnx-int8": "model.int8.onnx",
+    "openvino": "openvino",
+    "openvino-int8": "openvino-int8",
+    "savedmodel": "saved_model",
+    "tflite": "model.tflite",
+}
 
 # Bumped only when a change to imgkit.json or model.keras would make an older imgkit
 # misread a bundle. Readers accept this format and older ones.

@@ -44,7 +44,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": (
         "imgkit.commands.export",
-        "Export a bundle's model as ONNX, SavedModel or TFLite, checked against Keras.",
+        "Export a bundle's model as ONNX, OpenVINO, SavedModel or TFLite, checked.",
+    ),
+    "bench": (
+        "imgkit.commands.bench",
+        "Time every runtime a bundle has on images: a table, and CSV out.",
     ),
     "info": ("imgkit.commands.info", "Describe a model bundle: JSON on stdout, a table on stderr."),
     "explain": (
@@ -65,7 +69,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Commands that run a model: Keras is imported (quietly) before they start. predict,
 # tta and segment import it themselves, only for --runtime keras (imgkit.infer.runtime),
 # so a bundle run through ONNX Runtime never pays for TensorFlow.
-NEEDS_KERAS = {"train", "tune", "export", "import"}
+NEEDS_KERAS = {"train", "tune", "export", "import", "bench"}
 
 
 class LazyGroup(click.Group):

@@ -57,10 +57,11 @@ shard_option = click.option(
 runtime_option = _auto_choice(
     "--runtime",
     RUNTIMES,
-    "Run the model with Keras (model.keras) or ONNX Runtime (model.onnx, made by "
-    "`imgkit export`; same probabilities to ~1e-6, several times faster on a CPU). "
-    "auto: ONNX Runtime when the bundle holds an exported model.onnx and onnxruntime "
-    "is installed, else Keras.",
+    "Run the model with Keras (model.keras) or an export `imgkit export` made: onnx "
+    "(ONNX Runtime; same probabilities to ~1e-6, several times faster on a CPU), "
+    "onnx-int8, openvino (at the precision it was checked at), openvino-int8. auto: of "
+    "the recorded exports whose runtime is installed, the one whose check ran fastest, "
+    "else Keras.",
 )
 
 

@@ -60,7 +60,8 @@ def _show(facts: dict) -> None:
     for fmt, r in facts["exports"].items():
         p = r.get("parity") or {}
         where = r.get("file", "?") + ("" if r.get("present") else " (missing)")
-        quant = f", {r['quantize']}" if r.get("quantize") else ""
+        precision = r.get("precision") or r.get("quantize")
+        quant = f", {precision}" if precision else ""
         rows[f"export {fmt}"] = (
             f"{where}{quant}: max diff {p.get('max_abs_diff', float('nan')):.2g}, "
             f"labels agree: {'yes' if p.get('labels_agree') else 'no'}"

@@ -1,5 +1,7 @@
 """Write a Keras model as ONNX, SavedModel or TFLite, and run what was written.
 
+(OpenVINO and int8 ONNX start from the ONNX file: :mod:`imgkit.export.reduced`.)
+
 Each format goes through Keras's own ``model.export``: ONNX through tf2onnx (Keras
 hands it the model's traced ``tf.function``), SavedModel through
 Keras's ExportArchive (a ``serving_default`` signature taking an image batch, as TF
@@ -34,7 +36,7 @@ from imgkit.backend import MissingBackendError
 from imgkit.errors import BadBundleError
 from imgkit.infer.runtime import EXTRA_HINT, MissingExtraError, OnnxModel, default_threads
 
-FORMATS = ("onnx", "savedmodel", "tflite")
+FORMATS = ("onnx", "openvino", "savedmodel", "tflite")
 QUANTIZE = ("none", "float16", "int8")
 # int8 calibration: this many images, one at a time, as TFLite's converter wants them.
 CALIBRATION_IMAGES = 100
@@ -42,6 +44,8 @@ CALIBRATION_IMAGES = 100
 # format -> the modules it needs (beyond Keras), by import name.
 _NEEDS = {
     "onnx": ("onnx", "onnxruntime"),
+    # OpenVINO converts the ONNX export (imgkit.export.reduced checks for openvino itself).
+    "openvino": ("onnx",),
     "savedmodel": ("tensorflow",),
     "tflite": ("tensorflow", "ai_edge_litert"),
 }
@@ -70,7 +74,7 @@ def require(fmt: str) -> None:
             f'{backend}): pip install -e ".[cpu,export]" and run it with '
             "KERAS_BACKEND=tensorflow (the bundle is the same)"
         )
-    needs = [*_NEEDS[fmt], "tf2onnx"] if fmt == "onnx" else _NEEDS[fmt]
+    needs = [*_NEEDS[fmt], "tf2onnx"] if fmt in ("onnx", "openvino") else _NEEDS[fmt]
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtraError(

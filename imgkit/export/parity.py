@@ -134,12 +134,19 @@ def _labels(bundle, raw: np.ndarray) -> np.ndarray:
     return np.array([index[c] for c in names["label"]], dtype=np.int64)
 
 
+def _iou(masks: np.ndarray, reference: np.ndarray) -> float:
+    """Intersection over union of all the masks' pixels at once (1.0 when both are empty)."""
+    union = np.logical_or(masks, reference).sum()
+    return float(np.logical_and(masks, reference).sum() / union) if union else 1.0
+
+
 def compare(
     bundle, keras_out: np.ndarray, export_out: np.ndarray, truth: np.ndarray | None = None
 ) -> dict:
     """Parity figures for one export: the largest absolute difference of probabilities,
-    whether every label (every mask pixel) agrees, and the accuracy of both sides
-    against ``truth`` (or, without it, the export's agreement with Keras's labels)."""
+    whether every label (every mask pixel) agrees and the share that does, and the
+    accuracy (a segmenter's IoU) of both sides against ``truth`` (or, without it,
+    against Keras's labels)."""
     if bundle.task == "segmentation":
         pk, pe = keras_out[..., 0], export_out[..., 0]
         threshold = bundle.threshold or MASK_THRESHOLD
@@ -152,14 +159,21 @@ def compare(
         lk, le = _labels(bundle, pk), _labels(bundle, pe)
         compared, unit = "probabilities", "labels"
     reference = lk if truth is None else truth.reshape(lk.shape)
+    if unit == "pixels":
+        metric, keras, export = "IoU", _iou(lk, reference), _iou(le, reference)
+    else:
+        metric = "accuracy"
+        keras, export = float((lk == reference).mean()), float((le == reference).mean())
     return {
         "compared": compared,
         "max_abs_diff": float(np.abs(pk - pe).max()) if pk.size else 0.0,
         "labels_agree": bool((lk == le).all()),
         f"{unit}_differing": int((lk != le).sum()),
+        f"{unit}_agreeing": float((lk == le).mean()) if lk.size else 1.0,
         "accuracy": {
+            "metric": metric,
             "against": "Keras's labels" if truth is None else "the true labels",
-            "keras": float((lk == reference).mean()),
-            "export": float((le == reference).mean()),
+            "keras": keras,
+            "export": export,
         },
     }

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 # How to treat an image's background before a classifier sees it (imgkit.infer.inversion).
 INVERT_MODES = ("auto", "always", "never")
-# Which engine runs the model (imgkit.infer.runtime).
-RUNTIMES = ("auto", "keras", "onnx")
+# Which engine runs the model (imgkit.infer.runtime): Keras, or an export of the bundle
+# by its name in imgkit.json (ONNX Runtime for the onnx ones, OpenVINO for the others).
+EXPORT_RUNTIMES = ("onnx", "onnx-int8", "openvino", "openvino-int8")
+RUNTIMES = ("auto", "keras", *EXPORT_RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class InferOptions:
         calibrated: classification: apply the bundle's temperature (and its threshold as
             chosen on tempered probabilities); False gives the model's own probabilities.
         shard: ``(i, n)``: only the i-th of n contiguous slices of the inputs, in order.
-        runtime: "auto", "keras" or "onnx" (:func:`imgkit.infer.runtime.use_runtime`).
+        runtime: "auto", "keras" or an export's name, such as "onnx" or "openvino"
+            (:func:`imgkit.infer.runtime.use_runtime`).
         trust: run a bundle's code (Lambda layers); None: as ``IMGKIT_TRUST_CODE`` says.
         threads: decoding threads in this process (default: up to 4).
         ray: run the batches on Ray with these options; None: in this process.

@@ -1,19 +1,22 @@
-"""Which engine runs a bundle's model: Keras (model.keras) or ONNX Runtime (model.onnx).
+"""Which engine runs a bundle's model: Keras (model.keras), ONNX Runtime (model.onnx, or
+its int8 copy model.int8.onnx) or OpenVINO (openvino/, openvino-int8/).
 
 predict, tta and segment call one method on ``bundle.model``: ``predict_on_batch(x)``
 with a float32 (n, h, w, c) batch of 0-255 pixels. :class:`OnnxModel` offers that
-method over an ONNX Runtime session, so choosing a runtime (:func:`use_runtime`) swaps
-the object and nothing downstream changes: CSVs, temperature, thresholds, streaming
-and masks are the same code.
+method over an ONNX Runtime session (and
+:class:`~imgkit.infer.openvino_model.OpenVinoModel` over an OpenVINO one), so choosing
+a runtime (:func:`use_runtime`) swaps the object and nothing downstream changes: CSVs,
+temperature, thresholds, streaming and masks are the same code.
 
-ONNX Runtime is used only for a model.onnx that ``imgkit export`` wrote and recorded
-in imgkit.json (its SHA-256 matches), with its parity against Keras measured there: a
-model.onnx left over from before ``train --overwrite``, or copied in by hand, is not
-taken for the bundle's model. Loading it imports neither TensorFlow nor Keras.
+An export is used only when ``imgkit export`` wrote and recorded it in imgkit.json
+(its SHA-256 matches), with its check against Keras measured there: a model.onnx left
+over from before ``train --overwrite``, or copied in by hand, is not taken for the
+bundle's model. Loading one imports neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -22,9 +25,15 @@ import numpy as np
 
 from imgkit.bundle import EXPORT_FILES, file_sha256
 from imgkit.errors import BadBundleError, ImgkitError
-from imgkit.infer.options import RUNTIMES
+from imgkit.infer.options import EXPORT_RUNTIMES, RUNTIMES
 
 EXTRA_HINT = 'pip install -e ".[export]" (or pip install "imgkit[export]")'
+OPENVINO_HINT = 'pip install -e ".[openvino]" (or pip install "imgkit[openvino]")'
+# An export's format -> the module its runtime needs, and the extra that brings it.
+_ENGINES = {
+    "onnx": ("onnxruntime", f"export extra: {EXTRA_HINT}"),
+    "openvino": ("openvino", f"openvino extra: {OPENVINO_HINT}"),
+}
 
 
 class MissingExtraError(ImgkitError):
@@ -83,46 +92,97 @@ class OnnxModel:
         return f"OnnxModel({str(self.path)!r})"
 
 
-def onnx_problem(bundle) -> str | None:
-    """Why ``bundle`` cannot run on ONNX Runtime, in one line, or None when it can."""
-    path = Path(bundle.path) / EXPORT_FILES["onnx"]
-    again = f"`imgkit export {bundle.path} --format onnx`"
-    if not path.is_file():
+def export_sha256(path: str | os.PathLike) -> str:
+    """An export's SHA-256 as imgkit.json records it: a file's own; for a folder (an
+    OpenVINO IR), the SHA-256 of its files' names and SHA-256s, in name order."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    lines = [
+        f"{p.relative_to(path).as_posix()} {file_sha256(p)}\n"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def export_problem(bundle, key: str) -> str | None:
+    """Why ``bundle`` cannot run its export ``key`` (one of :data:`EXPORT_RUNTIMES`), in
+    one line, or None when it can."""
+    path = Path(bundle.path) / EXPORT_FILES[key]
+    fmt, _, precision = key.partition("-")
+    flags = " --quantize int8" if fmt == "onnx" and precision else ""
+    if fmt == "openvino":
+        flags = f" --precision {precision}" if precision else ""
+    again = f"`imgkit export {bundle.path} --format {fmt}{flags}`"
+    if not path.exists():
         return f"{bundle.path}: no {path.name} in the bundle (make one with {again})"
-    record = (bundle.meta.get("exports") or {}).get("onnx")
-    if not isinstance(record, dict) or record.get("sha256") != file_sha256(path):
+    record = (bundle.meta.get("exports") or {}).get(key)
+    if not isinstance(record, dict) or record.get("sha256") != export_sha256(path):
         return (
-            f"{path}: not the file `imgkit export` recorded in imgkit.json (left from an "
-            f"earlier model, or replaced); export it again with {again}"
+            f"{path}: not the {'folder' if path.is_dir() else 'file'} `imgkit export` "
+            f"recorded in imgkit.json (left from an earlier model, or replaced); export it "
+            f"again with {again}"
         )
-    if importlib.util.find_spec("onnxruntime") is None:
-        return f"--runtime onnx needs onnxruntime, in the export extra: {EXTRA_HINT}"
+    module, hint = _ENGINES[fmt]
+    if importlib.util.find_spec(module) is None:
+        return f"--runtime {key} needs {module}, in the {hint}"
     return None
 
 
+def load_export(bundle, key: str, threads: int | None = None, precision: str | None = None):
+    """The bundle's export ``key`` loaded in its runtime (at ``precision``, default the one
+    its export was checked at); no check of :func:`export_problem` here."""
+    path = Path(bundle.path) / EXPORT_FILES[key]
+    threads = threads or default_threads()
+    if key.startswith("onnx"):
+        return OnnxModel(path, threads)
+    from imgkit.infer.openvino_model import OpenVinoModel
+
+    record = (bundle.meta.get("exports") or {}).get(key) or {}
+    try:
+        return OpenVinoModel(path, precision or record.get("precision", "fp32"), threads)
+    except ImportError as e:
+        raise MissingExtraError(f"--runtime {key} needs the {_ENGINES['openvino'][1]}") from e
+
+
+def _speed(bundle, key: str) -> float:
+    """The images/s recorded for export ``key`` when its check ran (0 when none was)."""
+    record = (bundle.meta.get("exports") or {}).get(key) or {}
+    speed = record.get("images_per_s")
+    return float(speed) if isinstance(speed, (int, float)) else 0.0
+
+
 def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> str:
-    """Choose the engine for ``bundle.model`` and set it up; return "keras" or "onnx".
+    """Choose the engine for ``bundle.model`` and set it up; return the runtime's name.
 
     Args:
         bundle: a loaded Bundle.
-        runtime: "keras"; "onnx" (an error when the bundle has no usable model.onnx or
-            onnxruntime is missing); "auto": ONNX Runtime when it can, else Keras.
-        threads: ONNX Runtime's intra-op threads (default :func:`default_threads`).
+        runtime: "keras"; one of :data:`EXPORT_RUNTIMES` (an error when the bundle has
+            no usable export of that name or its runtime is missing); "auto": of the
+            exports that can run, the one whose check recorded the most images/s
+            (model.onnx first among equals), else Keras.
+        threads: the runtime's intra-op threads (default :func:`default_threads`).
 
     Raises:
-        BadBundleError: ``runtime="onnx"`` and the bundle has no recorded model.onnx.
-        MissingExtraError: ``runtime="onnx"`` and onnxruntime is not installed.
+        BadBundleError: the named export is missing or not the recorded one.
+        MissingExtraError: the named export's runtime is not installed.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES} (got {runtime!r})")
-    if runtime != "keras":
-        problem = onnx_problem(bundle)
-        if problem is None:
-            bundle.model = OnnxModel(Path(bundle.path) / EXPORT_FILES["onnx"], threads)
-            return "onnx"
-        if runtime == "onnx":
+    if runtime in EXPORT_RUNTIMES:
+        problem = export_problem(bundle, runtime)
+        if problem is not None:
             kind = MissingExtraError if "extra" in problem else BadBundleError
             raise kind(problem)
+        bundle.model = load_export(bundle, runtime, threads)
+        return runtime
+    if runtime == "auto":
+        usable = [k for k in EXPORT_RUNTIMES if export_problem(bundle, k) is None]
+        if usable:
+            best = max(usable, key=lambda k: _speed(bundle, k))  # the first of equals
+            bundle.model = load_export(bundle, best, threads)
+            return best
     # Keras (and TensorFlow's C++ start-up notes) are imported here, quietly, before any
     # decoding thread starts; model.keras itself is loaded on first use.
     from imgkit.backend import import_keras_quietly
