@@ -152,7 +152,8 @@ def command(
     finally:
         progress.close()
     for split, values in meta.get("metrics", {}).items():
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+        # Numbers only: a multi-label run's per-label table is in imgkit.json.
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float | int))
         info(f"{split}: {shown}")
     if chief:
         click.echo(output)
