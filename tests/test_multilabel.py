@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import invoke, one_line_error
 from PIL import Image
 
-from cli_helpers import invoke, one_line_error
 from imgkit.data.multisplit import iterative_splits
 from imgkit.train.multilabel_scores import (
     average_precision,
