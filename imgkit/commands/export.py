@@ -81,7 +81,7 @@ def command(run, formats, check, check_limit, tolerance, quantize, opset, trust_
     from imgkit.export.exporter import export_bundle, parse_formats
 
     wanted = parse_formats(formats)
-    bundle = load_bundle(run, trust=trust_code or None)
+    bundle = load_bundle(run, task=("classification", "segmentation"), trust=trust_code or None)
     lock_output(run)  # one writer of the bundle: no export beside a train --overwrite
     records = export_bundle(
         bundle,
