@@ -306,6 +306,19 @@ class Bundle:
         return float(value) if value is not None else None
 
     @property
+    def thresholds(self) -> list[float] | None:
+        """A multi-label bundle's per-label thresholds, in class order (None otherwise)."""
+        given = self.meta.get("thresholds")
+        if not isinstance(given, dict):
+            return None
+        try:
+            return [float(given[c]) for c in self.classes]
+        except (KeyError, TypeError, ValueError):
+            raise BadBundleError(
+                f"{self.path}: imgkit.json's thresholds must give a number for every class"
+            ) from None
+
+    @property
     def metrics(self) -> dict:
         return dict(self.meta.get("metrics") or {})
 
@@ -344,7 +357,7 @@ class Bundle:
 
 
 def load_bundle(
-    folder: str | os.PathLike, task: str | None = None, trust: bool | None = None
+    folder: str | os.PathLike, task: str | tuple[str, ...] | None = None, trust: bool | None = None
 ) -> Bundle:
     """Open a model bundle, checking it is complete and made for ``task``.
 
@@ -353,7 +366,8 @@ def load_bundle(
 
     Args:
         folder: the bundle folder (``imgkit train -o``).
-        task: the task the caller needs ("classification", "segmentation"), or None.
+        task: the task the caller needs ("classification", "multilabel",
+            "segmentation"), a tuple of tasks it takes, or None.
         trust: run the model's code (Lambda layers) if it has any. None: as
             ``IMGKIT_TRUST_CODE`` says (trusted when 1), else not.
 
@@ -366,8 +380,11 @@ def load_bundle(
     """
     root = Path(folder)
     meta = read_meta(root)
-    if task is not None and meta["task"] != task:
-        raise BadBundleError(f"{root}: this bundle is for {meta['task']}, not {task}")
+    wanted = (task,) if isinstance(task, str) else task
+    if wanted is not None and meta["task"] not in wanted:
+        raise BadBundleError(
+            f"{root}: this bundle is for {meta['task']}, not {' or '.join(wanted)}"
+        )
     if not (root / MODEL_FILE).is_file():
         raise BadBundleError(f"{root}: {MODEL_FILE} is missing (the bundle is incomplete)")
     if trust is None:

@@ -21,7 +21,7 @@ def classify(run: str, inputs, output, options, views: int = 1, seed: int = 0) -
     from imgkit.commands._inference import open_run, stdin_for
     from imgkit.infer.run import predict_inputs
 
-    bundle = open_run(run, "classification", options)
+    bundle = open_run(run, ("classification", "multilabel"), options)
     stdin = stdin_for(inputs)
 
     def frames(on_reject):
@@ -29,11 +29,15 @@ def classify(run: str, inputs, output, options, views: int = 1, seed: int = 0) -
 
     # A shard after the first writes no header, so `cat` joins the shards.
     header = options.shard is None or options.shard[0] == 1
-    write_predictions(bundle.classes, frames, output, header=header)
+    write_predictions(bundle.classes, frames, output, header=header, task=bundle.task)
 
 
 def write_predictions(
-    classes, make_frames: Callable[[Callable], Iterator], output, header: bool = True
+    classes,
+    make_frames: Callable[[Callable], Iterator],
+    output,
+    header: bool = True,
+    task: str = "classification",
 ) -> None:
     """Stream prediction frames to ``output`` (a file, atomically, or stdout) and summarise.
 
@@ -43,12 +47,13 @@ def write_predictions(
         output: a CSV path, or None / "-" for stdout (rows written batch by batch).
         header: write the header row (a shard after the first does not); it is written
             even when no image could be predicted, so every first shard has one.
+        task: "multilabel" for a multi-label bundle's columns (path,labels,p_<label>...).
     """
     from imgkit.data.images import HIDDEN_FOLDER_REASON, HIDDEN_REASON, SKIPPED
     from imgkit.fileio import atomic_open
     from imgkit.infer.predict import csv_columns, frame_to_csv
 
-    summary = _Summary(classes)
+    summary = _Summary(classes, multilabel=task == "multilabel")
 
     def on_reject(r):
         # Hidden and system files (.DS_Store, Thumbs.db) were never meant as images:
@@ -77,7 +82,8 @@ def write_predictions(
         if first:
             import pandas as pd
 
-            write(frame_to_csv(pd.DataFrame(columns=csv_columns(classes)), header=True))
+            columns = csv_columns(classes, multilabel=task == "multilabel")
+            write(frame_to_csv(pd.DataFrame(columns=columns), header=True))
     summary.show()
     if not to_stdout:
         click.echo(output)
@@ -106,8 +112,9 @@ def _progress():
 class _Summary:
     """What the user sees on stderr: a table for a few images, counts for many."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, multilabel: bool = False):
         self.classes = list(classes)
+        self.multilabel = multilabel
         self.rows: list[tuple[str, str, float]] = []
         self.counts: Counter = Counter()
         self.total = 0
@@ -116,9 +123,17 @@ class _Summary:
 
     def add(self, df) -> None:
         self.total += len(df)
+        room = TABLE_LIMIT + 1 - len(self.rows)
+        if self.multilabel:
+            # An image counts once for each label it is given; the table shows no single
+            # confidence, so the highest label probability stands in.
+            self.counts.update(name for cell in df["labels"] for name in str(cell).split())
+            part = df.head(max(room, 0))
+            top = part[[f"p_{c}" for c in self.classes]].max(axis=1) if len(part) else []
+            self.rows.extend(zip(part["path"], part["labels"], top, strict=True))
+            return
         self.counts.update(df["label"])
         # Keep only what the table could show, so memory stays flat.
-        room = TABLE_LIMIT + 1 - len(self.rows)
         if room > 0:
             part = df.head(room)
             self.rows.extend(zip(part["path"], part["label"], part["confidence"], strict=True))
@@ -128,12 +143,13 @@ class _Summary:
 
         console = stderr_console()
         if self.total <= TABLE_LIMIT:
-            table = Table("path", "class", "confidence")
+            heads = ("labels", "top p") if self.multilabel else ("class", "confidence")
+            table = Table("path", *heads)
             for path, label, conf in self.rows:
                 table.add_row(path, label, f"{conf:.3f}")
             console.print(table)
         else:
-            table = Table("class", "images")
+            table = Table("label" if self.multilabel else "class", "images")
             for c in self.classes:
                 table.add_row(c, str(self.counts.get(c, 0)))
             console.print(table)

@@ -21,7 +21,8 @@ THRESHOLD_HELP = (
     "Binary (sigmoid) models: the decision threshold on P(second class) that predict and "
     "tta use. f1 (= auto) or balanced: chosen on the val split to maximise F1 of the "
     "second class or balanced accuracy; P: a fixed value in (0, 1); none: 0.5.  "
-    "[default: none]"
+    "[default: none]  Multi-label datasets: one threshold per label, auto (the default) "
+    "or f1 maximising each label's F1 on val, f2 its F2, P one fixed value for all."
 )
 
 

@@ -55,18 +55,36 @@ def command(preds, truth, output, fail_under):
     and metrics.json (the means) are written, the worst images listed on stderr, and
     --fail-under takes iou, dice, pixel_accuracy or median_iou.
 
+    With a multi-label dataset as --truth, PREDS is one CSV path,labels,p_<label>...
+    (predict or tta on a multi-label bundle): the labels column gives micro and macro
+    F1 and F2, the mean per-image F2 (Planet's score) and exact-match accuracy; the p_
+    columns give each label's average precision and ROC AUC, and mAP. A per-label
+    table goes to stderr; -o writes metrics.json and per_label.csv. --fail-under
+    takes micro_f1, macro_f1, micro_f2, macro_f2, mean_f2, mAP or exact_match.
+
     \b
     Example:
         imgkit eval preds.csv --truth data/fashion -o eval/ --fail-under accuracy=0.9
         imgkit predict runs/cats data/cats | imgkit eval - --truth data/cats
         imgkit eval preds.csv tta.csv --truth data/dvc -o eval/
         imgkit eval masks_out/ --truth data/seg --fail-under iou=0.7
+        imgkit eval planet.csv --truth data/planet --fail-under mean_f2=0.85
     """
     from imgkit.errors import GateFailedError
     from imgkit.evaluate.matching import load_truth
     from imgkit.evaluate.metrics import GATE_METRICS, check_gates
 
     bars = parse_key_values(fail_under, "--fail-under")
+    from imgkit.evaluate.multilabel_eval import is_multilabel_truth
+
+    if is_multilabel_truth(truth):
+        # Multi-label predictions (path,labels,p_<label>...): their own scores.
+        from imgkit.commands._multilabel_eval import eval_multilabel
+
+        if len(preds) > 1:
+            raise click.UsageError("multi-label predictions are scored one file at a time")
+        eval_multilabel(preds[0], truth, output, bars)
+        return
     if len(preds) == 1 and preds[0] != "-":
         from imgkit.evaluate.maskeval import is_mask_folder
 

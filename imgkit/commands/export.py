@@ -120,7 +120,7 @@ def command(run, formats, check, check_limit, tolerance, trust_code, **reduced):
         calibration=reduced["calibration_images"],
         opset=reduced["opset"],
     )
-    bundle = load_bundle(run, trust=trust_code or None)
+    bundle = load_bundle(run, task=("classification", "segmentation"), trust=trust_code or None)
     lock_output(run)  # one writer of the bundle: no export beside a train --overwrite
     records = export_bundle(
         bundle,

@@ -27,6 +27,10 @@ def command(run, inputs, output, options):
     reported on stderr and skipped; the exit status is 1 only if no image could be
     predicted.
 
+    A multi-label bundle writes path,labels,p_<label>...: labels holds every label
+    whose probability reaches its threshold (fitted at training), space-separated,
+    and is empty when none does.
+
     A bundle whose model contains code (a Lambda layer) is refused unless
     --trust-code is given: that code would run as the model loads.
 
@@ -37,6 +41,7 @@ def command(run, inputs, output, options):
         find shots -name '*.jpg' | imgkit predict runs/fashion - | head
         imgkit predict runs/fashion big/ --shard 2/8 -o preds.2.csv   # a job array
         imgkit predict runs/fashion big/ -o preds.csv --workers 8 --ray ray://head:10001
+        imgkit predict runs/planet data/planet-test -o planet.csv   # path,labels,p_...
     """
     from imgkit.commands._predictions import classify
 

@@ -49,7 +49,9 @@ def _summary(info: dict) -> None:
         table.add_row(label or "(unlabeled)", *(str(counts[s].get(label, 0)) for s in splits))
     if len(labels) > _MAX_CLASS_ROWS:
         table.add_row(f"... {len(labels) - _MAX_CLASS_ROWS} more classes", *("" for _ in splits))
-    table.add_row("total", *(str(sum(counts[s].values())) for s in splits), style="bold")
+    # A multi-label image counts once per label: the total is of labels, not images.
+    total = "labels (total)" if info.get("task") == "multilabel" else "total"
+    table.add_row(total, *(str(sum(counts[s].values())) for s in splits), style="bold")
     console = stderr_console()
     console.print(table)
     if info["rejected"]:
@@ -129,6 +131,21 @@ def _summary(info: dict) -> None:
     "relative to its source; its first group (or the whole match) is the group, e.g. "
     "'^([^/]+)/' for one folder per patient. Unmatched images are groups of their own.",
 )
+@click.option(
+    "--label-sep",
+    default=" ",
+    show_default="a space",
+    metavar="SEP",
+    help="Multi-label CSVs: what separates an image's labels in the labels (or tags) column.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Multi-label CSVs: the folder of the images a CSV names; needed for Planet's "
+    "image_name,tags (names without extension: train_0 is DIR/train_0.jpg or .tif).",
+)
 def command(
     sources,
     output,
@@ -142,6 +159,8 @@ def command(
     name_labels,
     masks,
     group_by,
+    label_sep,
+    images_dir,
 ):
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
@@ -155,6 +174,12 @@ def command(
     <patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<N>.png (the label is the 0/1
     folder, checked against class<N> in the name; each patient stays in one split);
     or the name fashion-mnist.
+
+    Multi-label: a CSV with a header path,labels (or Planet's image_name,tags with
+    --images DIR) makes a dataset of task multilabel: each image has all the labels
+    in its row (space-separated, or --label-sep), and the splits are stratified for
+    every label at once (iterative stratification). A row with no labels or a missing
+    image goes to DATA/rejects.csv.
 
     An archive's images are extracted into DATA/images/<archive name>/; a single
     top-level folder inside it is a wrapper, not a class. Extraction is safe: members
@@ -177,6 +202,7 @@ def command(
         imgkit prep images/ --masks masks/ -o data/seg --val 0.3
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
+        imgkit prep train_v2.csv --images train-jpg/ -o data/planet   # image_name,tags
     """
     from imgkit.data.bad_inputs import parse_max_bad
     from imgkit.data.prep import prepare
@@ -202,6 +228,8 @@ def command(
             name_labels=name_labels,
             masks=masks,
             group_by=group_by,
+            label_sep=label_sep,
+            images=images_dir,
         )
     finally:
         if bars is not None:

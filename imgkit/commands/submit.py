@@ -47,6 +47,10 @@ def command(preds, output, sample, clip, column, id_from):
     text, and whole numbers as numbers (12500 and 12500.0 match). Without --sample
     it is Dogs vs Cats' id,label, label being P(dog), sorted by id.
 
+    Multi-label predictions (path,labels,p_<label>...) submit each id's labels,
+    space-separated, in the sample's second column (Planet's image_name,tags), or
+    as image_name,tags without --sample; an id given no label gets an empty cell.
+
     The probability is the p_ column of the positive class (with two classes, the
     second in the bundle's order: p_dog for cat/dog), or --column. The command fails,
     writing nothing, on an id missing from or not in the sample, a duplicate id, a
@@ -57,6 +61,7 @@ def command(preds, output, sample, clip, column, id_from):
     Example:
         imgkit submit tta.csv --sample sample_submission.csv -o submission.csv
         imgkit submit preds.csv --clip 0.005 -o submission.csv
+        imgkit submit planet.csv --sample sample_submission_v2.csv -o submission.csv
     """
     from imgkit.evaluate.matching import read_csv_strings, read_predictions
     from imgkit.evaluate.submit import make_submission

@@ -96,6 +96,11 @@ def command(
     written after every epoch, so an interrupted run continues with --resume (same
     settings, same result). Progress goes to stderr; the bundle path to stdout.
 
+    A multi-label dataset (imgkit prep of path,labels or image_name,tags) trains the
+    same models with one sigmoid unit per label and binary cross-entropy; one
+    temperature shared by all labels and one threshold per label (--threshold) are
+    fitted on val, and imgkit.json gets micro/macro F1 and F2, mAP and per-label AUC.
+
     \b
     Example:
         imgkit train data/fashion -o runs/fashion --model fashion-cnn
@@ -110,6 +115,7 @@ def command(
             --encoder efficientnetv2-b0
         imgkit train data/mine -o runs/mine --weights runs/seed000/model.keras
         imgkit train data/fashion -o runs/fashion --model fashion-cnn --devices 2
+        imgkit train data/planet -o runs/planet --model mobilenetv2 --threshold f2
     """
     from imgkit.train.distribute import writes_output
     from imgkit.train.trainer import train
@@ -152,7 +158,8 @@ def command(
     finally:
         progress.close()
     for split, values in meta.get("metrics", {}).items():
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+        # Numbers only: a multi-label run's per-label table is in imgkit.json.
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float | int))
         info(f"{split}: {shown}")
     if chief:
         click.echo(output)

@@ -34,12 +34,15 @@ def command(run, inputs, views, output, seed, options):
     model's probabilities are averaged over the views and the bundle's temperature
     is applied to the average. The same --seed gives the same CSV, whatever the
     --batch-size. All views of a batch go through the model in one call, so -n 10
-    costs much less than ten predict runs.
+    costs much less than ten predict runs. A multi-label bundle averages each
+    label's probability over the views, tempers the average and applies each label's
+    threshold (columns path,labels,p_<label>...).
 
     \b
     Example:
         imgkit tta runs/dvc data/dvc-test -n 10 -o tta.csv
         imgkit eval preds.csv tta.csv --truth data/dvc
+        imgkit tta runs/planet data/planet-test -n 8 -o planet-tta.csv
     """
     from imgkit.commands._predictions import classify
 

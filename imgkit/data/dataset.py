@@ -4,6 +4,10 @@ A dataset is a folder made by ``imgkit prep``::
 
     manifest.csv   path,label,split[,group][,mask]   (paths relative to the folder)
     dataset.json   task, classes (sorted), counts per split and class, source, seed
+
+A multi-label dataset (task ``multilabel``) has each image's labels in ``label``,
+separated by single spaces; its counts are per label (an image counts once for each
+of its labels).
     rejects.csv    path,reason for every input file that was not taken
     images/        only when prep had to extract or convert (archives, IDX arrays)
     .cache/        decoded, resized uint8 arrays (memory-mapped), made on first use
@@ -32,6 +36,12 @@ INFO = "dataset.json"
 REJECTS = "rejects.csv"
 CACHE_DIR = ".cache"
 SPLITS = ("train", "val", "test", "unlabeled")
+LABEL_SEP = " "  # between a multi-label image's labels in manifest.csv
+
+
+def label_set(label: str | None) -> list[str]:
+    """A multi-label manifest entry's labels, in order (none for an empty entry)."""
+    return [part for part in (label or "").split(LABEL_SEP) if part]
 
 
 def assign_splits(
@@ -134,7 +144,7 @@ def write_dataset(
         folder: where to write (possibly a temporary folder renamed later).
         records: the images taken, with their splits assigned.
         rejects: the inputs not taken.
-        task: "classification" or "segmentation".
+        task: "classification", "multilabel" or "segmentation".
         source: what prep read, for the record.
         seed: the seed used for the splits.
         final_folder: the folder's final location, if ``folder`` is temporary; absolute
@@ -161,12 +171,18 @@ def write_dataset(
     if any(r.mask is not None for r in records):
         columns.append("mask")
     manifest = pd.DataFrame(rows, columns=columns)
-    classes = sorted({r.label for r in records if r.label})
+
+    def names(r: Record) -> list[str]:
+        if task == "multilabel":
+            return label_set(r.label) or [""]
+        return [r.label or ""]
+
+    classes = sorted({name for r in records for name in names(r) if name})
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         part = [r for r in records if r.split == split]
         if part:
-            c = Counter(r.label or "" for r in part)
+            c = Counter(name for r in part for name in names(r))
             counts[split] = {k: c[k] for k in sorted(c)}
     info = {
         "task": task,
@@ -272,6 +288,20 @@ class Dataset:
                 f"{self.root}: split {split!r} has unlabeled or unknown labels {unknown[:5]}"
             )
         return np.array([index[v] for v in labels], dtype=np.int64)
+
+    def label_matrix(self, split: str) -> np.ndarray:
+        """A multi-label split's labels: (n, classes) 0/1 float32, columns in class order."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows = self.rows(split)["label"]
+        out = np.zeros((len(rows), len(index)), dtype=np.float32)
+        for r, entry in enumerate(rows):
+            for name in label_set(entry):
+                if name not in index:
+                    raise BadDatasetError(
+                        f"{self.root}: split {split!r} has a label {name!r} not in dataset.json"
+                    )
+                out[r, index[name]] = 1.0
+        return out
 
     # --- the decode-once cache ------------------------------------------------------
 

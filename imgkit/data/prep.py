@@ -23,10 +23,12 @@ from imgkit.data.dataset import (
     Record,
     Reject,
     assign_splits,
+    label_set,
     write_dataset,
 )
 from imgkit.data.grouping import compile_group_by, regroup, split_balance
 from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
+from imgkit.data.multisplit import label_balance
 from imgkit.data.prep_output import _check_output, _replace_folder
 from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
 from imgkit.errors import BadImageError, BadInputError
@@ -136,7 +138,7 @@ def _limit(records: list[Record], limit: int | None, seed: int) -> list[Record]:
 
 
 def _assign(
-    records: list[Record], val: float | None, test: float | None, seed: int
+    records: list[Record], val: float | None, test: float | None, seed: int, multilabel=False
 ) -> tuple[list[Record], float, float]:
     fixed = [r.split for r in records]
     # A source with its own test (or val) set, like fashion-mnist's official test set,
@@ -147,7 +149,14 @@ def _assign(
     if any(r.group is not None for r in records):
         # An image without a group is a group of its own.
         groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
-    splits = assign_splits([r.label for r in records], val, test, seed, groups=groups, fixed=fixed)
+    if multilabel:
+        from imgkit.data.multisplit import iterative_splits
+
+        sets = [frozenset(label_set(r.label)) if r.label else None for r in records]
+        splits = iterative_splits(sets, val, test, seed, groups=groups, fixed=fixed)
+    else:
+        labels = [r.label for r in records]
+        splits = assign_splits(labels, val, test, seed, groups=groups, fixed=fixed)
     return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
 
 
@@ -180,10 +189,13 @@ def _store_cache(folder: Path, arrays: dict[str, np.ndarray]) -> list[str]:
     return stored
 
 
-def _warnings(records: list[Record]) -> list[str]:
-    counts = Counter(r.label for r in records if r.label is not None)
+def _warnings(records: list[Record], multilabel: bool = False) -> list[str]:
+    if multilabel:
+        counts = Counter(name for r in records for name in label_set(r.label))
+    else:
+        counts = Counter(r.label for r in records if r.label is not None)
     out = []
-    if len(counts) == 1:
+    if len(counts) == 1 and not multilabel:
         out.append(f"only one class ({next(iter(counts))!r}): a classifier needs at least two")
     few = sorted(k for k, n in counts.items() if n < 5)
     if few:
@@ -201,6 +213,7 @@ class _Gathered:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     details: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    task: str | None = None
 
 
 def _read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> _Gathered:
@@ -223,6 +236,12 @@ def _read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> _Gat
             got.arrays.update(result.arrays)
         got.details.append(result.description)
         got.notes.extend(f"{spec}: {w}" for w in result.warnings)
+        if got.details[:-1] and (result.task or None) != got.task:
+            raise BadInputError(
+                f"{spec}: a {result.task or 'single-label'} source cannot be mixed with "
+                f"the {got.task or 'single-label'} sources before it"
+            )
+        got.task = result.task
     return got
 
 
@@ -282,6 +301,8 @@ def prepare(
     name_labels: bool | None = None,
     masks: str | os.PathLike | None = None,
     group_by: str | None = None,
+    label_sep: str = " ",
+    images: str | os.PathLike | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -308,6 +329,8 @@ def prepare(
             source; its first group (or the whole match) is the image's group, kept in
             one split. Images it does not match are groups of their own (counted in a
             warning). See :mod:`imgkit.data.grouping`.
+        label_sep: what separates a multi-label CSV's labels (default a space).
+        images: the folder a Planet-style multi-label CSV's image names are in.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -342,6 +365,8 @@ def prepare(
             seed=seed,
             progress=progress,
             name_labels=name_labels,
+            label_sep=label_sep or " ",
+            images=Path(images) if images else None,
         )
         got = _read_sources(sources, ctx, group_pattern)
         _filter(got, workdir, counter, limit, seed, masks, progress, max_pixels)
@@ -356,7 +381,8 @@ def prepare(
     if replacing:
         _replace_folder(staging, output)
 
-    return _summary(info, output, rejects, cached, notes + _warnings(records))
+    warnings = _warnings(records, info["task"] == "multilabel")
+    return _summary(info, output, rejects, cached, notes + warnings)
 
 
 def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limit):
@@ -365,13 +391,17 @@ def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limi
     Returns:
         (the records with their splits, the dataset.json content).
     """
-    assign = _assign_pairs if masks is not None else _assign
-    records, val_used, test_used = assign(got.records, val, test, seed)
+    multilabel = got.task == "multilabel"
+    if masks is not None:
+        records, val_used, test_used = _assign_pairs(got.records, val, test, seed)
+    else:
+        records, val_used, test_used = _assign(got.records, val, test, seed, multilabel)
+    task = "segmentation" if masks is not None else "classification"
     info = write_dataset(
         workdir,
         records,
         got.rejects,
-        task="segmentation" if masks is not None else "classification",
+        task="multilabel" if multilabel else task,
         source=sources,
         seed=seed,
         final_folder=output,
@@ -380,7 +410,7 @@ def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limi
             "test": test_used,
             "limit": limit,
             "sources": got.details,
-            **split_balance(records),
+            **(label_balance(records) if multilabel else split_balance(records)),
         },
     )
     return records, info

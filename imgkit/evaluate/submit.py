@@ -6,6 +6,10 @@ id is found by the id in its path (the file name stem by default: ``test/12500.j
 is id ``12500``). Without one, the output is Dogs vs Cats' ``id,label`` with ``label``
 the probability of the positive class.
 
+Multi-label predictions (a ``labels`` column: ``path,labels,p_<label>...``) fill the
+sample's second column with each id's labels, space-separated (Planet's
+``image_name,tags``); without a sample the output is ``image_name,tags``.
+
 Ids are compared as text with surrounding spaces removed, and whole numbers as numbers
 (``12500``, ``" 12500"``, ``12500.0`` and ``012500`` are one id), because a sample
 read or written by a spreadsheet or pandas often turns ``12500`` into ``12500.0``.
@@ -28,6 +32,7 @@ from imgkit.evaluate.matching import prob_columns
 
 ID_FROM = ("stem", "name", "path")
 DEFAULT_COLUMNS = ("id", "label")
+MULTILABEL_COLUMNS = ("image_name", "tags")  # Planet: Understanding the Amazon
 # How many offending ids or rows an error message names before it just counts.
 SHOW = 3
 FLOAT_FORMAT = "%.6g"
@@ -163,6 +168,11 @@ class Submission:
     def describe(self) -> str:
         """One line for the user: rows, id range, mean probability, clipping."""
         ids = self.frame.iloc[:, 0].astype(str).tolist()
+        if self.column == "labels":
+            per_row = [len(str(v).split()) for v in self.frame.iloc[:, 1]]
+            mean = float(np.mean(per_row)) if per_row else 0.0
+            span = f"ids {ids[0]}..{ids[-1]}" if ids else "no ids"
+            return f"{len(ids)} rows, {span}, {mean:.2f} labels per row (from labels)"
         values = self.frame.iloc[:, 1].to_numpy(dtype=np.float64)
         keys = [id_key(i) for i in ids]
         if keys and all(_WHOLE_NUMBER.fullmatch(k) for k in keys):
@@ -217,6 +227,13 @@ def make_submission(
         raise BadInputError(f"{preds_name}: no path column (got {list(preds.columns)})")
     if preds.empty:
         raise BadInputError(f"{preds_name}: no predictions (a header but no rows)")
+    if "labels" in preds.columns and "label" not in preds.columns:
+        if clip is not None or column is not None:
+            raise BadInputError(
+                f"{preds_name}: multi-label predictions submit their labels; "
+                "--clip and --column are for probabilities"
+            )
+        return _label_sets(preds, sample, id_from, preds_name, sample_name)
     col = probability_column(preds, column, preds_name)
     values = probabilities(preds, col, preds_name)
     ids = [id_of(str(p), id_from) for p in preds["path"]]
@@ -242,6 +259,20 @@ def make_submission(
         clipped = int(np.count_nonzero((v < clip) | (v > 1 - clip)))
         frame.iloc[:, 1] = np.clip(v, clip, 1 - clip)
     return Submission(frame, col, clip, clipped)
+
+
+def _label_sets(preds, sample, id_from: str, preds_name: str, sample_name: str) -> Submission:
+    """A multi-label submission: each id's labels, space-separated (empty when none)."""
+    ids = [id_of(str(p), id_from) for p in preds["path"]]
+    keys = [id_key(i) for i in ids]
+    _check_unique(keys, ids, preds_name)
+    labels = [" ".join(str(v).split()) for v in preds["labels"]]
+    if sample is None:
+        frame = pd.DataFrame({MULTILABEL_COLUMNS[0]: ids, MULTILABEL_COLUMNS[1]: labels})
+    else:
+        frame = _fill_sample(sample, dict(zip(keys, labels, strict=True)), ids, sample_name)
+    _check_one_line(frame, sample_name if sample is not None else preds_name)
+    return Submission(frame, "labels")
 
 
 def _check_one_line(frame: pd.DataFrame, name: str) -> None:

@@ -23,8 +23,10 @@ FLOAT_FORMAT = "%.6g"
 # --- probabilities and rows (shared with tta) -----------------------------------------
 
 
-def csv_columns(classes: Sequence[str]) -> list[str]:
-    """The predictions CSV header for these classes."""
+def csv_columns(classes: Sequence[str], multilabel: bool = False) -> list[str]:
+    """The predictions CSV header for these classes (multi-label: path,labels,p_<label>...)."""
+    if multilabel:
+        return ["path", "labels", *[f"p_{c}" for c in classes]]
     return ["path", "label", "confidence", *[f"p_{c}" for c in classes]]
 
 
@@ -33,8 +35,8 @@ def to_probabilities(outputs: np.ndarray, output: str, num_classes: int) -> np.n
 
     Args:
         outputs: what the model returned for a batch.
-        output: "softmax" (one column per class) or "sigmoid" (one unit, the
-            probability of ``classes[1]``).
+        output: "softmax" (one column per class), "sigmoid" (one unit, the
+            probability of ``classes[1]``) or "multilabel" (one sigmoid per class).
         num_classes: how many classes the bundle names.
 
     Raises:
@@ -51,6 +53,7 @@ def to_probabilities(outputs: np.ndarray, output: str, num_classes: int) -> np.n
         p = out[:, 0]
         return np.stack([1.0 - p, p], axis=1)
     if out.shape[1] != num_classes:
+        # softmax and multilabel alike: one column per class.
         raise BadBundleError(
             f"the model has {out.shape[1]} outputs but the bundle names {num_classes} classes"
         )
@@ -95,6 +98,20 @@ def prediction_frame(
     return df
 
 
+def multilabel_frame(
+    paths: Sequence[str], proba: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]
+) -> pd.DataFrame:
+    """Multi-label rows: path, the labels whose probability reaches their threshold
+    (space-separated, in class order; empty when none does), every label's probability."""
+    proba = np.asarray(proba, dtype=np.float64)
+    chosen = proba >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    df = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    df.insert(0, "labels", [" ".join(c for c, on in zip(classes, row, strict=True) if on)
+                            for row in chosen])  # fmt: skip
+    df.insert(0, "path", [str(p) for p in paths])
+    return df
+
+
 def frame_to_csv(df: pd.DataFrame, header: bool) -> str:
     """Format prediction rows as CSV text (the one format every writer uses)."""
     return df.to_csv(index=False, header=header, float_format=FLOAT_FORMAT, lineterminator="\n")
@@ -114,12 +131,22 @@ class Predictor:
         self.bundle = bundle
         self.classes = list(bundle.classes)
         self.output = bundle.output
-        if self.output not in ("softmax", "sigmoid"):
+        if self.output not in ("softmax", "sigmoid", "multilabel"):
             raise BadBundleError(f"{bundle.path}: unknown output {self.output!r} in the bundle")
         self.temperature = bundle.temperature
         # A binary bundle's decision threshold on P(classes[1]) (imgkit.train.thresholds).
         self.threshold = bundle.threshold
+        self.multilabel = self.output == "multilabel"
+        # A multi-label bundle's per-label thresholds, on tempered probabilities.
+        self.thresholds = bundle.thresholds if self.multilabel else None
+        if self.multilabel and self.thresholds is None:
+            raise BadBundleError(f"{bundle.path}: a multi-label bundle without thresholds")
         if not calibrated:
+            if self.thresholds is not None:
+                from imgkit.train.thresholds import raw_threshold
+
+                # Each label is its own binary case: the same labels result.
+                self.thresholds = [raw_threshold(t, self.temperature) for t in self.thresholds]
             if self.threshold is not None:
                 from imgkit.train.thresholds import raw_threshold
 
@@ -136,10 +163,25 @@ class Predictor:
         raw = self.bundle.model.predict_on_batch(x)
         return to_probabilities(np.asarray(raw), self.output, len(self.classes))
 
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The bundle's temperature applied to raw probabilities: one softmax (or
+        sigmoid pair) per row, or each multi-label probability's logit on its own."""
+        if self.multilabel:
+            from imgkit.train.multilabel_scores import temper
+
+            return temper(raw, self.temperature)
+        return apply_temperature(raw, self.temperature)
+
     def proba(self, arrays: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (n, k) for a batch of uint8 images in the bundle's format."""
-        return apply_temperature(self.raw_proba(arrays), self.temperature)
+        return self.calibrate(self.raw_proba(arrays))
+
+    def rows(self, paths: Sequence, proba: np.ndarray) -> pd.DataFrame:
+        """Prediction rows for calibrated probabilities (columns as :func:`csv_columns`)."""
+        if self.multilabel:
+            return multilabel_frame(paths, proba, self.classes, self.thresholds)
+        return prediction_frame(paths, proba, self.classes, self.threshold)
 
     def frame(self, paths: Sequence, arrays: np.ndarray) -> pd.DataFrame:
         """Prediction rows for a batch of images (``paths`` name them)."""
-        return prediction_frame(paths, self.proba(arrays), self.classes, self.threshold)
+        return self.rows(paths, self.proba(arrays))

@@ -20,7 +20,7 @@ from imgkit.infer.engine import Batch, Runner, local_batches
 from imgkit.infer.inputs import Tally
 from imgkit.infer.options import InferOptions, Work
 from imgkit.infer.plan import plan_inputs
-from imgkit.infer.predict import Predictor, prediction_frame
+from imgkit.infer.predict import Predictor
 from imgkit.infer.segment import Segmented, segmented
 
 Inputs = Iterable[str | os.PathLike]
@@ -91,7 +91,7 @@ def predict_inputs(
     work = Work(views=views, seed=seed)
     for batch in run_inputs(bundle, inputs, stdin, options, work, on_reject):
         paths = [item.path for item in batch.items]
-        yield prediction_frame(paths, batch.arrays, predictor.classes, predictor.threshold)
+        yield predictor.rows(paths, batch.arrays)
 
 
 def segment_inputs(

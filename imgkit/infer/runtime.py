@@ -193,7 +193,7 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
 
 def open_bundle(
     folder: str | os.PathLike,
-    task: str | None = None,
+    task: str | tuple[str, ...] | None = None,
     trust: bool | None = None,
     runtime: str = "auto",
 ):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgkit.infer.predict import Predictor, apply_temperature
+from imgkit.infer.predict import Predictor
 
 # Augmentation strength: shifts of up to 10% of a side, zooms in of up to 10%.
 MAX_SHIFT = 0.1
@@ -131,4 +131,4 @@ def tta_proba(predictor: Predictor, arrays: np.ndarray, views: int, seed: int = 
     stacked = np.concatenate([apply_view(arrays, view_params(seed, k)) for k in range(views)])
     raw = predictor.raw_proba(stacked)
     mean = raw.reshape(views, n, -1).mean(axis=0)
-    return apply_temperature(mean, predictor.temperature)
+    return predictor.calibrate(mean)

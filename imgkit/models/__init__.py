@@ -289,6 +289,7 @@ def create_model(
     num_classes: int,
     input_size: tuple[int, int] | None = None,
     channels: int | None = None,
+    multilabel: bool = False,
     **options,
 ):
     """Build a registered model (uncompiled).
@@ -298,6 +299,8 @@ def create_model(
         num_classes: number of classes (2 for a sigmoid model).
         input_size: (height, width); the model's default when None.
         channels: 1 or 3; the model's default when None.
+        multilabel: one sigmoid unit per class (independent labels, several per image)
+            in place of the model's last Dense layer (:func:`multilabel_output`).
         **options: builder options such as ``dropout``; None means the default.
 
     Returns:
@@ -311,6 +314,13 @@ def create_model(
         raise BadInputError(f"model {name!r} does not take {', '.join(unknown)} (it takes {takes})")
     if "dropout" in given and not 0 <= float(given["dropout"]) < 1:
         raise BadInputError(f"dropout must be in [0, 1), got {given['dropout']}")
+    if multilabel:
+        if num_classes < 1:
+            raise BadInputError(f"model {name!r} needs at least 1 label, got {num_classes}")
+        # Built for a width its builder takes; the last layer is replaced anyway.
+        built = 2 if spec.output == "sigmoid" else max(num_classes, 3)
+        model = create_model(name, built, input_size, channels, **options)
+        return multilabel_output(model, num_classes, name)
     if spec.output == "sigmoid" and num_classes != 2:
         raise BadInputError(
             f"model {name!r} is binary (sigmoid) but the data has {num_classes} classes"
@@ -333,6 +343,33 @@ def create_model(
         raise BadInputError(
             f"model {name!r} cannot be built at {size[0]}x{size[1]}x{ch}: {e}"
         ) from e
+
+
+def multilabel_output(model, num_labels: int, name: str = ""):
+    """``model`` with its last Dense layer replaced by ``num_labels`` sigmoid units.
+
+    The new layer takes the old one's input, name and L2 penalty, so every registered
+    classifier (the CNNs, and the backbones' head from
+    :func:`imgkit.models.backbones.classifier_head`) becomes a multi-label one, and the
+    cached-features path still finds a head after ``features``.
+    """
+    import keras
+
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise BadInputError(
+            f"model {name or model.name!r} does not end in a Dense layer: it cannot be "
+            "made multi-label"
+        )
+    # float32 even under mixed precision, as the classifiers' own outputs.
+    dense = keras.layers.Dense(
+        num_labels,
+        activation="sigmoid",
+        kernel_regularizer=last.kernel_regularizer,
+        dtype="float32",
+        name=last.name,
+    )
+    return keras.Model(model.inputs, dense(last.input), name=model.name)
 
 
 def resolved_options(name: str, **options) -> dict:

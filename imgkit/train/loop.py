@@ -78,6 +78,7 @@ def fit_run(
     cache_features: bool | None = None,
     segmentation: bool = False,
     source=None,
+    multilabel: bool = False,
 ) -> FitResult:
     """Build or resume the model, fit it once over all remaining epochs, keep the best.
 
@@ -94,6 +95,7 @@ def fit_run(
         segmentation: image and mask are mirrored together instead of augmentation layers.
         source: the :class:`~imgkit.bundle.Bundle` whose model the run trains further
             (:mod:`imgkit.models.bundled`), or None to build the registry's model.
+        multilabel: build the model with one sigmoid unit per class.
     """
     import keras
 
@@ -106,7 +108,9 @@ def fit_run(
         net = trainer = _from_bundle(source, dataset_state["classes"], settings, report.say)
         features_mode = False
     elif state is None:
-        net, trainer, features_mode = _build(settings, num_classes, cache_features, segmentation)
+        net, trainer, features_mode = _build(
+            settings, num_classes, cache_features, segmentation, multilabel
+        )
         # Only when backbone layers will train: with the backbone frozen, the run itself
         # trains the head alone (on cached features when nothing is augmented).
         if settings.head_epochs and settings.fine_tune_last and not (features_mode or segmentation):
@@ -186,14 +190,15 @@ def _unaugmented(net):
     return next(inner, None)
 
 
-def _build(settings: RunSettings, num_classes: int, cache_features, segmentation: bool):
+def _build(settings: RunSettings, num_classes: int, cache_features, segmentation: bool,
+           multilabel: bool = False):  # fmt: skip
     from imgkit.models import create_model
     from imgkit.models.backbones import has_features, head_model
     from imgkit.train.augment import with_augmentation
 
     base = create_model(
         settings.model, num_classes, settings.input_size, settings.channels,
-        **settings.builder_options(),
+        multilabel=multilabel, **settings.builder_options(),
     )  # fmt: skip
     net = base if segmentation else with_augmentation(base, settings.augment, settings.seed)
     features_mode = (

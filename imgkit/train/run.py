@@ -179,8 +179,11 @@ def source_info(source: Bundle, classes: list[str]) -> dict:
 def _check_dataset(ds: Dataset) -> None:
     if ds.task == "segmentation" and "mask" not in ds.manifest.columns:
         raise BadDatasetError(f"{ds.root}: a segmentation dataset without a mask column")
-    if ds.task not in ("classification", "segmentation"):
-        raise BadDatasetError(f"{ds.root}: a {ds.task} dataset; imgkit train needs classification")
+    if ds.task not in ("classification", "multilabel", "segmentation"):
+        raise BadDatasetError(
+            f"{ds.root}: a {ds.task} dataset; imgkit train takes classification, multilabel "
+            "or segmentation"
+        )
     if ds.task == "classification" and len(ds.classes) < 2:
         raise BadDatasetError(
             f"{ds.root}: {len(ds.classes)} class(es) {ds.classes}; classification needs at least 2"

@@ -16,7 +16,7 @@ from imgkit.errors import BadInputError
 
 METRICS = ("f1", "balanced")
 # What ``--threshold`` accepts besides a number; "auto" means F1, "none" means 0.5 via argmax.
-CHOICES = ("auto", "f1", "balanced", "none")
+CHOICES = ("auto", "f1", "f2", "balanced", "none")
 
 
 def parse_threshold(value: str | float | None) -> tuple[str | None, float | None]:
@@ -36,8 +36,8 @@ def parse_threshold(value: str | float | None) -> tuple[str | None, float | None
         return None, None
     if text in ("auto", "f1"):
         return "f1", None
-    if text == "balanced":
-        return "balanced", None
+    if text in ("balanced", "f2"):  # f2: multi-label datasets only
+        return text, None
     try:
         number = float(text)
     except ValueError:
@@ -45,7 +45,7 @@ def parse_threshold(value: str | float | None) -> tuple[str | None, float | None
     if 0 < number < 1:
         return None, number
     raise BadInputError(
-        f"--threshold must be auto, f1, balanced, none or a number in (0, 1), got {value!r}"
+        f"--threshold must be auto, f1, f2, balanced, none or a number in (0, 1), got {value!r}"
     )
 
 

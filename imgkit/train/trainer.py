@@ -142,6 +142,14 @@ def _train_task(run: Run, report, cache_features, threshold) -> dict:
         from imgkit.train.segmentation import train_segmentation
 
         return train_segmentation(run, report)
+    if run.ds.task == "multilabel":
+        from imgkit.train.multilabel import train_multilabel
+
+        return train_multilabel(run, report, threshold)
+    if threshold[0] == "f2":
+        raise BadDatasetError(
+            f"{run.ds.root}: --threshold f2 is for multi-label datasets (binary: f1, balanced)"
+        )
     s, ds = run.settings, run.ds
     data, labels, polarity, per_class = load_training_data(run, report.say)
     spec = run.spec

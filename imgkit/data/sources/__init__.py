@@ -21,6 +21,7 @@ from imgkit.data.sources import (
     idc,
     idx_folder,
     kaggle_names,
+    multilabel_csv,
     plain_folder,
 )
 from imgkit.data.sources.base import (
@@ -40,6 +41,7 @@ from imgkit.errors import BadInputError
 READERS = (
     fashion_mnist,
     archive,
+    multilabel_csv,
     csv_file,
     idx_folder,
     idc,

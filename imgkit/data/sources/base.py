@@ -30,6 +30,8 @@ class SourceContext:
         name_labels: label a folder by Kaggle-style file names (``cat.12.jpg``): None
             decides from the names, True whenever any name fits, False never (see
             :mod:`imgkit.data.sources.kaggle_names`).
+        label_sep: what separates a multi-label CSV's labels (``--label-sep``).
+        images: the folder a multi-label CSV's names are in (``--images``), or None.
     """
 
     workdir: Path
@@ -38,6 +40,8 @@ class SourceContext:
     seed: int = 0
     progress: Progress | None = None
     name_labels: bool | None = None
+    label_sep: str = " "
+    images: Path | None = None
     _image_dirs: set[str] = field(default_factory=set, init=False, repr=False)
 
     def image_dir(self, name: str = "images") -> Path:
@@ -67,6 +71,7 @@ class SourceResult:
             cache without decoding the files again; None when not available.
         description: how the source was read, for dataset.json.
         warnings: things the user should know (a guess not made, and how to make it).
+        task: "multilabel" for a source whose records carry label sets, else None.
     """
 
     records: list[Record]
@@ -75,6 +80,7 @@ class SourceResult:
     arrays: dict[str, np.ndarray] | None = None
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+    task: str | None = None
 
 
 def absolute(path: str | os.PathLike) -> str:
