@@ -1,5 +1,5 @@
 # Shortcuts; each target is one documented command from the README.
-.PHONY: install demo test test-all lint format bench
+.PHONY: install demo test test-all lint format bench mutation
 
 install:
 	python3 -m pip install -e ".[cpu,dev]"
@@ -14,12 +14,17 @@ test-all:
 	python3 -m pytest -m "slow or not slow"
 
 lint:
-	python3 -m ruff check imgkit tests benchmarks
-	python3 -m ruff format --check imgkit tests benchmarks
+	python3 -m ruff check imgkit tests benchmarks tools
+	python3 -m ruff format --check imgkit tests benchmarks tools
 
 format:
-	python3 -m ruff format imgkit tests benchmarks
-	python3 -m ruff check --fix imgkit tests benchmarks
+	python3 -m ruff format imgkit tests benchmarks tools
+	python3 -m ruff check --fix imgkit tests benchmarks tools
+
+# Mutants of the modules whose arithmetic users trust, against the tests that should
+# catch them (docs/mutation.md): all, or some with ONLY="submit metrics".
+mutation:
+	python3 tools/mutate.py $(ONLY)
 
 bench:
 	python3 benchmarks/bench_help.py
