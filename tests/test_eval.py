@@ -21,6 +21,8 @@ from imgkit.commands import cli
 from imgkit.data.dataset import Record, write_dataset
 from imgkit.evaluate.metrics import (
     average_precision,
+    check_gates,
+    comparison_frame,
     confusion_matrix,
     evaluate,
     log_loss,
@@ -99,6 +101,58 @@ def test_binary_summary():
     assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
     assert s["roc_auc"] == 1.0 and s["pr_auc"] == 1.0
     assert s["positive_class"] == "dog"
+
+
+def test_absent_classes_score_0_and_stay_out_of_macro_averages():
+    # "c" is predicted once but never true; "d" is neither true nor predicted.
+    r = evaluate([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c", "d"])
+    np.testing.assert_array_equal(r.per_class["precision"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(r.per_class["recall"], [0.5, 1, 0, 0])  # 0/0 is 0, not NaN
+    np.testing.assert_allclose(r.per_class["f1"], [2 / 3, 1, 0, 0])
+    s = r.summary
+    assert s["accuracy"] == 0.75
+    assert s["macro_precision"] == pytest.approx(2 / 3)  # over a, b, c: d is not seen
+    assert s["macro_recall"] == pytest.approx(0.5)
+    assert s["macro_f1"] == pytest.approx(5 / 9)
+    assert s["weighted_f1"] == pytest.approx((2 / 3 * 2 + 1 * 2) / 4)
+    frame = r.confusion_frame()
+    assert list(frame.columns) == ["true", "a", "b", "c", "d"]
+    assert frame.iloc[0].tolist() == ["a", 1, 0, 1, 0]
+
+
+def test_binary_with_one_class_present():
+    # No dog at all: balanced accuracy is the cats' recall alone; the AUCs are undefined.
+    p1 = np.array([0.2, 0.7])
+    s = evaluate([0, 0], [0, 1], ["cat", "dog"], np.stack([1 - p1, p1], axis=1)).summary
+    assert s["balanced_accuracy"] == 0.5
+    assert "roc_auc" not in s and "pr_auc" not in s
+    assert average_precision(np.array([False, False]), p1) is None
+
+
+def test_average_precision_with_tied_scores():
+    # One threshold per distinct score: .5 takes both tied images (P 1/2, R 1/2), .2 the
+    # rest (P 2/3, R 1): .5 * 1/2 + .5 * 2/3.
+    y = np.array([True, False, True])
+    assert average_precision(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25 + 1 / 3)
+    assert roc_auc(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25)
+
+
+def test_comparison_frame_and_gates_by_hand():
+    a = {"n": 6, "accuracy": 0.5, "log_loss": 0.7, "per_class": {}}
+    b = {"n": 4, "accuracy": 0.75, "roc_auc": 0.9}
+    df = comparison_frame([a, b], ["a.csv", "b.csv"])
+    assert list(df.columns) == ["predictions", "n", "accuracy", "log_loss", "roc_auc"]
+    assert df["predictions"].tolist() == ["a.csv", "b.csv"]
+    assert df["accuracy"].tolist() == [0.5, 0.75] and df["n"].tolist() == [6, 4]
+    assert df["log_loss"].isna().tolist() == [False, True]
+    assert df["roc_auc"].isna().tolist() == [True, False]
+    # A value equal to its bar passes; one below fails, with both numbers.
+    bars = {"accuracy": 0.5, "macro_f1": 0.41}
+    assert check_gates({"accuracy": 0.5, "macro_f1": 0.4}, bars) == [
+        "macro_f1 0.4000 is below the bar 0.41"
+    ]
+    with pytest.raises(KeyError, match="roc_auc"):
+        check_gates({"accuracy": 0.5}, {"roc_auc": 0.9})
 
 
 # --- the command ----------------------------------------------------------------------
