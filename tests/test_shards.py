@@ -95,6 +95,19 @@ def test_shard_arithmetic_and_bad_values():
     assert result.exit_code != 0 and "--shard must be I/N" in result.output
 
 
+def test_shard_bounds_and_slices_by_hand():
+    assert [shard_bounds(10, (i, 3)) for i in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert shard_bounds(5, None) == (0, 5) and shard_bounds(0, (2, 2)) == (0, 0)
+    assert all(type(x) is int for x in shard_bounds(7, (2, 3)))  # slice positions
+    # Local (start, stop) per part; start == stop where the shard takes none of it.
+    assert shard_slices([3, 0, 4], (1, 2)) == [(0, 3), (0, 0), (0, 0)]
+    assert shard_slices([2, 5], (2, 2)) == [(2, 2), (1, 5)]
+    assert shard_slices([5, 5], (3, 4)) == [(5, 5), (0, 2)]
+    assert shard_slices([2, 2, 2], (2, 3)) == [(2, 2), (0, 2), (0, 0)]
+    assert shard_slices([4, 1], None) == [(0, 4), (0, 1)]
+    assert parse_shard(" 1/1 ") == (1, 1) and parse_shard("3/3") == (3, 3)
+
+
 def test_a_shell_job_array_joined_with_cat(world, tmp_path):
     """Two shards as background jobs of one shell, joined with cat: the single run."""
     imgs = world["root"] / "imgs"
