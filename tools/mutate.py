@@ -71,20 +71,20 @@ TARGETS = {
     "grouping": Target(
         "imgkit/data/grouping.py",
         (
+            f"{HISTO}::test_regroup_takes_the_first_group_or_the_whole_match",
+            f"{HISTO}::test_split_balance_by_hand",
             f"{HISTO}::test_idc_layout_labels_groups_and_strays",
             f"{HISTO}::test_a_patch_level_random_split_leaks_patients_but_prep_does_not",
             f"{HISTO}::test_group_by_regex_keeps_groups_together_and_counts_strays",
-            f"{HISTO}::test_regroup_takes_the_first_group_or_the_whole_match",
-            f"{HISTO}::test_split_balance_by_hand",
         ),
     ),
     "calibration": Target(
         "imgkit/train/calibration.py",
         (
+            "tests/test_transfer.py::test_temper_and_log_loss_by_hand",
             "tests/test_transfer.py::test_temperature_recovers_a_known_temperature",
             "tests/test_transfer.py::test_temperature_is_one_when_calibrated_and_works_for_sigmoid",
             "tests/test_transfer.py::test_fit_temperature_finds_the_minimum_and_stops_at_its_bounds",
-            "tests/test_transfer.py::test_temper_and_log_loss_by_hand",
             f"{HISTO}::test_raw_threshold_gives_the_same_labels_without_the_temperature",
             "tests/test_predict.py::test_temperature",
         ),
@@ -102,12 +102,23 @@ TARGETS = {
     ),
     "predict": Target(
         "imgkit/infer/predict.py",
-        ("tests/test_predict.py",),
+        (
+            "tests/test_predict.py::test_probabilities_and_rows",
+            "tests/test_predict.py::test_wrong_number_of_outputs_is_a_bundle_error",
+            "tests/test_predict.py::test_temperature",
+            "tests/test_predict.py::test_outputs_temperature_and_threshold_edges",
+            f"{HISTO}::test_thresholds_choose_and_change_labels",
+            "tests/test_predict.py::test_predict_folder_csv_is_pinned",
+            "tests/test_predict.py::test_sigmoid_bundle_gives_both_columns",
+        ),
         ("csv_columns", "to_probabilities", "apply_temperature", "prediction_frame"),
     ),
     "inputs": Target(
         "imgkit/infer/inputs.py",
-        ("tests/test_shards.py::test_shard_arithmetic_and_bad_values",),
+        (
+            "tests/test_shards.py::test_shard_arithmetic_and_bad_values",
+            "tests/test_shards.py::test_shard_bounds_and_slices_by_hand",
+        ),
         ("parse_shard", "shard_bounds", "shard_slices"),
     ),
 }
