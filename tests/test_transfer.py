@@ -308,8 +308,9 @@ def test_fit_temperature_finds_the_minimum_and_stops_at_its_bounds():
         grid = np.arange(factor - 0.3, factor + 0.3, 0.001)
         brute = grid[np.argmin([log_loss(temper(over, g), labels) for g in grid])]
         assert fit_temperature(over, labels) == pytest.approx(brute, abs=2e-3)
-    # A gain below min_gain keeps T = 1 (this one gains about 0.22).
+    # A gain over T = 1 (about 0.22 here) below min_gain keeps T = 1.
     assert fit_temperature(over, labels, min_gain=0.3) == 1.0
+    assert fit_temperature(over, labels, min_gain=0.1) == fit_temperature(over, labels) > 2
     # A val split the model separates perfectly: T stops at its floor, 0.4, not near 0.
     y = np.array([0, 1] * 10)
     assert fit_temperature(np.where(y == 1, 0.8, 0.2), y) == 0.4
