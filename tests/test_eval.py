@@ -59,6 +59,16 @@ def test_confusion_and_per_class_by_hand():
     np.testing.assert_array_equal(s["support"], [3, 2, 1])
 
 
+def test_confusion_matrix_takes_lists_and_whole_floats():
+    # Labels as read from a CSV column: a list, or floats that are whole numbers.
+    want = [[1, 0], [1, 1]]
+    np.testing.assert_array_equal(confusion_matrix([0, 1, 1], [0, 1, 0], 2), want)
+    np.testing.assert_array_equal(confusion_matrix([0, 1, 1], np.array([0.0, 1.0, 0.0]), 2), want)
+    np.testing.assert_array_equal(per_class_scores(want)["recall"], [1, 0.5])
+    proba = [[0.8, 0.2], [0.4, 0.6]]
+    assert log_loss(np.array([0.0, 1.0]), proba) == pytest.approx(-np.log(0.8 * 0.6) / 2)
+
+
 def test_summary_by_hand():
     r = evaluate(Y_TRUE, Y_PRED, CLASSES, PROBA)
     s = r.summary
