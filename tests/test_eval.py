@@ -145,6 +145,7 @@ def test_average_precision_with_tied_scores():
     y = np.array([True, False, True])
     assert average_precision(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25 + 1 / 3)
     assert roc_auc(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25)
+    assert average_precision([False, True], [0.9, 0.1]) == 0.5  # plain lists too
 
 
 def test_comparison_frame_and_gates_by_hand():
