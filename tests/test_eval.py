@@ -130,6 +130,13 @@ def test_absent_classes_score_0_and_stay_out_of_macro_averages():
     assert frame.iloc[0].tolist() == ["a", 1, 0, 1, 0]
 
 
+def test_one_image_scores_and_none_is_an_error():
+    r = evaluate([1], [1], ("a", "b"))  # classes as any sequence
+    assert r.summary["accuracy"] == 1.0 and r.summary["classes"] == r.classes == ["a", "b"]
+    with pytest.raises(ValueError, match="no predictions to score"):
+        evaluate([], [], ["a", "b"])
+
+
 def test_binary_with_one_class_present():
     # No dog at all: balanced accuracy is the cats' recall alone; the AUCs are undefined.
     p1 = np.array([0.2, 0.7])
