@@ -127,6 +127,9 @@ def test_absent_classes_score_0_and_stay_out_of_macro_averages():
     assert s["weighted_f1"] == pytest.approx((2 / 3 * 2 + 1 * 2) / 4)
     frame = r.confusion_frame()
     assert list(frame.columns) == ["true", "a", "b", "c", "d"]
+    # A class seen once in the truth and never predicted counts (its recall is 0).
+    assert evaluate([0, 1], [0, 0], ["a", "b", "c"]).summary["macro_recall"] == 0.5
+    assert evaluate([0, 0], [0, 1], ["a", "b", "c"]).summary["macro_precision"] == 0.5
     assert frame.iloc[0].tolist() == ["a", 1, 0, 1, 0]
 
 
