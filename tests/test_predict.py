@@ -298,6 +298,7 @@ def test_outputs_temperature_and_threshold_edges():
     np.testing.assert_array_equal(to_probabilities(out, "softmax", 2), [[0.1, 0.9], [0.6, 0.4]])
     p = np.array([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8]])
     np.testing.assert_array_equal(apply_temperature(p, 1.0), p)
+    np.testing.assert_array_equal(apply_temperature(p), p)  # no temperature: none applied
     for bad in (0, -2):
         with pytest.raises(BadBundleError, match="temperature must be positive"):
             apply_temperature(p, bad)
