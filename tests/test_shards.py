@@ -105,6 +105,7 @@ def test_shard_bounds_and_slices_by_hand():
     assert shard_slices([5, 5], (3, 4)) == [(5, 5), (0, 2)]
     assert shard_slices([2, 2, 2], (2, 3)) == [(2, 2), (0, 2), (0, 0)]
     assert shard_slices([4, 1], None) == [(0, 4), (0, 1)]
+    assert shard_slices((n for n in (3, 4)), (2, 2)) == [(3, 3), (0, 4)]  # lengths read once
     assert parse_shard(" 1/1 ") == (1, 1) and parse_shard("3/3") == (3, 3)
 
 
