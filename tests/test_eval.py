@@ -21,6 +21,8 @@ from imgkit.commands import cli
 from imgkit.data.dataset import Record, write_dataset
 from imgkit.evaluate.metrics import (
     average_precision,
+    check_gates,
+    comparison_frame,
     confusion_matrix,
     evaluate,
     log_loss,
@@ -55,6 +57,16 @@ def test_confusion_and_per_class_by_hand():
     # F1 = 2PR / (P + R): a = (4/3) / (5/3)
     np.testing.assert_allclose(s["f1"], [0.8, 0.5, 2 / 3])
     np.testing.assert_array_equal(s["support"], [3, 2, 1])
+
+
+def test_confusion_matrix_takes_lists_and_whole_floats():
+    # Labels as read from a CSV column: a list, or floats that are whole numbers.
+    want = [[1, 0], [1, 1]]
+    np.testing.assert_array_equal(confusion_matrix([0, 1, 1], [0, 1, 0], 2), want)
+    np.testing.assert_array_equal(confusion_matrix([0, 1, 1], np.array([0.0, 1.0, 0.0]), 2), want)
+    np.testing.assert_array_equal(per_class_scores(want)["recall"], [1, 0.5])
+    proba = [[0.8, 0.2], [0.4, 0.6]]
+    assert log_loss(np.array([0.0, 1.0]), proba) == pytest.approx(-np.log(0.8 * 0.6) / 2)
 
 
 def test_summary_by_hand():
@@ -99,6 +111,69 @@ def test_binary_summary():
     assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
     assert s["roc_auc"] == 1.0 and s["pr_auc"] == 1.0
     assert s["positive_class"] == "dog"
+
+
+def test_absent_classes_score_0_and_stay_out_of_macro_averages():
+    # "c" is predicted once but never true; "d" is neither true nor predicted.
+    r = evaluate([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c", "d"])
+    np.testing.assert_array_equal(r.per_class["precision"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(r.per_class["recall"], [0.5, 1, 0, 0])  # 0/0 is 0, not NaN
+    np.testing.assert_allclose(r.per_class["f1"], [2 / 3, 1, 0, 0])
+    s = r.summary
+    assert s["accuracy"] == 0.75
+    assert s["macro_precision"] == pytest.approx(2 / 3)  # over a, b, c: d is not seen
+    assert s["macro_recall"] == pytest.approx(0.5)
+    assert s["macro_f1"] == pytest.approx(5 / 9)
+    assert s["weighted_f1"] == pytest.approx((2 / 3 * 2 + 1 * 2) / 4)
+    frame = r.confusion_frame()
+    assert list(frame.columns) == ["true", "a", "b", "c", "d"]
+    # A class seen once in the truth and never predicted counts (its recall is 0).
+    assert evaluate([0, 1], [0, 0], ["a", "b", "c"]).summary["macro_recall"] == 0.5
+    assert evaluate([0, 0], [0, 1], ["a", "b", "c"]).summary["macro_precision"] == 0.5
+    assert frame.iloc[0].tolist() == ["a", 1, 0, 1, 0]
+
+
+def test_one_image_scores_and_none_is_an_error():
+    r = evaluate([1], [1], ("a", "b"))  # classes as any sequence
+    assert r.summary["accuracy"] == 1.0 and r.summary["classes"] == r.classes == ["a", "b"]
+    with pytest.raises(ValueError, match="no predictions to score"):
+        evaluate([], [], ["a", "b"])
+
+
+def test_binary_with_one_class_present():
+    # No dog at all: balanced accuracy is the cats' recall alone; the AUCs are undefined.
+    p1 = np.array([0.2, 0.7])
+    s = evaluate([0, 0], [0, 1], ["cat", "dog"], np.stack([1 - p1, p1], axis=1)).summary
+    assert s["balanced_accuracy"] == 0.5
+    assert "roc_auc" not in s and "pr_auc" not in s
+    assert average_precision(np.array([False, False]), p1) is None
+
+
+def test_average_precision_with_tied_scores():
+    # One threshold per distinct score: .5 takes both tied images (P 1/2, R 1/2), .2 the
+    # rest (P 2/3, R 1): .5 * 1/2 + .5 * 2/3.
+    y = np.array([True, False, True])
+    assert average_precision(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25 + 1 / 3)
+    assert roc_auc(y, np.array([0.5, 0.5, 0.2])) == pytest.approx(0.25)
+    assert average_precision([False, True], [0.9, 0.1]) == 0.5  # plain lists too
+
+
+def test_comparison_frame_and_gates_by_hand():
+    a = {"n": 6, "accuracy": 0.5, "log_loss": 0.7, "per_class": {}}
+    b = {"n": 4, "accuracy": 0.75, "roc_auc": 0.9}
+    df = comparison_frame([a, b], ["a.csv", "b.csv"])
+    assert list(df.columns) == ["predictions", "n", "accuracy", "log_loss", "roc_auc"]
+    assert df["predictions"].tolist() == ["a.csv", "b.csv"]
+    assert df["accuracy"].tolist() == [0.5, 0.75] and df["n"].tolist() == [6, 4]
+    assert df["log_loss"].isna().tolist() == [False, True]
+    assert df["roc_auc"].isna().tolist() == [True, False]
+    # A value equal to its bar passes; one below fails, with both numbers.
+    bars = {"accuracy": 0.5, "macro_f1": 0.41}
+    assert check_gates({"accuracy": 0.5, "macro_f1": 0.4}, bars) == [
+        "macro_f1 0.4000 is below the bar 0.41"
+    ]
+    with pytest.raises(KeyError, match="roc_auc"):
+        check_gates({"accuracy": 0.5}, {"roc_auc": 0.9})
 
 
 # --- the command ----------------------------------------------------------------------

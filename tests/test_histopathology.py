@@ -17,7 +17,9 @@ from tiny_data import make_dataset
 
 from imgkit.commands import cli
 from imgkit.data.dataset import Dataset, assign_splits
+from imgkit.data.grouping import compile_group_by, regroup, relative_name, split_balance
 from imgkit.data.prep import prepare
+from imgkit.data.records import Record
 from imgkit.data.sources import find_reader
 from imgkit.errors import BadInputError
 from imgkit.infer.predict import prediction_frame
@@ -113,6 +115,43 @@ def test_group_by_regex_keeps_groups_together_and_counts_strays(tmp_path, make_i
     assert bad.exit_code == 1 and "not a valid regular expression" in bad.output
 
 
+def test_regroup_takes_the_first_group_or_the_whole_match(tmp_path):
+    src, work = tmp_path.resolve() / "src", tmp_path.resolve() / "data"
+    # Names relative to the source, or to the dataset folder for files prep extracted.
+    assert relative_name(str(src / "p1" / "a.png"), src, work) == "p1/a.png"
+    assert relative_name(str(work / "images" / "b.png"), src, work) == "images/b.png"
+    assert relative_name("images/c.png", src, work) == "images/c.png"
+    assert relative_name("/elsewhere/d.png", src, work) == "/elsewhere/d.png"
+
+    records = [
+        Record(str(src / "p1" / "a.png"), "x", group="old"),
+        Record(str(src / "p2" / "b.png"), "y"),
+        Record(str(src / "loose.png"), "x", group="old"),
+    ]
+    out, unmatched = regroup(records, compile_group_by(r"^(p\d)/"), src, work)
+    assert [r.group for r in out] == ["p1", "p2", None] and unmatched == 1
+    assert [(r.path, r.label) for r in out] == [(r.path, r.label) for r in records]
+    whole, _ = regroup(records[:1], compile_group_by(r"p\d"), src, work)
+    assert whole[0].group == "p1"  # no capture group: the whole match
+    optional, _ = regroup(records[:1], compile_group_by(r"(q)?p\d"), src, work)
+    assert optional[0].group == "p1"  # a group that took no part: the whole match too
+
+
+def test_split_balance_by_hand():
+    records = [
+        Record("1.png", "a", group="g1"),  # no fixed split: train
+        Record("2.png", "a", group="g1", split="train"),
+        Record("3.png", "b", split="train"),  # no group: a group of its own
+        Record("4.png", "b", group="g2", split="test"),
+        Record("5.png", None, split="unlabeled"),
+    ]
+    assert split_balance(records) == {
+        "class_fractions": {"test": {"b": 1.0}, "train": {"a": 0.6667, "b": 0.3333}},
+        "groups": {"test": 1, "train": 2, "unlabeled": 1},
+    }
+    assert split_balance([Record("1.png", "a")]) == {"class_fractions": {"train": {"a": 1.0}}}
+
+
 # --- thresholds -------------------------------------------------------------------------
 
 
@@ -152,6 +191,54 @@ def test_raw_threshold_gives_the_same_labels_without_the_temperature():
     tempered = temper(proba, 2.5)[:, 1]
     t = 0.37
     assert np.array_equal(tempered >= t, p >= raw_threshold(t, 2.5))
+
+
+def test_parse_threshold_every_form_and_the_open_interval():
+    assert parse_threshold(None) == (None, None)
+    assert parse_threshold(" NONE ") == (None, None)
+    assert parse_threshold("F1") == ("f1", None)
+    assert parse_threshold("Balanced") == ("balanced", None)
+    assert parse_threshold(0.25) == (None, 0.25)
+    for bad in ("0", "1", "-0.2", "nan", "high"):
+        with pytest.raises(BadInputError, match="--threshold must be"):
+            parse_threshold(bad)
+
+
+def test_threshold_scores_at_the_edges_by_hand():
+    # A probability equal to the threshold is a positive (>=), as apply_threshold says.
+    assert apply_threshold([0.3, 0.2999], 0.3).tolist() == [1, 0]
+    assert score_at([0.3, 0.7], [1, 0], 0.3, "f1") == pytest.approx(2 / 3)
+    assert score_at([0.9, 0.1], [1, 0], 0.5, "f1") == 1.0  # one true positive is enough
+    assert score_at([0.1, 0.2], [0, 0], 0.5, "f1") == 0.0  # no positive at all: 0, not NaN
+    # Balanced accuracy = (TPR + TNR) / 2, each 0 when its class is absent.
+    assert score_at([0.2, 0.8], [0, 0], 0.5, "balanced") == 0.25
+    assert score_at([0.8, 0.2], [1, 1], 0.5, "balanced") == 0.25
+    assert score_at([0.8, 0.2, 0.3], [1, 1, 0], 0.5, "balanced") == 0.75  # 1/2 and 1
+    assert score_at([0.8, 0.6, 0.3], [1, 0, 0], 0.5, "balanced") == 0.75  # 1 and 1/2
+
+
+def test_choose_threshold_candidates_and_ties_by_hand():
+    # Midpoints between distinct probabilities: 0.3 separates these exactly.
+    assert choose_threshold([0.1, 0.2, 0.4, 0.7], [0, 0, 1, 1]) == (pytest.approx(0.3), 1.0)
+    # Below the smallest (half of it): every image positive is the best F1 here.
+    assert choose_threshold([0.2, 0.3, 0.4], [1, 1, 0]) == (pytest.approx(0.1), 0.8)
+    # A flat optimum: 0.5 itself is a candidate, and ties go to the one nearest 0.5.
+    assert choose_threshold([0.1, 0.3, 0.8, 0.9], [0, 0, 1, 1]) == (0.5, 1.0)
+    assert choose_threshold([0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1]) == (0.5, 1.0)
+    # A threshold of 0 (everything positive) is never offered: 0.5 is the only candidate.
+    assert choose_threshold([0.0, 0.0, 1.0], [1, 1, 0]) == (0.5, 0.0)
+    with pytest.raises(BadInputError, match="metric must be one of f1, balanced"):
+        choose_threshold([0.1, 0.9], [0, 1], "accuracy")
+    for p, y in (([], []), ([0.1, 0.9], [0, 1, 1])):
+        with pytest.raises(BadInputError, match="as many probabilities as labels"):
+            choose_threshold(p, y)
+
+
+def test_raw_threshold_stays_finite_at_0_and_1():
+    for t in (0.0, 1.0):
+        assert 0 < raw_threshold(t, 1.0) < 1  # clamped to [1e-12, 1 - 1e-12]
+        assert 0 <= raw_threshold(t, 5.0) <= 1  # not NaN
+    assert raw_threshold(0.5, 3.0) == 0.5
 
 
 # --- VGG16 ------------------------------------------------------------------------------

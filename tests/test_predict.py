@@ -291,6 +291,31 @@ def test_temperature():
     assert sharp[0, 0] > 0.9 and sharp[0].sum() == pytest.approx(1)
 
 
+def test_outputs_temperature_and_threshold_edges():
+    from imgkit.errors import BadBundleError
+
+    for outputs, k in ((np.zeros((2, 2)), 2), (np.zeros((2, 1)), 3)):
+        with pytest.raises(BadBundleError, match="one output unit and two classes"):
+            to_probabilities(outputs, "sigmoid", k)
+    # Softmax outputs pass through, flattened to one row per image.
+    out = np.array([[[0.1], [0.9]], [[0.6], [0.4]]])
+    np.testing.assert_array_equal(to_probabilities(out, "softmax", 2), [[0.1, 0.9], [0.6, 0.4]])
+    p = np.array([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8]])
+    np.testing.assert_array_equal(apply_temperature(p, 1.0), p)
+    np.testing.assert_array_equal(apply_temperature(p), p)  # no temperature: none applied
+    for bad in (0, -2):
+        with pytest.raises(BadBundleError, match="temperature must be positive"):
+            apply_temperature(p, bad)
+    # A threshold: P(classes[1]) equal to it takes classes[1]; the confidence is always
+    # the chosen label's probability.
+    df = prediction_frame(["a", "b", "c"], p, ["no", "yes"], threshold=0.4)
+    assert df["label"].tolist() == ["no", "yes", "yes"]
+    assert df["confidence"].tolist() == [0.7, 0.4, 0.8]
+    # More than two classes: no threshold, the most probable class.
+    three = prediction_frame(["a"], [[0.5, 0.3, 0.2]], ["x", "y", "z"], threshold=0.1)
+    assert three["label"].tolist() == ["x"] and three["confidence"].tolist() == [0.5]
+
+
 def test_temperature_from_the_bundle_is_applied(tmp_path, images):
     run = _save_bundle(tmp_path / "hot", temperature=1e6)
     result = _run("predict", run, "imgs/a_black.png")

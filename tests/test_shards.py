@@ -96,6 +96,13 @@ def test_shard_arithmetic_and_bad_values():
     assert result.output == "Error: --shard must be I/N with 1 <= I <= N, like 2/8 (got '5/4')\n"
 
 
+def test_shard_bounds_by_hand():
+    assert [shard_bounds(10, (i, 3)) for i in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert shard_bounds(5, None) == (0, 5) and shard_bounds(0, (2, 2)) == (0, 0)
+    assert all(type(x) is int for x in shard_bounds(7, (2, 3)))  # slice positions
+    assert parse_shard(" 1/1 ") == (1, 1) and parse_shard("3/3") == (3, 3)
+
+
 def test_a_shell_job_array_joined_with_cat(world, tmp_path):
     """Two shards as background jobs of one shell, joined with cat: the single run."""
     imgs = world["root"] / "imgs"

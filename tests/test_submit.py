@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from imgkit.commands import cli
-from imgkit.evaluate.submit import id_key, id_of
+from imgkit.errors import BadInputError
+from imgkit.evaluate.submit import id_key, id_of, make_submission
 
 # As `imgkit predict` writes them for data/test: sorted as text, so 10 before 2.
 PREDS = """\
@@ -86,11 +88,21 @@ def test_column_and_id_from(tmp_path, monkeypatch):
     Path("p.csv").write_text(
         "path,label,confidence,p_a,p_b,p_c\nx/u.png,a,0.5,0.5,0.3,0.2\nx/v.png,c,0.6,0.1,0.3,0.6\n"
     )
-    _fails(_run("submit", "p.csv"), "3 probability columns (p_a, p_b, p_c)", "--column")
+    line = _fails(_run("submit", "p.csv"), "3 probability columns (p_a, p_b, p_c)", "--column")
+    assert line.endswith(
+        "p.csv: 3 probability columns (p_a, p_b, p_c); name the one to submit with --column"
+    )
     result = _run("submit", "p.csv", "--column", "c", "--id-from", "name")
     assert result.stdout == "id,label\nu.png,0.2\nv.png,0.6\n"
+    assert "2 rows, ids u.png..v.png, mean label 0.4000 (from p_c), not clipped" in result.stderr
     assert _run("submit", "p.csv", "--column", "p_a").stdout == "id,label\nu,0.5\nv,0.1\n"
     _fails(_run("submit", "p.csv", "--column", "d"), "no probability column 'd'")
+
+
+def test_a_probability_of_0_is_kept(preds):
+    result = _run("submit", preds, "--column", "cat")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "id,label\n1,0.99\n2,0\n3,0.65\n10,0.2\n"
 
 
 def test_reads_stdin(preds):
@@ -118,6 +130,42 @@ def test_extra_ids(preds):
     )
 
 
+def test_three_extra_ids_are_all_named(preds):
+    Path("sample.csv").write_text("id,label\n1,0.5\n")
+    line = _fails(_run("submit", preds, "--sample", "sample.csv", "-o", "sub.csv"))
+    assert line.endswith("sample.csv: 3 predicted ids are not in the sample (10, 2, 3)")
+
+
+def test_no_path_column_or_no_rows():
+    # The command says so before; a caller of the library gets the same checks.
+    with pytest.raises(BadInputError, match="p.csv: no path column"):
+        make_submission(pd.DataFrame({"file": ["1.jpg"], "p_dog": [0.5]}), preds_name="p.csv")
+    empty = pd.DataFrame({"path": [], "p_cat": [], "p_dog": []})
+    with pytest.raises(BadInputError, match="p.csv: no predictions"):
+        make_submission(empty, preds_name="p.csv")
+
+
+def test_clip_bounds_and_line_breaks_in_the_library():
+    df = pd.DataFrame({"path": ["a/1.jpg", "a/2.jpg"], "p_cat": [1.0, 0.4], "p_dog": [0.0, 0.6]})
+    for clip in (None, 0):  # clip 0 is allowed and changes nothing
+        sub = make_submission(df, clip=clip)
+        assert sub.clipped == 0 and sub.frame["label"].tolist() == [0.0, 0.6]
+    with pytest.raises(ValueError, match=r"clip must be in \[0, 0.5\)"):
+        make_submission(df, clip=0.5)
+    # Values at the bounds are not changed, so not counted.
+    edges = pd.DataFrame(
+        {"path": ["1", "2", "3"], "p_a": [0.75, 0.25, 0.9], "p_b": [0.25, 0.75, 0.1]}
+    )
+    sub = make_submission(edges, clip=0.25)
+    assert sub.clipped == 1 and sub.frame["label"].tolist() == [0.25, 0.75, 0.25]
+    # A line break in an id or a header is named with the file it came from.
+    with pytest.raises(BadInputError, match="p.csv: 1 id or column name"):
+        make_submission(df.assign(path=["a/1\r.jpg", "a/2.jpg"]), preds_name="p.csv")
+    sample = pd.DataFrame({"id": ["1", "2"], "la\nbel": ["0.5", "0.5"]})
+    with pytest.raises(BadInputError, match="s.csv: 1 id or column name"):
+        make_submission(df, sample=sample, preds_name="p.csv", sample_name="s.csv")
+
+
 def test_duplicate_ids_in_predictions(preds):
     Path("dup.csv").write_text(PREDS + "other/10.png,dog,0.7,0.3,0.7\n")
     _fails(_run("submit", "dup.csv", "-o", "sub.csv"), "1 id appears more than once (10 (2 rows))")
@@ -143,7 +191,9 @@ def test_nan(preds, value):
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "inf"])
 def test_outside_0_1(preds, value):
     Path("bad.csv").write_text(PREDS.replace("0.65,0.35", f"0.65,{value}"))
-    _fails(_run("submit", "bad.csv", "-o", "sub.csv"), "1 value of p_dog is outside [0, 1]")
+    _fails(
+        _run("submit", "bad.csv", "-o", "sub.csv"), "bad.csv: 1 value of p_dog is outside [0, 1]"
+    )
 
 
 def test_sample_with_other_than_two_columns(preds):
@@ -162,6 +212,10 @@ def test_ids():
     assert id_key("12500") == id_key(" 12500 ") == id_key("12500.0") == id_key("012500")
     assert id_key(12500) == "12500"
     assert id_key("12500.5") != id_key("12500") and id_key(" ab ") == "ab"
+    # A name that is all extension, or has none, is its own id.
+    assert id_of("x/.jpg") == ".jpg" and id_of("x/README") == "README"
+    with pytest.raises(ValueError, match="id_from must be one of"):
+        id_of("a/b.jpg", "suffix")
 
 
 def test_submit_never_imports_tensorflow(preds):

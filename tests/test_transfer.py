@@ -29,7 +29,7 @@ from imgkit.models.backbones import (
     imagenet_size,
 )
 from imgkit.train import trainer as training
-from imgkit.train.calibration import fit_temperature, log_loss, temper
+from imgkit.train.calibration import as_two_columns, fit_temperature, log_loss, temper
 from imgkit.train.checkpoints import RunState, load_trainer
 from imgkit.train.recipe import class_weights, sample_weights, targets
 
@@ -298,6 +298,48 @@ def test_temperature_is_one_when_calibrated_and_works_for_sigmoid():
     soft = 1 / (1 + np.exp(-logit / 2))
     assert fit_temperature(soft, y) == pytest.approx(0.5, rel=0.1)
     np.testing.assert_allclose(temper(soft, 0.5)[:, 1], 1 / (1 + np.exp(-logit)), rtol=1e-9)
+
+
+def test_fit_temperature_finds_the_minimum_and_stops_at_its_bounds():
+    logits, _, labels = _logits_and_labels(n=1000)
+    # The search against brute force on a 0.001 grid around it (for 1.4 the minimum lies
+    # above the coarse grid's best point, for 2.5 below it).
+    for factor in (1.4, 2.5):
+        over = np.exp(factor * logits)
+        over /= over.sum(axis=1, keepdims=True)
+        grid = np.arange(factor - 0.3, factor + 0.3, 0.001)
+        brute = grid[np.argmin([log_loss(temper(over, g), labels) for g in grid])]
+        assert fit_temperature(over, labels) == pytest.approx(brute, abs=2e-3)
+    # A gain over T = 1 (about 0.22 here) below min_gain keeps T = 1.
+    assert fit_temperature(over, labels, min_gain=0.3) == 1.0
+    assert fit_temperature(over, labels, min_gain=0.1) == fit_temperature(over, labels) > 2
+    # A val split the model separates perfectly: T stops at its floor, 0.4, not near 0.
+    y = np.array([0, 1] * 10)
+    assert fit_temperature(np.where(y == 1, 0.8, 0.2), y) == 0.4
+    # Confident answers unrelated to the labels: T goes to its ceiling, 20.
+    assert fit_temperature(np.array([0.1, 0.1, 0.9, 0.9] * 5), np.array([0, 1] * 10)) == 20.0
+    assert fit_temperature(np.zeros((0, 2)), np.zeros(0)) == 1.0
+
+
+def test_temper_and_log_loss_by_hand():
+    np.testing.assert_allclose(as_two_columns([0.2, 0.9]), [[0.8, 0.2], [0.1, 0.9]])
+    np.testing.assert_allclose(as_two_columns([[0.2], [0.9]]), [[0.8, 0.2], [0.1, 0.9]])
+    three = np.array([[0.2, 0.2, 0.5], [0.1, 0.3, 0.6]])
+    np.testing.assert_array_equal(as_two_columns(three), three)
+    np.testing.assert_array_equal(temper(three, 1), three)  # T = 1: the numbers as they are
+    np.testing.assert_allclose(temper([[0.8, 0.2], [0.1, 0.9]], 2), [[2 / 3, 1 / 3], [0.25, 0.75]])
+    # Tiny probabilities and a small T overflow a naive softmax; row by row they do not.
+    np.testing.assert_array_equal(temper([[1e-300, 1e-200], [0.5, 0.5]], 0.1), [[0, 1], [0.5, 0.5]])
+    np.testing.assert_allclose(temper([[1.0, 0.0]], 2), [[1, 0]], atol=1e-12)  # log 0 clipped
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="temperature must be positive"):
+            temper(three, bad)
+    assert log_loss([[0.5, 0.5], [0.2, 0.8]], [0, 1]) == pytest.approx(-(np.log(0.5 * 0.8)) / 2)
+    assert str(log_loss([[0.0, 1.0]], [1])) == "0.0"  # not "-0.0" in imgkit.json
+    assert log_loss([[1.0, 0.0]], [1]) == pytest.approx(-np.log(1e-15))
+    assert np.isnan(log_loss(np.zeros((0, 2)), []))
+    with pytest.raises(ValueError, match="2 probability rows but 3 labels"):
+        log_loss([[0.5, 0.5], [0.5, 0.5]], [0, 1, 1])
 
 
 def test_label_smoothing_then_calibration_beats_the_smoothing_floor(tmp_path):

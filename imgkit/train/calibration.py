@@ -80,7 +80,7 @@ def fit_temperature(
     """
     p = as_two_columns(proba)
     y = np.asarray(labels).reshape(-1)
-    if len(y) == 0 or len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2:  # no labels, or one class: nothing to fit
         return 1.0
 
     def loss(log_t: float) -> float:

@@ -110,9 +110,8 @@ def choose_threshold(p1, labels, metric: str = "f1") -> tuple[float, float]:
         )
     u = np.unique(p)
     candidates = np.concatenate([[u[0] / 2], (u[:-1] + u[1:]) / 2, [0.5]])
+    # 0.5 always passes, so there is at least one candidate.
     candidates = candidates[(candidates > 0) & (candidates < 1)]
-    if len(candidates) == 0:
-        candidates = np.array([0.5])
     scores = _scores(p, y, candidates, metric)
     best = scores.max()
     tied = candidates[np.isclose(scores, best)]
