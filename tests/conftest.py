@@ -1,7 +1,15 @@
-"""Shared fixtures: tiny images written into tmp_path, so tests need no data files."""
+"""Shared fixtures: tiny images written into tmp_path, so tests need no data files.
+
+Also the one rule for tests that need something from outside the repository (real
+data, ../shared, a tmpfs mount, an extra such as onnxruntime or Ray): on a user's
+machine they skip with the reason; under ``CI=true`` they fail, since CI installs all
+of them and a missing one there is a broken set-up, not a green skip. Use
+:func:`need`, :func:`need_module` or ``@pytest.mark.needs(condition, reason)``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -10,14 +18,56 @@ import pytest
 from PIL import Image
 
 
+def in_ci() -> bool:
+    """True when the CI variable says so (CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Go on when ``condition`` holds; else skip with ``reason``, or fail under CI=true."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing requirement fails, it does not skip)",
+                    pytrace=False)  # fmt: skip
+    pytest.skip(reason)
+
+
+def need_module(name: str, reason: str):
+    """Import ``name`` (an extra) as :func:`pytest.importorskip` does, failing under CI=true.
+
+    Only a missing module skips: one that is there but fails to import raises as usual.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is None or name != e.name and not name.startswith(e.name + "."):
+            raise  # the extra is there; something it imports is not
+        need(False, f"{reason}: {e}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs(condition, reason): skip unless condition, with the reason (fails under CI=true)",
+    )
+
+
 def pytest_runtest_setup(item):
     """``@pytest.mark.tensorflow``: skip, saying why, unless Keras runs on TensorFlow.
 
     SavedModel and TFLite export, tf2onnx, tf.summary's event files and TF's logical
-    devices exist only there; the JAX suite (.ci/jax_tests) runs without TensorFlow.
+    devices exist only there; the JAX suite (.ci/jax_tests) runs without TensorFlow,
+    so this one is a skip under CI too (it is about the backend, not a missing
+    install). Then ``@pytest.mark.needs``, through :func:`need`.
     """
-    if item.get_closest_marker("tensorflow") is None:
-        return
+    if item.get_closest_marker("tensorflow") is not None:
+        _need_tensorflow()
+    for marker in item.iter_markers("needs"):
+        need(*marker.args, **marker.kwargs)
+
+
+def _need_tensorflow() -> None:
     import importlib.util
 
     if importlib.util.find_spec("tensorflow") is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import make_class_folder
+from conftest import make_class_folder, need
 from tiny_data import SIZE, make_dataset
 
 from imgkit.commands import cli
@@ -38,8 +38,7 @@ def _mount_tmpfs(where: Path, options: str) -> None:
         capture_output=True,
         text=True,
     )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'})")
+    need(done.returncode == 0, f"cannot mount a tmpfs here ({done.stderr.strip() or 'failed'})")
 
 
 @pytest.fixture

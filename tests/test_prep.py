@@ -291,8 +291,8 @@ def test_fashion_mnist_from_keras_fallback_and_keras_cache(tmp_path, monkeypatch
     assert info["images"] == 50 and "keras" in info["sources"][0]
 
 
-@pytest.mark.skipif(
-    not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+@pytest.mark.needs(
+    (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
     reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist",
 )
 def test_fashion_mnist_subset_from_debian_files(tmp_path):
