@@ -9,6 +9,7 @@ of them and a missing one there is a broken set-up, not a green skip. Use
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from pathlib import Path
@@ -44,6 +45,42 @@ def need_module(name: str, reason: str):
         if e.name is None or name != e.name and not name.startswith(e.name + "."):
             raise  # the extra is there; something it imports is not
         need(False, f"{reason}: {e}")
+
+
+@functools.cache
+def shared_model(name: str, classes: int, side: int, channels: int):
+    """``create_model(name, ...)`` with no pretrained weights, built once per test process.
+
+    The keras.applications backbones take 3-8 s each to build on a 2-core CPU (and
+    saving then loading one takes longer than that), so the tests that only call,
+    train a step of, or save one share a build. Its weights are whatever the tests
+    before left: use it where any weights do.
+    """
+    from imgkit.models import create_model
+
+    return create_model(name, classes, (side, side), channels=channels, weights="none")
+
+
+# The workflow scripts (cli/*.sh end to end on tiny data) are the longest tests, and
+# three of them share a file: each is an xdist group of its own, so both workers take
+# them. Every other test stays in its file's group (``--dist loadgroup``), so that a
+# module fixture is built on one worker only.
+WORKFLOW_TESTS = frozenset({
+    "test_fashion_mnist_script_end_to_end",
+    "test_dropout_study_script",
+    "test_cats_vs_dogs_script_end_to_end",
+    "test_histopathology_script_end_to_end",
+    "test_segmentation_script_on_discs",
+})  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist adds each test's group to its node id
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        alone = getattr(item, "originalname", item.name) in WORKFLOW_TESTS
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if alone else item.path.name))
 
 
 def pytest_configure(config):
