@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import need_module
 from PIL import Image, ImageEnhance
 
 from imgkit.commands import cli
@@ -22,8 +23,8 @@ from imgkit.data.dataset import Record, write_dataset
 from imgkit.evaluate.audit import Thresholds, run_audit
 from imgkit.evaluate.audit.labels import suspects
 
-pytest.importorskip("faiss")
-pytest.importorskip("cv2")
+need_module("faiss", "needs the audit extra (faiss-cpu)")
+need_module("cv2", "needs the audit extra (opencv-python-headless)")
 
 
 def texture(seed: int, side: int = 96, tint=(1.0, 0.8, 0.6), detail: int | None = None):

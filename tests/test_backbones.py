@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import shared_model
 from seg_data import write_disc_pairs
 from tiny_data import make_dataset
 
@@ -98,7 +99,7 @@ def test_frozen_bn_keras_preprocessing_and_one_training_step(name):
     from keras import layers
 
     app = APPLICATIONS[name]
-    model = create_model(name, 3, (SIDE, SIDE), weights="none")
+    model = shared_model(name, 3, SIDE, 3)
     backbone = model.get_layer(BACKBONE_LAYER)
     n = len(backbone.layers)
     # The default fine_tune_last is the top block; BatchNorm layers never train.
@@ -128,6 +129,22 @@ def test_frozen_bn_keras_preprocessing_and_one_training_step(name):
     assert not np.array_equal(top, trains[-1].get_weights()[0])
     probs = model.predict(x, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trips_in_safe_mode(name, tmp_path):
+    """The backbones' share of test_models' round trip, on the build shared above."""
+    import keras
+
+    model = shared_model(name, 3, SIDE, 3)
+    x = np.random.default_rng(2).integers(0, 256, (4, SIDE, SIDE, 3)).astype("uint8")
+    # A call, not predict(): no graph to trace (5-10 s for the deep backbones).
+    probs = keras.ops.convert_to_numpy(model(x, training=False))
+    assert probs.shape == (4, 3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    got = keras.ops.convert_to_numpy(loaded(x, training=False))
+    np.testing.assert_allclose(got, probs, rtol=1e-5, atol=1e-6)
 
 
 @contextlib.contextmanager

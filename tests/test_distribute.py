@@ -17,9 +17,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from tiny_data import SIZE, make_dataset
 
 from imgkit.bundle import read_meta
 from imgkit.data.dataset import Dataset
+from imgkit.errors import ImgkitError
 
 SETTINGS = ["--model", "small-cnn", "--epochs", "4", "--batch-size", "16", "--size", f"{SIZE}",
             "--dropout", "0", "--lr", "0.003"]  # fmt: skip
@@ -230,3 +233,82 @@ def test_a_tf_config_role_imgkit_cannot_take_is_one_line(data, tmp_path, monkeyp
     monkeypatch.setenv("TF_CONFIG", json.dumps(config))
     result = invoke("train", data, "-o", tmp_path / "r", "--model", "small-cnn")
     one_line_error(result, "TF_CONFIG", "'ps'")
+
+
+def _worker_env(cluster, index, **extra):
+    task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+    return _env(TF_CONFIG=json.dumps(task), **extra)
+
+
+@pytest.mark.tensorflow
+def test_a_worker_that_never_starts_ends_the_other_with_one_line(data, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    run = tmp_path / "alone"
+    started = time.monotonic()
+    proc = _train(data, run, env=_worker_env(cluster, 0, IMGKIT_WORKER_WAIT="3"))
+    try:
+        code = proc.wait(timeout=120)  # without the bound: forever (SIGTERM is ignored too)
+    finally:
+        proc.kill()
+    took = time.monotonic() - started
+    err = Path(f"{run}.err").read_text()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("Error: TF_CONFIG:"), err
+    assert "within 3 s" in lines[0] and cluster["worker"][1] in lines[0]
+    assert "IMGKIT_WORKER_WAIT" in lines[0]
+    assert took < 60 and not run.exists()
+
+
+def test_a_bad_worker_wait_is_one_line(monkeypatch):
+    from imgkit.train.cluster_wait import DEFAULT_WAIT, wait_seconds
+
+    monkeypatch.delenv("IMGKIT_WORKER_WAIT", raising=False)
+    assert wait_seconds() == DEFAULT_WAIT
+    monkeypatch.setenv("IMGKIT_WORKER_WAIT", "2.5")
+    assert wait_seconds() == 2.5
+    for bad in ("0", "-1", "soon", "nan"):
+        monkeypatch.setenv("IMGKIT_WORKER_WAIT", bad)
+        with pytest.raises(ImgkitError, match=f"IMGKIT_WORKER_WAIT={bad}: expected"):
+            wait_seconds()
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_a_worker_killed_mid_run_ends_the_other_with_one_line(data, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    longer = [*SETTINGS[:3], "200", *SETTINGS[4:]]  # epochs: the run outlasts the kill
+    procs = [
+        _start(
+            tmp_path / f"w{i}",
+            "-m",
+            "imgkit",
+            "train",
+            data,
+            "-o",
+            tmp_path / f"w{i}",
+            *longer,
+            env=_worker_env(cluster, i),
+        )  # fmt: skip
+        for i in (0, 1)
+    ]
+    try:
+        state = tmp_path / "w0" / "checkpoints" / "state.json"
+        deadline = time.monotonic() + TIMEOUT
+        while not state.is_file() and procs[0].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert procs[0].poll() is None and procs[1].poll() is None, "a worker ended early"
+        os.kill(procs[1].pid, signal.SIGKILL)
+        assert procs[1].wait(timeout=30) == -signal.SIGKILL
+        killed = time.monotonic()
+        code = procs[0].wait(timeout=120)
+    finally:
+        for proc in procs:
+            proc.kill()
+    err = Path(f"{tmp_path / 'w0'}.err").read_text()
+    assert code == 1, err[-3000:]
+    assert time.monotonic() - killed < 60  # TensorFlow's heartbeats: 10 s
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: TF_CONFIG: worker 1 of the multi-worker run stopped"), last
+    assert "--resume" in last

@@ -2,8 +2,9 @@
 
 The bundles are tiny (a convolution, pooling, a dense layer; a two-layer mask net) and
 are written by hand, with a real dataset folder whose val split the parity check runs
-on. Tests that need the export extra skip with the reason when it is missing; those that
-export need Keras's TensorFlow backend (``tensorflow`` marker: they skip under JAX).
+on. Tests that need the export extra skip with the reason when it is missing (and fail
+under CI=true, which installs it); those that export need Keras's TensorFlow backend
+(``tensorflow`` marker: they skip under JAX).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import need_module
 from PIL import Image
 from tiny_data import make_dataset
 
@@ -101,8 +103,8 @@ def _copy(world, tmp_path, name="run") -> Path:
 @pytest.fixture(scope="module")
 def exported(world):
     """The pristine bundle with model.onnx exported (once for the module)."""
-    pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
-    pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
+    need_module("onnxruntime", "needs the export extra (onnxruntime)")
+    need_module("tf2onnx", "needs the export extra (tf2onnx)")
     run = Path(shutil.copytree(world["pristine"], world["root"] / "exported"))
     result = _run("export", run, "--format", "onnx")
     assert result.exit_code == 0, result.output
@@ -175,7 +177,7 @@ def _tflite(run: Path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])
 def test_each_format_alone_matches_keras(world, tmp_path, fmt):
     if fmt == "tflite":
-        pytest.importorskip("ai_edge_litert", reason="needs the export extra (ai-edge-litert)")
+        need_module("ai_edge_litert", "needs the export extra (ai-edge-litert)")
     run = _copy(world, tmp_path)
     result = _run("export", run, "-f", fmt)
     assert result.exit_code == 0, result.output
@@ -216,7 +218,7 @@ def _brightness_bundle(folder: Path, dataset: dict) -> Path:
 
 @pytest.mark.tensorflow
 def test_int8_tflite_accuracy_drop_is_bounded(world, tmp_path):
-    pytest.importorskip("ai_edge_litert", reason="needs the export extra (ai-edge-litert)")
+    need_module("ai_edge_litert", "needs the export extra (ai-edge-litert)")
     dataset = json.loads((world["pristine"] / "imgkit.json").read_text())["dataset"]
     run = _brightness_bundle(tmp_path / "bright", dataset)
     result = _run("export", run, "-f", "tflite", "--quantize", "int8", "--tolerance", "0")
@@ -242,8 +244,8 @@ def test_int8_tflite_accuracy_drop_is_bounded(world, tmp_path):
 
 @pytest.mark.tensorflow
 def test_segmentation_bundle_exports_and_segments_through_onnx(world, tmp_path):
-    pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
-    pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
+    need_module("onnxruntime", "needs the export extra (onnxruntime)")
+    need_module("tf2onnx", "needs the export extra (tf2onnx)")
     run = _save_bundle(
         tmp_path / "seg", _mask_net(), task="segmentation", classes=["object"],
         output="sigmoid", threshold=0.5, pixels={"scale": 1 / 127.5, "offset": -1.0},
@@ -329,8 +331,8 @@ def test_onnx_runtime_imports_no_tensorflow(exported, world):
 
 @pytest.mark.tensorflow
 def test_parity_failure_leaves_nothing_behind(world, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
-    pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
+    need_module("onnxruntime", "needs the export extra (onnxruntime)")
+    need_module("tf2onnx", "needs the export extra (tf2onnx)")
     from imgkit.export import exporter
 
     real = exporter.runner

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -279,3 +281,57 @@ def test_is_hidden():
     for name in (".DS_Store", "._x.jpg", "Thumbs.db", "desktop.ini", ".env"):
         assert is_hidden(name)
     assert not is_hidden("photo.jpg")
+
+
+# --- damaged TIFFs: the reject reason is the one message ---------------------------------
+
+# A fresh process: libtiff's error handler and Python's warning filters are global.
+_CHECK_TIFFS = """
+import sys
+from imgkit.data.images import check_image
+from imgkit.data.masks import read_mask
+from imgkit.errors import BadImageError
+for path in sys.argv[1:]:
+    try:
+        (read_mask if "mask" in path else check_image)(path)
+        print("ok")
+    except BadImageError as e:
+        print(e.reason)
+"""
+
+
+def _damaged_tiffs(folder) -> list:
+    """LZW, deflate and JPEG-in-TIFF files with flipped bytes and cut short, and a mask."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    paths = []
+    for compression in ("tiff_lzw", "tiff_adobe_deflate", "jpeg"):
+        good = folder / f"{compression}.tif"
+        image.save(good, compression=compression)
+        data = bytearray(good.read_bytes())
+        for i in range(200, len(data) - 200, 97):
+            data[i] ^= 0x5A
+        for name, damaged in (("flipped", bytes(data)), ("cut", bytes(data[: len(data) // 2]))):
+            paths.append(folder / f"{compression}-{name}.tif")
+            paths[-1].write_bytes(damaged)
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(folder / "mask.tif", compression="tiff_lzw")
+    data = bytearray((folder / "mask.tif").read_bytes())
+    data[8:40] = bytes(32)  # the LZW strip
+    (folder / "mask-damaged.tif").write_bytes(bytes(data))
+    return [*paths, folder / "mask-damaged.tif"]
+
+
+def test_damaged_tiffs_give_only_their_reject_reasons(tmp_path):
+    paths = _damaged_tiffs(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK_TIFFS, *map(str, paths)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    # Without the fix libtiff prints "ZIPDecode: Decoding error ..." and the like, and
+    # Pillow warns "Corrupt EXIF data", on stderr.
+    assert done.stderr == ""
+    reasons = done.stdout.splitlines()
+    assert len(reasons) == len(paths) and "ok" not in reasons, reasons
+    assert all(r.startswith(("cannot", "not an image", "truncated", "unreadable")) for r in reasons)

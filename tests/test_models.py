@@ -11,13 +11,10 @@ from imgkit.models.applications import APPLICATIONS
 
 CLASSIFIERS = list_models(task="classification")
 # The keras.applications backbones share one builder and have their own tests
-# (test_backbones.py, 3 channels); here each round-trips once, grey. Each costs 10-30 s
-# more per round trip than the others on a 2-core CPU.
+# (test_backbones.py), their round trips included: there one build of each serves
+# several tests (conftest.shared_model), where each costs 3-8 s on a 2-core CPU.
 ROUND_TRIPS = [
-    (name, channels)
-    for name in CLASSIFIERS
-    for channels in (1, 3)
-    if not (name in APPLICATIONS and channels == 3)
+    (name, channels) for name in CLASSIFIERS for channels in (1, 3) if name not in APPLICATIONS
 ]
 
 

@@ -291,8 +291,8 @@ def test_fashion_mnist_from_keras_fallback_and_keras_cache(tmp_path, monkeypatch
     assert info["images"] == 50 and "keras" in info["sources"][0]
 
 
-@pytest.mark.skipif(
-    not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+@pytest.mark.needs(
+    (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
     reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist",
 )
 def test_fashion_mnist_subset_from_debian_files(tmp_path):
@@ -345,3 +345,38 @@ def test_a_dataset_folder_is_not_a_source_but_its_manifest_is(tmp_path, class_fo
     a, b = manifest(first), manifest(tmp_path / "again")
     assert a["split"].tolist() == b["split"].tolist()  # fixed splits kept
     assert Dataset.load(tmp_path / "again").paths("train")[0].is_file()
+
+
+def test_names_with_line_breaks_are_refused_one_row_each(tmp_path, class_folder, make_image):
+    # A carriage return is written unquoted into a CSV: the manifest row would split.
+    for name in ("cats/we\rird.png", "dogs/new\nline.png", "dogs/both\r\n.png"):
+        make_image(class_folder / name, color=(40, 40, 40))
+    out = tmp_path / "data"
+    ok(class_folder, "-o", out)
+    table = manifest(out)
+    assert len(table) == 18 and not table["path"].str.contains("[\r\n]").any()
+    lines = (out / "rejects.csv").read_text().splitlines()
+    assert len(lines) == 4, lines  # the header and one line per refused file
+    got = rejects(out)
+    for shown in ("we\\rird.png", "new\\nline.png", "both\\r\\n.png"):
+        assert got[shown] == "name contains a line break, which manifest.csv cannot hold"
+    assert len(Dataset.load(out).manifest) == 18
+
+
+def test_masks_csv_with_nul_paths_rejects_those_rows(tmp_path):
+    from seg_data import write_disc_pairs
+
+    images, masks = write_disc_pairs(tmp_path / "src", n=4, size=(16, 16))
+    csv = tmp_path / "pairs.csv"
+    rows = [f"{images / f's{i:03d}.png'},{masks / f's{i:03d}.png'}" for i in range(4)]
+    rows[1] = rows[1].replace("s001.png,", "s0\x0001.png,")  # the image path
+    rows[2] = rows[2][:-4] + "\x00.png"  # the mask path
+    csv.write_text("path,mask\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "data"
+    result = run(images, "--masks", csv, "-o", out, "--val", "0", "--test", "0")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert sorted(os.path.basename(p) for p in manifest(out)["path"]) == ["s000.png", "s003.png"]
+    got = rejects(out, basename=False)
+    assert got[f"{csv}:3"] == "path contains a NUL character"
+    assert got[f"{csv}:4"] == "mask contains a NUL character"

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import need_module
 from PIL import Image
 from tiny_bundles import save_classifier, save_segmenter
 
@@ -15,7 +16,7 @@ from imgkit.commands import cli
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    pytest.importorskip("ray", reason="Ray is an extra: pip install -e '.[ray]'")
+    need_module("ray", "Ray is an extra: pip install -e '.[ray]'")
     import ray
 
     root = tmp_path_factory.mktemp("ray")

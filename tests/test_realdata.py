@@ -15,8 +15,8 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 pytestmark = [
     pytest.mark.realdata,
-    pytest.mark.skipif(
-        not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    pytest.mark.needs(
+        (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
         reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist",
     ),
 ]

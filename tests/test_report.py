@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need
 from PIL import Image
 
 from tests.cli_helpers import invoke
@@ -48,8 +49,10 @@ addEventListener("load", () => {
 
 def needs_chromium() -> str:
     """The Chromium executable, or a skip that says why (CI turns skips into failures)."""
-    if CHROMIUM is None:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    need(
+        CHROMIUM is not None,
+        "headless Chromium is not installed (Debian: apt-get install chromium)",
+    )
     return CHROMIUM
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import need_module
 from PIL import Image
 from tiny_bundles import save_classifier, save_segmenter
 
@@ -51,8 +52,8 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    pytest.importorskip("onnxruntime", reason="needs the export extra (onnxruntime)")
-    pytest.importorskip("tf2onnx", reason="needs the export extra (tf2onnx)")
+    need_module("onnxruntime", "needs the export extra (onnxruntime)")
+    need_module("tf2onnx", "needs the export extra (tf2onnx)")
     return save_classifier(tmp_path_factory.mktemp("bundles") / "classifier")
 
 
@@ -61,9 +62,9 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
 
 
 def _needs_openvino(precision: str = "fp32"):
-    pytest.importorskip("openvino", reason="needs the openvino extra")
+    need_module("openvino", "needs the openvino extra")
     if precision == "int8":
-        pytest.importorskip("nncf", reason="needs the openvino extra (nncf)")
+        need_module("nncf", "needs the openvino extra (nncf)")
     if precision == "bf16":
         from imgkit.infer.openvino_model import cpu_has_bf16
 

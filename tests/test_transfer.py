@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import need
 from tiny_data import make_dataset
 
 from imgkit.bundle import load_bundle, read_meta
@@ -210,8 +211,7 @@ def test_offline_imagenet_without_a_cached_file_says_what_to_put_where(
 
 @pytest.mark.realdata
 def test_cached_imagenet_file_is_used_offline(tmp_path, monkeypatch):
-    if not SHARED_FILE.is_file():
-        pytest.skip(f"no shared ImageNet weights at {SHARED_FILE}")
+    need(SHARED_FILE.is_file(), f"no shared ImageNet weights at {SHARED_FILE}")
     import keras
 
     models = tmp_path / "kh" / "models"

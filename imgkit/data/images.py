@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgkit.data.tiff_quiet import quiet_libtiff
 from imgkit.errors import BadImageError, BadInputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -99,6 +100,7 @@ def _too_large(path: Path, width: int, height: int, limit: int) -> BadImageError
 
 def _open_lazily(path: Path, max_pixels: int) -> Image.Image:
     """Read only the header, and refuse huge images before any pixel is decoded."""
+    quiet_libtiff()  # a damaged TIFF's libtiff errors: its reject reason says it once
     try:
         # Pillow warns about (and above twice its limit refuses) huge images while
         # reading the header; both become a clear reason here. catch_warnings is not

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from imgkit.data.tiff_quiet import quiet_libtiff
 from imgkit.errors import BadImageError
 from imgkit.fileio import atomic_path
 
@@ -70,6 +71,7 @@ def read_mask(path: str | os.PathLike) -> MaskInfo:
             safely repairable); the reason says which.
     """
     path = Path(path)
+    quiet_libtiff()  # a damaged TIFF mask: the reject reason is the one message
     try:
         with Image.open(path) as img:
             img.load()

@@ -101,6 +101,34 @@ def _check_all(
 
 # --- assembling ----------------------------------------------------------------------
 
+LINE_BREAKS = ("\r", "\n")
+
+
+def shown_name(text: str) -> str:
+    """``text`` with its line breaks written as ``\\r`` and ``\\n``: one rejects.csv row."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _refuse_line_breaks(records: list[Record]) -> tuple[list[Record], list[Reject]]:
+    """Refuse images whose path, label, group or mask holds a line break.
+
+    pandas writes a carriage return unquoted, so such a name would split its
+    manifest.csv row in two (and a quoted line break still breaks every line-based
+    tool that reads the CSVs downstream).
+    """
+    kept, rejects = [], []
+    for r in records:
+        fields = {"path": r.path, "label": r.label, "group": r.group, "mask": r.mask}
+        broken = [k for k, v in fields.items() if v and any(c in v for c in LINE_BREAKS)]
+        if broken:
+            what = "name" if broken == ["path"] else " and ".join(broken)
+            rejects.append(
+                Reject(r.path, f"{what} contains a line break, which manifest.csv cannot hold")
+            )
+        else:
+            kept.append(r)
+    return kept, rejects
+
 
 def _dedupe(records: list[Record]) -> tuple[list[Record], list[Reject]]:
     """Keep the first listing of each file: a file twice in a dataset leaks across splits."""
@@ -265,6 +293,10 @@ def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_
             if not is_skipped(r.reason):
                 counter.add(r)
         got.trusted.update(r.path for r in got.records)
+    got.records, broken_names = _refuse_line_breaks(got.records)
+    for r in broken_names:
+        got.rejects.append(r)
+        counter.add(r)
     unchecked = [r for r in got.records if r.path not in got.trusted]
     good, broken = _check_all(unchecked, workdir, counter, progress, max_pixels)
     good_paths = {r.path for r in good}
@@ -397,10 +429,15 @@ def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limi
     else:
         records, val_used, test_used = _assign(got.records, val, test, seed, multilabel)
     task = "segmentation" if masks is not None else "classification"
+    # Any file not taken (a hidden file, a non-image, a refused name) may have a line
+    # break in its name too: each gets one row.
+    rejects = [
+        replace(r, path=shown_name(r.path), reason=shown_name(r.reason)) for r in got.rejects
+    ]
     info = write_dataset(
         workdir,
         records,
-        got.rejects,
+        rejects,
         task="multilabel" if multilabel else task,
         source=sources,
         seed=seed,

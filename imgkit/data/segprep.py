@@ -43,7 +43,8 @@ def _index_folder(folder: Path) -> tuple[dict[str, list[Path]], list[Reject]]:
     return index, [Reject(absolute(r.path), r.reason) for r in bad]
 
 
-def _index_csv(path: Path) -> dict[str, Path]:
+def _index_csv(path: Path) -> tuple[dict[str, Path], list[Reject]]:
+    """{image: mask} from a path,mask CSV; rows no file could be named by are rejects."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, OSError) as e:
@@ -52,11 +53,17 @@ def _index_csv(path: Path) -> dict[str, Path]:
     if not {"path", "mask"} <= set(table.columns):
         raise BadInputError(f"{path}: a masks CSV needs path and mask columns")
     base = path.resolve().parent
-    return {
-        absolute(base / p): Path(absolute(base / m))
-        for p, m in zip(table["path"], table["mask"], strict=True)
-        if p and m
-    }
+    index: dict[str, Path] = {}
+    rejects: list[Reject] = []
+    rows = zip(table["path"], table["mask"], strict=True)
+    for line, (p, m) in enumerate(rows, start=2):
+        if "\0" in p or "\0" in m:
+            # No file name can hold a NUL: the CSV is damaged or not text here.
+            which = "path" if "\0" in p else "mask"
+            rejects.append(Reject(f"{path}:{line}", f"{which} contains a NUL character"))
+        elif p and m:
+            index[absolute(base / p)] = Path(absolute(base / m))
+    return index, rejects
 
 
 def _check_pair(image: str, mask: Path) -> tuple[Record | None, str, object]:
@@ -73,7 +80,7 @@ def _check_pair(image: str, mask: Path) -> tuple[Record | None, str, object]:
         info = read_mask(mask)
     except BadImageError as e:
         return None, f"{e.reason} (mask {mask.name})", None
-    except OSError as e:
+    except (OSError, ValueError) as e:
         return None, f"unreadable mask {mask.name} ({e})", None
     return Record(image), info.note, info
 
@@ -114,7 +121,8 @@ def attach_masks(
                     Reject(absolute(p), "skipped: a mask without an image") for p in paths
                 )
     elif masks.is_file():
-        by_path = _index_csv(masks)
+        by_path, bad = _index_csv(masks)
+        rejects.extend(bad)
         image_records = records
     else:
         raise BadInputError(f"--masks {masks}: no such folder or CSV file")

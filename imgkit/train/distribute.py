@@ -16,7 +16,9 @@ TensorflowTrainer, a Kubernetes TFJob, a SLURM script...), the run uses
 collective ops need each of them to take every step, predict and save), reads the same
 dataset and draws the same global batches; TensorFlow gives each worker its part of
 each one. Only the chief (task type ``chief``, or worker 0 when there is none) writes
-``-o``; the others write into a scratch folder that is removed when they finish.
+``-o``; the others write into a scratch folder that is removed when they finish. A
+worker that stops (or never starts) ends the others with one line, after a bounded
+wait (:mod:`imgkit.train.cluster_wait`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgkit.errors import BadInputError
+from imgkit.train.cluster_wait import bounded_start, peer_lost, wait_seconds
 from imgkit.train.distribute_fixes import mended
 
 AUTO = "auto"
@@ -173,6 +176,11 @@ def placed(devices, output, *, resume: bool = False) -> Iterator[Placement]:
         tf_strategy = place.strategy if place.kind != "DataParallel" else None
         with mended(tf_strategy):
             yield place
+    except Exception as e:
+        lost = None if found is None else peer_lost(e, (found["type"], found["index"]))
+        if lost is None:
+            raise
+        raise lost from e
     finally:
         if place.scratch is not None:
             shutil.rmtree(place.scratch, ignore_errors=True)
@@ -221,7 +229,9 @@ def _start_tensorflow(place: Placement, wanted, found: dict | None) -> None:
             )
         if wanted != AUTO and gpus:
             tf.config.set_visible_devices(gpus[:wanted], "GPU")
-        place.strategy = _strategy(tf.distribute.MultiWorkerMirroredStrategy, ())
+        # Starting it waits for every worker to connect: bounded (see cluster_wait).
+        with bounded_start(found["tasks"], wait_seconds()):
+            place.strategy = _strategy(tf.distribute.MultiWorkerMirroredStrategy, ())
         place.kind = "MultiWorkerMirroredStrategy"
         place.workers = sum(len(a) for a in found["tasks"].values())
     else:
