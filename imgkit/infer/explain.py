@@ -118,7 +118,8 @@ def occlusion_map(
     Every position of a square (:func:`occlusion_geometry`) is one copy of the image
     with that square replaced by the same place of a blurred copy: the local colour
     stays, the shape goes (a grey square is itself a shape the model reacts to, and
-    scored 57% against the blur's 72% on held-out garments, benchmarks/bench_explain.py).
+    put the peak on the object for 57% of 60 held-out scenes of
+    benchmarks/bench_explain.py, the blurred square for 72%).
     A pixel's value is the mean drop over the squares that covered it, rises (evidence
     against the class) counted as 0; the two sizes' maps, each scaled to its maximum,
     are added and smoothed by half the stride, so the peak sits where both agree.
