@@ -5,13 +5,17 @@ dataset-fashion-mnist) pasted at a random place and size into clutter (random cr
 of scikit-image's and scikit-learn's real photos). The class is the garment's, so the
 evidence is inside the garment's box and nowhere else. The default mobilenetv2 bundle
 is trained on them at 96 px with ``imgkit train`` (ImageNet weights from
-../shared/weights), then ``imgkit explain`` runs on the test split once per method;
-a hit is a map whose hottest pixel (the CSV's peak_x, peak_y) lies in the box.
-Baselines in the same run: the image centre, and the box's share of the image (what a
-random point scores). Done when the default method scores at least 80%.
+../shared/weights, the whole backbone fine-tuned: the default last 20 layers leave it
+at 0.76 val accuracy here, and a map of a wrong class points anywhere), then
+``imgkit explain`` runs on the test split once per method; a hit is a map whose
+hottest pixel (the CSV's peak_x, peak_y) lies in the box. Baselines in the same run:
+the image centre, and the box's share of the image (what a random point scores).
+Done when the default method scores at least 80%.
 
-Usage: python benchmarks/bench_explain.py [--train 240] [--test 100] [--epochs 3]
-(needs dataset-fashion-mnist and scikit-image; about 6-9 minutes on 2 busy cores).
+Usage: python benchmarks/bench_explain.py [--train 400] [--test 100] [--epochs 12]
+[--seed 0] (needs dataset-fashion-mnist and scikit-image; about 12-15 minutes on 2
+busy cores). ``--seed`` draws other scenes (places, sizes, colours, backgrounds): tune
+on one seed, report on another.
 """
 
 from __future__ import annotations
@@ -86,11 +90,11 @@ def scene(garment: np.ndarray, clutter: list[np.ndarray], rng) -> tuple[np.ndarr
     return np.round(out).astype(np.uint8), box
 
 
-def make_data(root: Path, n_train: int, n_test: int) -> dict[str, tuple]:
+def make_data(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, tuple]:
     """Class folders for prep (train) and a test folder; the test images' boxes by name."""
     per = n_train + n_test
     x, y = garments(per)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     clutter = photos()
     boxes = {}
     for k, (g, label) in enumerate(zip(x, y, strict=True)):
@@ -113,52 +117,69 @@ def imgkit(*args) -> str:
     return done.stdout
 
 
-def score(rows: list[dict], boxes: dict, labels_right: bool = False) -> float:
-    hits = []
+def hits(rows: list[dict], boxes: dict) -> np.ndarray:
+    """Per row: is the map's peak inside its image's garment box?"""
+    out = []
     for r in rows:
         left, top, right, bottom = boxes[Path(r["path"]).name]
         x, y = int(r["peak_x"]), int(r["peak_y"])
-        hits.append(left <= x < right and top <= y < bottom)
-    return float(np.mean(hits))
+        out.append(left <= x < right and top <= y < bottom)
+    return np.array(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=240, help="train+val images per class")
+    ap.add_argument("--train", type=int, default=400, help="train+val images per class")
     ap.add_argument("--test", type=int, default=100, help="test images in all")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--keep", default=None, help="work in this folder and keep it")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the scenes")
+    ap.add_argument(
+        "--keep",
+        default=None,
+        help="work in this folder and keep it; a bundle already in its run/ (an earlier "
+        "run with the same --train, --test and --seed) is reused, not trained again",
+    )
     args = ap.parse_args()
     if not FASHION.is_dir() or not WEIGHTS.is_file():
         sys.exit(f"needs {FASHION} (apt-get install dataset-fashion-mnist) and {WEIGHTS}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-explain-"))
-    boxes = make_data(root, args.train, -(-args.test // len(CLASSES)))
-    imgkit("prep", root / "train", "-o", root / "data", "--seed", "0", "--test", "0")
-    t0 = time.perf_counter()
-    imgkit("train", root / "data", "-o", root / "run", "--model", "mobilenetv2",
-           "--size", SIZE, "--weights", WEIGHTS, "--epochs", args.epochs)  # fmt: skip
-    print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    rows, table = {}, []
-    for method in ("occlusion", "gradcam", "layercam"):
+    boxes = make_data(root, args.train, -(-args.test // len(CLASSES)), args.seed)
+    if (root / "run" / "imgkit.json").is_file():  # --keep of an earlier run: its bundle
+        print(f"reusing the bundle in {root / 'run'}", file=sys.stderr)
+    else:
+        imgkit("prep", root / "train", "-o", root / "data", "--seed", "0", "--test", "0")
+        t0 = time.perf_counter()
+        imgkit("train", root / "data", "-o", root / "run", "--model", "mobilenetv2",
+               "--size", SIZE, "--weights", WEIGHTS, "--epochs", args.epochs,
+               "--fine-tune-last", "all", "--lr", "3e-4")  # fmt: skip
+        print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    from imgkit.infer.explain import DEFAULT_METHOD, METHODS
+
+    rows, table, score = {}, [], {}
+    for method in METHODS:
         t0 = time.perf_counter()
         out = imgkit("explain", root / "run", root / "test", "-o", root / method,
                      "--method", method)  # fmt: skip
         seconds = time.perf_counter() - t0
         rows[method] = list(csv.DictReader(out.splitlines()))
         n = len(rows[method])
-        right = np.mean([Path(r["path"]).parent.name == r["label"] for r in rows[method]])
-        table.append((method, f"{score(rows[method], boxes):.0%}", n, f"{right:.0%}",
-                      f"{seconds / n:.3f}"))  # fmt: skip
+        right = np.array([Path(r["path"]).parent.name == r["label"] for r in rows[method]])
+        hit = hits(rows[method], boxes)
+        score[method] = hit.mean()
+        name = f"{method} (default)" if method == DEFAULT_METHOD else method
+        table.append((name, f"{hit.mean():.0%}", f"{hit[right].mean():.0%}", n,
+                      f"{right.mean():.0%}", f"{seconds / n:.3f}"))  # fmt: skip
     centre = [
-        {"path": r["path"], "peak_x": SIZE // 2, "peak_y": SIZE // 2} for r in rows["occlusion"]
+        {"path": r["path"], "peak_x": SIZE // 2, "peak_y": SIZE // 2} for r in rows[METHODS[0]]
     ]
     area = np.mean([(b[2] - b[0]) * (b[3] - b[1]) / SIZE**2 for b in boxes.values()])
-    table.append(("image centre", f"{score(centre, boxes):.0%}", len(centre), "", ""))
-    table.append(("random point (box share)", f"{area:.0%}", len(centre), "", ""))
-    print_table(table, ("method", "peak in box", "images", "accuracy", "s/image (CLI)"))
-    best = float(table[0][1].rstrip("%")) / 100
-    print(f"default (occlusion) {best:.0%} against the bar {BAR:.0%}: "
+    table.append(("image centre", f"{hits(centre, boxes).mean():.0%}", "", len(centre), "", ""))
+    table.append(("random point (box share)", f"{area:.0%}", "", len(centre), "", ""))
+    header = ("method", "peak in box", "in box, class right", "images", "accuracy", "s/image")
+    print_table(table, header)
+    best = score[DEFAULT_METHOD]
+    print(f"default ({DEFAULT_METHOD}) {best:.0%} against the bar {BAR:.0%}: "
           f"{'met' if best >= BAR else 'NOT met'}")  # fmt: skip
 
 

@@ -177,6 +177,7 @@ def test_target_layer_is_found_inside_nested_backbones(name, size, layer, grid):
     assert tuple(found.output.shape[1:3]) == (grid, grid)
 
 
-def test_occlusion_square_is_a_quarter_of_the_side():
-    assert occlusion_geometry((96, 96)) == (24, 8)
-    assert occlusion_geometry((224, 224)) == (56, 19)
+def test_occlusion_geometry_scales_with_the_side():
+    assert occlusion_geometry((96, 96)) == ((16, 24), 8, 8.0)
+    sides, stride, sigma = occlusion_geometry((224, 300))
+    assert sides == (37, 56) and stride == 19 and sigma == pytest.approx(224 / 12)

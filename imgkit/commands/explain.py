@@ -23,8 +23,8 @@ COLUMNS = ["path", "label", "confidence", "explained", "p_explained", "peak_x", 
     type=click.Choice(METHODS),
     default=DEFAULT_METHOD,
     show_default=True,
-    help="occlusion: slide a grey square over the image and map how much hiding each "
-    "part lowers the class's probability (forward passes only: any bundle, any runtime); "
+    help="occlusion: slide squares of the image, blurred, over it and map how much hiding "
+    "each part lowers the class's logit (forward passes only: any bundle, any runtime); "
     "gradcam: Grad-CAM on the last spatial feature map; layercam: LayerCAM on it.",
 )
 @click.option(
@@ -109,11 +109,12 @@ def _write(explained, out: Path, name: str, resize: str, save_maps: bool, method
 
     from imgkit.data.images import open_image
     from imgkit.fileio import atomic_path
-    from imgkit.infer.heatmap import map_png, overlay_panel, peak, to_own_size
+    from imgkit.infer.heatmap import map_png, normalise, overlay_panel, peak, to_own_size
 
     with open_image(explained.item.path) as img:
         image = img.convert("RGB")
-    heat = to_own_size(explained.heat, image.size, resize)
+    # Scaled again after the resize: resampling shaves a sharp peak below 1.
+    heat = normalise(to_own_size(explained.heat, image.size, resize))
     caption = f"{explained.label} {explained.confidence:.2f}"
     if explained.target != explained.label:
         caption += f" | {explained.target} {explained.target_proba:.2f}"

@@ -70,6 +70,23 @@ def to_own_size(heat: np.ndarray, own: tuple[int, int], resize: str) -> np.ndarr
     return resize_map(heat, own)
 
 
+def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    """``a`` (h, w) or (h, w, c) blurred over its first two axes by a Gaussian of
+    standard deviation ``sigma`` pixels (edges repeated), as float32."""
+    out = np.asarray(a, dtype=np.float32)
+    if sigma <= 0:
+        return out
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    for axis in (0, 1):
+        n = out.shape[axis]
+        pad = [(radius, radius) if k == axis else (0, 0) for k in range(out.ndim)]
+        padded = np.pad(out, pad, mode="edge")
+        out = sum(w * np.take(padded, range(k, k + n), axis=axis) for k, w in enumerate(taps))
+    return out.astype(np.float32)
+
+
 def peak(heat: np.ndarray) -> tuple[int, int]:
     """(x, y) of the map's maximum (the first one in reading order on a tie)."""
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
