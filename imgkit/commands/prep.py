@@ -129,20 +129,31 @@ def _summary(info: dict) -> None:
     "relative to its source; its first group (or the whole match) is the group, e.g. "
     "'^([^/]+)/' for one folder per patient. Unmatched images are groups of their own.",
 )
-def command(
-    sources,
-    output,
-    val,
-    test,
-    seed,
-    max_bad,
-    overwrite,
-    idx_dir,
-    limit,
-    name_labels,
-    masks,
-    group_by,
-):
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="K",
+    help="Cross-validation: give every labelled image a fold 1..K (stratified by class, "
+    "each group whole) in place of a val split; a test split only with --test. Given an "
+    "existing dataset folder, its images are not read again (its val joins the folds).",
+)
+@click.option(
+    "--pseudo",
+    is_flag=True,
+    help="SOURCES are predictions CSVs (imgkit predict), with at most one dataset folder "
+    "to add them to: each prediction at least --min-confidence sure becomes a training "
+    "image labelled with its predicted class, marked pseudo (never validated on).",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    metavar="P",
+    help="With --pseudo: the least confidence a prediction needs to be taken  [default: 0.9].",
+)
+def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels,
+            masks, group_by, folds, pseudo, min_confidence):  # fmt: skip
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
@@ -155,6 +166,12 @@ def command(
     <patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<N>.png (the label is the 0/1
     folder, checked against class<N> in the name; each patient stays in one split);
     or the name fashion-mnist.
+
+    With --folds K every labelled image gets a cross-validation fold (manifest.csv's
+    fold column) for `imgkit train --fold k` and `imgkit cv`. Given one dataset folder
+    as the source, --folds writes a new folder pointing at its images (or, with -o the
+    same folder and --overwrite, changes it in place). With --pseudo, SOURCES are
+    predictions CSVs and at most one dataset folder: see --pseudo.
 
     An archive's images are extracted into DATA/images/<archive name>/; a single
     top-level folder inside it is a wrapper, not a class. Extraction is safe: members
@@ -177,6 +194,9 @@ def command(
         imgkit prep images/ --masks masks/ -o data/seg --val 0.3
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
+        imgkit prep train.zip -o data/dvc5 --folds 5             # cross-validation
+        imgkit prep data/dvc --folds 5 -o data/dvc5              # folds, no image re-read
+        imgkit prep data/dvc5 preds.csv --pseudo --min-confidence 0.95 -o data/dvc5p
     """
     from imgkit.data.bad_inputs import parse_max_bad
     from imgkit.data.prep import prepare
@@ -186,6 +206,11 @@ def command(
     except Exception as e:
         raise click.BadParameter(str(e), param_hint="--max-bad") from None
     lock_output(output)
+    derived = _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite)
+    if derived is not None:
+        _summary(derived)
+        click.echo(derived["path"])
+        return
     bars = _Bars() if show_progress() else None
     try:
         info = prepare(
@@ -202,9 +227,31 @@ def command(
             name_labels=name_labels,
             masks=masks,
             group_by=group_by,
+            folds=folds,
         )
     finally:
         if bars is not None:
             bars.close()
     _summary(info)
     click.echo(info["path"])
+
+
+def _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite):
+    """A dataset made from a dataset folder and predictions (--folds, --pseudo) without
+    reading the images, or None when SOURCES are images to read."""
+    from imgkit.data.derive import Derivation, derive, is_dataset
+
+    if min_confidence is not None and not pseudo:
+        raise click.UsageError("--min-confidence goes with --pseudo")
+    bases = [s for s in sources if is_dataset(s)]
+    if not pseudo:
+        if folds is None or len(sources) != 1 or not bases:
+            return None
+        return derive(bases[0], output, Derivation(folds, seed), overwrite=overwrite)
+    if len(bases) > 1:
+        raise click.UsageError(f"--pseudo adds predictions to one dataset folder, not {bases}")
+    predictions = tuple(s for s in sources if s not in bases)
+    if not predictions:
+        raise click.UsageError("--pseudo needs a predictions CSV among SOURCES")
+    how = Derivation(folds, seed, predictions, 0.9 if min_confidence is None else min_confidence)
+    return derive(bases[0] if bases else None, output, how, overwrite=overwrite)

@@ -25,6 +25,7 @@ from imgkit.data.dataset import (
     assign_splits,
     write_dataset,
 )
+from imgkit.data.folds import fold_records
 from imgkit.data.grouping import compile_group_by, regroup, split_balance
 from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
 from imgkit.data.prep_output import _check_output, _replace_folder
@@ -282,6 +283,7 @@ def prepare(
     name_labels: bool | None = None,
     masks: str | os.PathLike | None = None,
     group_by: str | None = None,
+    folds: int | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -308,6 +310,9 @@ def prepare(
             source; its first group (or the whole match) is the image's group, kept in
             one split. Images it does not match are groups of their own (counted in a
             warning). See :mod:`imgkit.data.grouping`.
+        folds: give every labelled image but the test split a cross-validation fold
+            1..K (stratified, groups whole; :mod:`imgkit.data.folds`) in place of a val
+            split; the test split is then 0 unless ``test`` asks for one.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -328,6 +333,8 @@ def prepare(
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
+    if folds is not None and val:
+        raise BadInputError("--folds and --val: each fold is in turn the validation; drop --val")
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (
@@ -348,25 +355,43 @@ def prepare(
         records, rejects, notes = got.records, got.rejects, got.notes
         _require_usable(records, rejects, sources, masks)
 
-        records, info = _split_and_write(
-            workdir, output, got, sources, masks, val, test, seed, limit
-        )
+        split = _Split(val, test, seed, folds)
+        records, info = _split_and_write(workdir, output, got, sources, masks, split, limit)
         cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
     if replacing:
         _replace_folder(staging, output)
 
-    return _summary(info, output, rejects, cached, notes + _warnings(records))
+    return summarize(info, output, rejects, cached, notes + _warnings(records))
 
 
-def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limit):
-    """Assign the splits and write manifest, rejects and dataset.json into ``workdir``.
+@dataclass(frozen=True)
+class _Split:
+    """How to split: val and test fractions (None: the defaults), seed, folds."""
+
+    val: float | None
+    test: float | None
+    seed: int
+    folds: int | None = None
+
+
+def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit):
+    """Assign the splits (and folds) and write manifest, rejects and dataset.json.
 
     Returns:
         (the records with their splits, the dataset.json content).
     """
     assign = _assign_pairs if masks is not None else _assign
-    records, val_used, test_used = assign(got.records, val, test, seed)
+    val, test, seed = split.val, split.test, split.seed
+    records = got.records
+    if split.folds is not None:
+        # Every labelled image is in a fold: a source's own val split joins them, and a
+        # held-out test split is made only when asked for.
+        val, test = 0.0, test or 0.0
+        records = [replace(r, split=None) if r.split == "val" else r for r in records]
+    records, val_used, test_used = assign(records, val, test, seed)
+    if split.folds is not None:
+        records = fold_records(records, split.folds, seed, segmentation=masks is not None)
     info = write_dataset(
         workdir,
         records,
@@ -386,7 +411,7 @@ def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limi
     return records, info
 
 
-def _summary(info: dict, output: Path, rejects, cached: list, warnings: list) -> dict:
+def summarize(info: dict, output: Path, rejects, cached: list, warnings: list) -> dict:
     """What ``prepare`` returns: dataset.json's content and what the run met."""
     n_skipped = sum(1 for r in rejects if is_skipped(r.reason))
     return {

@@ -225,6 +225,15 @@ class RunSettings:
         legacy=None,
         builder=True,
     )
+    fold: int | None = _setting(
+        "Cross-validation: train on the other folds of a dataset made with `prep --folds` "
+        "and validate (early stopping, calibration, threshold) on fold K; one fold's run "
+        "is an ordinary bundle, so K such runs can go in parallel (a job array).",
+        kind=int,
+        low=1,
+        metavar="K",
+        legacy=None,
+    )
     # Recorded, not given: what the run's model and start decided.
     from_bundle: str | None = _setting(legacy=None)  # the bundle's model trained further
     schedule: str = _setting(legacy="constant")  # the model's learning-rate schedule
