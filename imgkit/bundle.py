@@ -14,6 +14,11 @@
                      each with a record under ``exports`` in imgkit.json
 
 imgkit.json is written last, so its presence means the bundle is complete.
+
+A cross-validation folder (``imgkit cv``) is a bundle too: its imgkit.json names its
+fold bundles under ``ensemble`` and holds no model of its own; :class:`Ensemble`'s model
+averages the fold models' probabilities (or masks' maps), and the temperature fitted on
+the out-of-fold predictions is applied once, to the average.
 """
 
 from __future__ import annotations
@@ -318,6 +323,58 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, model={self.meta.get('model')!r}, task={self.task!r})"
 
 
+class MeanModel:
+    """Models run as one: ``predict_on_batch`` is the mean of their outputs."""
+
+    def __init__(self, members: list[Bundle]):
+        self.members = members
+
+    def predict_on_batch(self, x):
+        import numpy as np
+
+        outputs = [np.asarray(m.model.predict_on_batch(x), np.float64) for m in self.members]
+        return np.mean(outputs, axis=0)
+
+
+class Ensemble(Bundle):
+    """A cross-validation folder used as one bundle: its fold bundles, averaged.
+
+    The fold models' raw outputs are averaged (:class:`MeanModel`), then the ensemble's
+    own temperature and threshold (fitted on the out-of-fold predictions) apply.
+    """
+
+    def __init__(self, path: Path, meta: dict, members: list[Bundle], trust: bool = False):
+        super().__init__(path, meta, trust)
+        self.members = members
+        self._model = MeanModel(members)
+
+    def __repr__(self) -> str:
+        return f"Ensemble({str(self.path)!r}, {len(self.members)} members, task={self.task!r})"
+
+
+# What every member of an ensemble must share with it: the model's input and output.
+_SHARED = ("task", "classes", "input_size", "channels", "resize", "output")
+
+
+def _load_ensemble(root: Path, meta: dict, task, trust) -> Ensemble:
+    names = (meta.get("ensemble") or {}).get("members") or []
+    if not names or not all(isinstance(n, str) and "/" not in n for n in names):
+        raise BadBundleError(f"{root / BUNDLE_META}: damaged (no list of member folders)")
+    members = []
+    for name in names:
+        if not (root / name / BUNDLE_META).is_file():
+            raise BadBundleError(
+                f"{root}: {name} is missing or unfinished (finish it with `imgkit cv` or "
+                f"`imgkit train ... -o {root / name} --resume`)"
+            )
+        member = load_bundle(root / name, task, trust)
+        differ = [k for k in _SHARED if member.meta.get(k) != meta.get(k)]
+        if differ:
+            raise BadBundleError(f"{root / name}: its {', '.join(differ)} differ from {root}'s")
+        members.append(member)
+    return Ensemble(root, meta, members, trust=bool(trust))
+
+
 def load_bundle(
     folder: str | os.PathLike, task: str | None = None, trust: bool | None = None
 ) -> Bundle:
@@ -333,7 +390,8 @@ def load_bundle(
             ``IMGKIT_TRUST_CODE`` says (trusted when 1), else not.
 
     Returns:
-        The bundle; its model is loaded lazily.
+        The bundle (an :class:`Ensemble` for a cross-validation folder); its model is
+        loaded lazily.
 
     Raises:
         BadBundleError: missing folder or files, another task, an incompatible version.
@@ -343,6 +401,8 @@ def load_bundle(
     meta = read_meta(root)
     if task is not None and meta["task"] != task:
         raise BadBundleError(f"{root}: this bundle is for {meta['task']}, not {task}")
+    if "ensemble" in meta:
+        return _load_ensemble(root, meta, task, trust)
     if not (root / MODEL_FILE).is_file():
         raise BadBundleError(f"{root}: {MODEL_FILE} is missing (the bundle is incomplete)")
     if trust is None:

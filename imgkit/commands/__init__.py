@@ -47,13 +47,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Export a bundle's model as ONNX, SavedModel or TFLite, checked against Keras.",
     ),
     "info": ("imgkit.commands.info", "Describe a model bundle: JSON on stdout, a table on stderr."),
+    "cv": (
+        "imgkit.commands.cv",
+        "Cross-validate: one model per fold, out-of-fold predictions, a fold ensemble.",
+    ),
+    "blend": (
+        "imgkit.commands.blend",
+        "Average predictions CSVs of the same images (weights fitted on OOF with --fit).",
+    ),
 }
 
 
 # Commands that run a model: Keras is imported (quietly) before they start. predict,
 # tta and segment import it themselves, only for --runtime keras (imgkit.infer.runtime),
 # so a bundle run through ONNX Runtime never pays for TensorFlow.
-NEEDS_KERAS = {"train", "tune", "export", "import"}
+NEEDS_KERAS = {"train", "tune", "export", "import", "cv"}
 
 
 class LazyGroup(click.Group):

@@ -104,7 +104,8 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
     """Choose the engine for ``bundle.model`` and set it up; return "keras" or "onnx".
 
     Args:
-        bundle: a loaded Bundle.
+        bundle: a loaded Bundle (an Ensemble: each member; then "keras+onnx" when
+            some run on each).
         runtime: "keras"; "onnx" (an error when the bundle has no usable model.onnx or
             onnxruntime is missing); "auto": ONNX Runtime when it can, else Keras.
         threads: ONNX Runtime's intra-op threads (default :func:`default_threads`).
@@ -115,6 +116,9 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES} (got {runtime!r})")
+    members = getattr(bundle, "members", None)
+    if members:  # an ensemble: each fold model on its own engine, averaged as they are
+        return "+".join(sorted({use_runtime(m, runtime, threads) for m in members}))
     if runtime != "keras":
         problem = onnx_problem(bundle)
         if problem is None:

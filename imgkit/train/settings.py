@@ -260,8 +260,11 @@ class RunSettings:
         except TypeError as e:
             raise BadInputError(f"the saved run's settings are incomplete ({e})") from e
 
-    def check_resume(self, given: dict) -> None:
-        """Refuse a given setting that differs from the run being resumed."""
+    def check_resume(
+        self, given: dict, lead: str = "--resume continues the run as it was started"
+    ) -> None:
+        """Refuse a given setting that differs from the run being resumed (``lead``
+        starts the message)."""
         given = {**given, "weights": weights_arg(given.get("weights"))}
         for key in setting_names():
             value = given.get(key)
@@ -273,7 +276,7 @@ class RunSettings:
                     shown = list(shown)
                     value = list(value)
                 raise BadInputError(
-                    f"--resume continues the run as it was started: it used {flag(key)} "
+                    f"{lead}: it used {flag(key)} "
                     f"{shown}, not {value} (use --overwrite to start again with new settings)"
                 )
 
