@@ -82,6 +82,14 @@ def command(run, formats, check, check_limit, tolerance, quantize, opset, trust_
 
     wanted = parse_formats(formats)
     bundle = load_bundle(run, trust=trust_code or None)
+    members = getattr(bundle, "members", None)
+    if members:
+        from imgkit.errors import BadBundleError
+
+        raise BadBundleError(
+            f"{run}: a cross-validation ensemble of {len(members)} fold bundles; export each "
+            f"fold ({members[0].path} ...), and predict runs each on its exported runtime"
+        )
     lock_output(run)  # one writer of the bundle: no export beside a train --overwrite
     records = export_bundle(
         bundle,

@@ -51,6 +51,7 @@ class Setting:
             knows, which the library checks itself).
         legacy: what a run saved before the field existed did.
         builder: a keyword option of the model's builder.
+        unset: the help's default where no model sets one: what leaving it out does.
     """
 
     help: str = ""
@@ -64,6 +65,7 @@ class Setting:
     listed: Callable[[], str] | None = None
     legacy: object = _MISSING
     builder: bool = False
+    unset: str = ""
 
     def check(self, name: str, value) -> str | None:
         """What is wrong with ``value`` for setting ``name``, or None."""
@@ -233,6 +235,7 @@ class RunSettings:
         low=1,
         metavar="K",
         legacy=None,
+        unset="none: every fold trains, no val split",
     )
     # Recorded, not given: what the run's model and start decided.
     from_bundle: str | None = _setting(legacy=None)  # the bundle's model trained further
