@@ -166,3 +166,27 @@ def test_kill_9_during_cv_then_rerun_gives_the_same_oof(tmp_path):
     a = pd.read_csv(tmp_path / "full" / "oof.csv")
     b = pd.read_csv(tmp_path / "cv" / "oof.csv")
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_cv_of_a_segmentation_dataset_scores_each_image_out_of_fold(tmp_path):
+    from seg_data import write_disc_pairs
+
+    images, masks = write_disc_pairs(tmp_path / "src", n=12, size=(32, 32))
+    prep = invoke("prep", images, "--masks", masks, "-o", tmp_path / "data", "--folds", "3",
+                  "--test", "0.25")  # fmt: skip
+    assert prep.exit_code == 0, prep.output
+    model = ["--model", "unet-mobilenetv2", "--weights", "none", "--size", "32"]
+    result = invoke(
+        "cv", tmp_path / "data", "-o", tmp_path / "cv", *model, "--epochs", "2", "--batch-size", "4"
+    )
+    assert result.exit_code == 0, result.output
+    oof = pd.read_csv(tmp_path / "cv" / "oof.csv")
+    assert list(oof.columns) == ["path", "fold", "iou", "dice", "pixel_accuracy"]
+    assert len(oof) == 9 and sorted(oof["fold"].unique()) == [1, 2, 3]
+    report = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert report["oof"]["iou"] == pytest.approx(oof["iou"].mean())
+    assert report["test"]["images"] == 3
+    seg = invoke("segment", tmp_path / "cv", tmp_path / "data", "-o", tmp_path / "masks")
+    assert seg.exit_code == 0, seg.output
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 3
