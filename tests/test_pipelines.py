@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from synthetic import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,4 +123,31 @@ def test_cats_vs_dogs_script_end_to_end(tmp_path):
     assert submission["label"].between(0.005, 0.995).all()  # --clip 0.005
     comparison = pd.read_csv(work / "eval" / "comparison.csv")
     assert len(comparison) == 4 and "log_loss" in comparison.columns
+    assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")
+
+
+@pytest.mark.slow
+def test_cross_validation_script_end_to_end(tmp_path):
+    train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
+    work = tmp_path / "work"
+    fast = "--epochs 1 --batch-size 8 --head-epochs 1"
+    proc = run_script(
+        "cross_validation.sh",
+        tmp_path,
+        WORK=str(work),
+        TRAIN_ZIP=str(train_zip),
+        TEST_ZIP=str(test_zip),
+        SAMPLE=str(sample),
+        WEIGHTS="none",
+        SIZE="32",
+        FOLDS="2",
+        TRAIN_ARGS=fast,
+        SECOND_ARGS=f"{fast} --fine-tune-last 0 --augment none",
+        MIN_CONFIDENCE="0.5",
+    )
+    for name in ("single", "cv", "cv2", "blend", "cv2-pseudo"):
+        assert len(pd.read_csv(work / f"{name}.csv")) == 6, name
+    assert len(pd.read_csv(work / "cv" / "oof.csv")) == 24
+    pseudo = pd.read_csv(work / "data-pseudo" / "manifest.csv", dtype=str, keep_default_na=False)
+    assert (pseudo["pseudo"] == "1").sum() == 6  # two classes: every confidence is >= 0.5
     assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")
