@@ -15,7 +15,9 @@ from synthetic import write_idx
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, tmp_path: Path, timeout: int = 600, **env
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "IMGKIT": f"{sys.executable} -m imgkit", "CI": "1", **env}
     proc = subprocess.run(
         ["bash", str(ROOT / "cli" / script)],
@@ -23,7 +25,7 @@ def run_script(script: str, tmp_path: Path, **env) -> subprocess.CompletedProces
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     return proc
@@ -134,6 +136,7 @@ def test_cross_validation_script_end_to_end(tmp_path):
     proc = run_script(
         "cross_validation.sh",
         tmp_path,
+        timeout=1800,  # 4 trainings and 3 cross-validations, each command starting Keras
         WORK=str(work),
         TRAIN_ZIP=str(train_zip),
         TEST_ZIP=str(test_zip),

@@ -40,7 +40,7 @@ from imgkit.bundle import BUNDLE_META, CHECKPOINT_DIR, load_bundle, read_meta, s
 from imgkit.data.dataset import Dataset
 from imgkit.data.derive import Derivation, derive
 from imgkit.data.folds import fold_count, fold_view
-from imgkit.errors import BadBundleError, BadDatasetError, BadInputError, OutputExistsError
+from imgkit.errors import BadDatasetError, BadInputError, OutputExistsError
 from imgkit.fileio import atomic_open, write_text
 from imgkit.infer.predict import frame_to_csv
 
@@ -302,11 +302,3 @@ def _write_ensemble_meta(out: Path, ds: Dataset, metas: list[dict], report: dict
         if extra.get(key) is not None:
             meta[key] = extra[key]
     save_meta(out, meta)
-
-
-def check_cv_folder(path: str | os.PathLike) -> dict:
-    """A finished CV folder's cv.json; BadBundleError naming what is missing."""
-    root = Path(path)
-    if not (root / CV_FILE).is_file():
-        raise BadBundleError(f"{root}: not a finished cross-validation folder (no {CV_FILE})")
-    return json.loads((root / CV_FILE).read_text(encoding="utf-8"))
