@@ -15,6 +15,11 @@
                      a record under ``exports`` in imgkit.json
 
 imgkit.json is written last, so its presence means the bundle is complete.
+
+A cross-validation folder (``imgkit cv``) is a bundle too: its imgkit.json names its
+fold bundles under ``ensemble`` and holds no model of its own; :class:`Ensemble`'s model
+averages the fold models' probabilities (or masks' maps), and the temperature fitted on
+the out-of-fold predictions is applied once, to the average.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import json
 import math
 import os
 import reprlib
-import zipfile
 from pathlib import Path
 
 from imgkit import __version__
 from imgkit.errors import BadBundleError, UntrustedCodeError
 from imgkit.fileio import write_text
+from imgkit.model_code import code_layers, config_code  # noqa: F401 (imported from here)
 
 BUNDLE_META = "imgkit.json"
 MODEL_FILE = "model.keras"
@@ -56,10 +61,6 @@ REQUIRED_KEYS = ("task", "model", "classes", "input_size", "channels", "pixels")
 # Set to 1 (or true/yes) to trust every bundle's code, like --trust-code on each command.
 TRUST_ENV = "IMGKIT_TRUST_CODE"
 TRUST_HINT = f"add --trust-code (or set {TRUST_ENV}=1)"
-
-# model.keras's config.json is a few hundred KB at most; a bigger one is not scanned
-# here (Keras's own safe mode still refuses code in it).
-_MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 
 def save_meta(folder: str | os.PathLike, meta: dict) -> Path:
@@ -159,68 +160,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def trust_from_env() -> bool:
     """Whether ``IMGKIT_TRUST_CODE`` says to trust bundles' code (1, true, yes, on)."""
     return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def code_layers(model_file: str | os.PathLike) -> list[str]:
-    """What in a ``model.keras`` carries Python code, found without Keras.
-
-    A Lambda layer, or any layer whose config holds a serialized Python lambda (an
-    activation, say), would run that code as soon as Keras rebuilds it. The file is
-    read as the zip it is; one that cannot be read gives [] (loading it then fails
-    with its own error).
-
-    Returns:
-        One description per layer, e.g. ``"a Lambda layer 'double'"``.
-    """
-    try:
-        with zipfile.ZipFile(model_file) as archive:
-            info = archive.getinfo("config.json")
-            if info.file_size > _MAX_CONFIG_BYTES:
-                return []
-            config = json.loads(archive.read(info).decode("utf-8"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
-    return config_code(config)
-
-
-def config_code(config) -> list[str]:
-    """What in a Keras model config (parsed JSON, from any file format) carries code.
-
-    Lambda layers and serialized Python lambdas, as :func:`code_layers` finds them, and
-    SavedModel layers (``TFSMLayer``: a TensorFlow graph from outside the file).
-    """
-    found: list[str] = []
-    _find_code(config, "?", found)
-    return found
-
-
-def _find_code(node, layer: str, found: list[str]) -> None:
-    # The whole config is walked, since nested models (backbones) hold layers of their
-    # own, except compile_config: the model is loaded uncompiled, so a lambda loss
-    # there never runs.
-    if isinstance(node, list):
-        for value in node:
-            _find_code(value, layer, found)
-        return
-    if not isinstance(node, dict):
-        return
-    kind = node.get("class_name")
-    config = node.get("config")
-    if isinstance(config, dict) and isinstance(config.get("name"), str):
-        layer = config["name"]
-    if kind == "Lambda":
-        what = f"a Lambda layer {layer!r}"
-    elif kind == "__lambda__":
-        what = f"a Python lambda in layer {layer!r}"
-    elif kind == "TFSMLayer":
-        what = f"a SavedModel layer {layer!r}"
-    else:
-        for key, value in node.items():
-            if key != "compile_config":
-                _find_code(value, layer, found)
-        return
-    if what not in found:
-        found.append(what)
 
 
 def _untrusted(model_file: Path, what: str) -> UntrustedCodeError:
@@ -356,6 +295,58 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, model={self.meta.get('model')!r}, task={self.task!r})"
 
 
+class MeanModel:
+    """Models run as one: ``predict_on_batch`` is the mean of their outputs."""
+
+    def __init__(self, members: list[Bundle]):
+        self.members = members
+
+    def predict_on_batch(self, x):
+        import numpy as np
+
+        outputs = [np.asarray(m.model.predict_on_batch(x), np.float64) for m in self.members]
+        return np.mean(outputs, axis=0)
+
+
+class Ensemble(Bundle):
+    """A cross-validation folder used as one bundle: its fold bundles, averaged.
+
+    The fold models' raw outputs are averaged (:class:`MeanModel`), then the ensemble's
+    own temperature and threshold (fitted on the out-of-fold predictions) apply.
+    """
+
+    def __init__(self, path: Path, meta: dict, members: list[Bundle], trust: bool = False):
+        super().__init__(path, meta, trust)
+        self.members = members
+        self._model = MeanModel(members)
+
+    def __repr__(self) -> str:
+        return f"Ensemble({str(self.path)!r}, {len(self.members)} members, task={self.task!r})"
+
+
+# What every member of an ensemble must share with it: the model's input and output.
+_SHARED = ("task", "classes", "input_size", "channels", "resize", "output")
+
+
+def _load_ensemble(root: Path, meta: dict, task, trust) -> Ensemble:
+    names = (meta.get("ensemble") or {}).get("members") or []
+    if not names or not all(isinstance(n, str) and "/" not in n for n in names):
+        raise BadBundleError(f"{root / BUNDLE_META}: damaged (no list of member folders)")
+    members = []
+    for name in names:
+        if not (root / name / BUNDLE_META).is_file():
+            raise BadBundleError(
+                f"{root}: {name} is missing or unfinished (finish it with `imgkit cv` or "
+                f"`imgkit train ... -o {root / name} --resume`)"
+            )
+        member = load_bundle(root / name, task, trust)
+        differ = [k for k in _SHARED if member.meta.get(k) != meta.get(k)]
+        if differ:
+            raise BadBundleError(f"{root / name}: its {', '.join(differ)} differ from {root}'s")
+        members.append(member)
+    return Ensemble(root, meta, members, trust=bool(trust))
+
+
 def load_bundle(
     folder: str | os.PathLike, task: str | tuple[str, ...] | None = None, trust: bool | None = None
 ) -> Bundle:
@@ -372,7 +363,8 @@ def load_bundle(
             ``IMGKIT_TRUST_CODE`` says (trusted when 1), else not.
 
     Returns:
-        The bundle; its model is loaded lazily.
+        The bundle (an :class:`Ensemble` for a cross-validation folder); its model is
+        loaded lazily.
 
     Raises:
         BadBundleError: missing folder or files, another task, an incompatible version.
@@ -385,6 +377,8 @@ def load_bundle(
         raise BadBundleError(
             f"{root}: this bundle is for {meta['task']}, not {' or '.join(wanted)}"
         )
+    if "ensemble" in meta:
+        return _load_ensemble(root, meta, task, trust)
     if not (root / MODEL_FILE).is_file():
         raise BadBundleError(f"{root}: {MODEL_FILE} is missing (the bundle is incomplete)")
     if trust is None:

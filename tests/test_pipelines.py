@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from synthetic import write_idx
 from test_transfer import save_backbone_weights
 
@@ -19,7 +20,9 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
 
 
-def run_script(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, tmp_path: Path, timeout: int = 600, **env
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "IMGKIT": f"{sys.executable} -m imgkit", "CI": "1", **env}
     proc = subprocess.run(
         ["bash", str(ROOT / "cli" / script)],
@@ -27,7 +30,7 @@ def run_script(script: str, tmp_path: Path, **env) -> subprocess.CompletedProces
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     return proc
@@ -162,4 +165,32 @@ def test_cats_vs_dogs_script_end_to_end(tmp_path):
         "plain", "tta", "plain_calibrated", "tta_calibrated"
     ]  # fmt: skip
     assert (comparison["accuracy"] == 1).all() and (comparison["log_loss"] < 0.1).all()
+    assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")
+
+
+@pytest.mark.slow
+def test_cross_validation_script_end_to_end(tmp_path):
+    train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
+    work = tmp_path / "work"
+    fast = "--epochs 1 --batch-size 8 --head-epochs 1"
+    proc = run_script(
+        "cross_validation.sh",
+        tmp_path,
+        timeout=1800,  # 4 trainings and 3 cross-validations, each command starting Keras
+        WORK=str(work),
+        TRAIN_ZIP=str(train_zip),
+        TEST_ZIP=str(test_zip),
+        SAMPLE=str(sample),
+        WEIGHTS="none",
+        SIZE="32",
+        FOLDS="2",
+        TRAIN_ARGS=fast,
+        SECOND_ARGS=f"{fast} --fine-tune-last 0 --augment none",
+        MIN_CONFIDENCE="0.5",
+    )
+    for name in ("single", "cv", "cv2", "blend", "cv2-pseudo"):
+        assert len(pd.read_csv(work / f"{name}.csv")) == 6, name
+    assert len(pd.read_csv(work / "cv" / "oof.csv")) == 24
+    pseudo = pd.read_csv(work / "data-pseudo" / "manifest.csv", dtype=str, keep_default_na=False)
+    assert (pseudo["pseudo"] == "1").sum() == 6  # two classes: every confidence is >= 0.5
     assert proc.stdout.strip().splitlines()[-1].endswith("submission.csv")

@@ -58,3 +58,29 @@ def make_dataset(
     for split, x in arrays.items():
         ds.store_arrays(split, x)
     return ds
+
+
+def make_folded_dataset(
+    folder: Path, n: int = 48, folds: int = 3, n_test: int = 12, seed: int = 0
+) -> Dataset:
+    """A dataset of :func:`squares` with cross-validation folds (as ``prep --folds``
+    makes: every labelled image in split train with a fold 1..K, plus a test split)."""
+    from imgkit.data.folds import assign_folds
+
+    x, y = squares(n, SIZE, seed=seed)
+    labels = [("bright", "dim")[v] for v in y]
+    fold_of = assign_folds(labels, folds, seed)
+    records = [
+        Record(path=f"images/train/{i}.png", label=label, split="train", fold=fold)
+        for i, (label, fold) in enumerate(zip(labels, fold_of, strict=True))
+    ]
+    tx, ty = squares(n_test, SIZE, seed=seed + 7)
+    records += [
+        Record(path=f"images/test/{i}.png", label=("bright", "dim")[v], split="test")
+        for i, v in enumerate(ty)
+    ]
+    write_dataset(folder, records, [], seed=seed)
+    ds = Dataset.load(folder)
+    ds.store_arrays("train", x)
+    ds.store_arrays("test", tx)
+    return ds

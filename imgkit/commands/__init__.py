@@ -63,13 +63,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgkit.commands.audit",
         "Find duplicates, leaks, outliers and wrong labels in a dataset.",
     ),
+    "cv": (
+        "imgkit.commands.cv",
+        "Cross-validate: one model per fold, out-of-fold predictions, a fold ensemble.",
+    ),
+    "blend": (
+        "imgkit.commands.blend",
+        "Average predictions CSVs of the same images (weights fitted on OOF with --fit).",
+    ),
 }
 
 
 # Commands that run a model: Keras is imported (quietly) before they start. predict,
 # tta and segment import it themselves, only for --runtime keras (imgkit.infer.runtime),
 # so a bundle run through ONNX Runtime never pays for TensorFlow.
-NEEDS_KERAS = {"train", "tune", "export", "import", "bench"}
+NEEDS_KERAS = {"train", "tune", "export", "import", "bench", "cv"}
 
 
 class LazyGroup(click.Group):

@@ -67,7 +67,7 @@ def _option(name: str, required: bool):
     elif s.kind in (int, float):
         kwargs["type"] = s.kind
     text = s.help.format(listed=s.listed()) if s.listed else s.help
-    shown = default_text(name)
+    shown = default_text(name) or s.unset
     kwargs["help"] = f"{text}  [default: {shown}]" if shown and not required else text
     return click.option(*flags, name, **kwargs)
 

@@ -121,6 +121,14 @@ def command(run, formats, check, check_limit, tolerance, trust_code, **reduced):
         opset=reduced["opset"],
     )
     bundle = load_bundle(run, task=("classification", "segmentation"), trust=trust_code or None)
+    members = getattr(bundle, "members", None)
+    if members:
+        from imgkit.errors import BadBundleError
+
+        raise BadBundleError(
+            f"{run}: a cross-validation ensemble of {len(members)} fold bundles; export each "
+            f"fold ({members[0].path} ...), and predict runs each on its exported runtime"
+        )
     lock_output(run)  # one writer of the bundle: no export beside a train --overwrite
     records = export_bundle(
         bundle,

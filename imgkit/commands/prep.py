@@ -146,22 +146,31 @@ def _summary(info: dict) -> None:
     help="Multi-label CSVs: the folder of the images a CSV names; needed for Planet's "
     "image_name,tags (names without extension: train_0 is DIR/train_0.jpg or .tif).",
 )
-def command(
-    sources,
-    output,
-    val,
-    test,
-    seed,
-    max_bad,
-    overwrite,
-    idx_dir,
-    limit,
-    name_labels,
-    masks,
-    group_by,
-    label_sep,
-    images_dir,
-):
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="K",
+    help="Cross-validation: give every labelled image a fold 1..K (stratified by class, "
+    "each group whole) in place of a val split; a test split only with --test. Given an "
+    "existing dataset folder, its images are not read again (its val joins the folds).",
+)
+@click.option(
+    "--pseudo",
+    is_flag=True,
+    help="SOURCES are predictions CSVs (imgkit predict), with at most one dataset folder "
+    "to add them to: each prediction at least --min-confidence sure becomes a training "
+    "image labelled with its predicted class, marked pseudo (never validated on).",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    metavar="P",
+    help="With --pseudo: the least confidence a prediction needs to be taken  [default: 0.9].",
+)
+def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels,
+            masks, group_by, label_sep, images_dir, folds, pseudo, min_confidence):  # fmt: skip
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
@@ -180,6 +189,12 @@ def command(
     in its row (space-separated, or --label-sep), and the splits are stratified for
     every label at once (iterative stratification). A row with no labels or a missing
     image goes to DATA/rejects.csv.
+
+    With --folds K every labelled image gets a cross-validation fold (manifest.csv's
+    fold column) for `imgkit train --fold k` and `imgkit cv`. Given one dataset folder
+    as the source, --folds writes a new folder pointing at its images (or, with -o the
+    same folder and --overwrite, changes it in place). With --pseudo, SOURCES are
+    predictions CSVs and at most one dataset folder: see --pseudo.
 
     An archive's images are extracted into DATA/images/<archive name>/; a single
     top-level folder inside it is a wrapper, not a class. Extraction is safe: members
@@ -203,6 +218,9 @@ def command(
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
         imgkit prep train_v2.csv --images train-jpg/ -o data/planet   # image_name,tags
+        imgkit prep train.zip -o data/dvc5 --folds 5             # cross-validation
+        imgkit prep data/dvc --folds 5 -o data/dvc5              # folds, no image re-read
+        imgkit prep data/dvc5 preds.csv --pseudo --min-confidence 0.95 -o data/dvc5p
     """
     from imgkit.data.bad_inputs import parse_max_bad
     from imgkit.data.prep import prepare
@@ -212,6 +230,11 @@ def command(
     except Exception as e:
         raise click.BadParameter(str(e), param_hint="--max-bad") from None
     lock_output(output)
+    derived = _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite)
+    if derived is not None:
+        _summary(derived)
+        click.echo(derived["path"])
+        return
     bars = _Bars() if show_progress() else None
     try:
         info = prepare(
@@ -230,9 +253,31 @@ def command(
             group_by=group_by,
             label_sep=label_sep,
             images=images_dir,
+            folds=folds,
         )
     finally:
         if bars is not None:
             bars.close()
     _summary(info)
     click.echo(info["path"])
+
+
+def _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite):
+    """A dataset made from a dataset folder and predictions (--folds, --pseudo) without
+    reading the images, or None when SOURCES are images to read."""
+    from imgkit.data.derive import Derivation, derive, is_dataset
+
+    if min_confidence is not None and not pseudo:
+        raise click.UsageError("--min-confidence goes with --pseudo")
+    bases = [s for s in sources if is_dataset(s)]
+    if not pseudo:
+        if folds is None or len(sources) != 1 or not bases:
+            return None
+        return derive(bases[0], output, Derivation(folds, seed), overwrite=overwrite)
+    if len(bases) > 1:
+        raise click.UsageError(f"--pseudo adds predictions to one dataset folder, not {bases}")
+    predictions = tuple(s for s in sources if s not in bases)
+    if not predictions:
+        raise click.UsageError("--pseudo needs a predictions CSV among SOURCES")
+    how = Derivation(folds, seed, predictions, 0.9 if min_confidence is None else min_confidence)
+    return derive(bases[0] if bases else None, output, how, overwrite=overwrite)

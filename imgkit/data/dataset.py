@@ -2,7 +2,8 @@
 
 A dataset is a folder made by ``imgkit prep``::
 
-    manifest.csv   path,label,split[,group][,mask]   (paths relative to the folder)
+    manifest.csv   path,label,split[,group][,mask][,fold][,pseudo]   (paths relative to
+                   the folder; fold 1..K with ``prep --folds``, pseudo 1 for pseudo-labels)
     dataset.json   task, classes (sorted), counts per split and class, source, seed
 
 A multi-label dataset (task ``multilabel``) has each image's labels in ``label``,
@@ -164,12 +165,18 @@ def write_dataset(
             row["group"] = r.group
         if r.mask is not None:
             row["mask"] = _relative(r.mask, root)
+        row["fold"] = str(r.fold) if r.fold is not None else ""
+        row["pseudo"] = "1" if r.pseudo else ""
         rows.append(row)
     columns = ["path", "label", "split"]
-    if any(r.group is not None for r in records):
-        columns.append("group")
-    if any(r.mask is not None for r in records):
-        columns.append("mask")
+    for name, present in (
+        ("group", any(r.group is not None for r in records)),
+        ("mask", any(r.mask is not None for r in records)),
+        ("fold", any(r.fold is not None for r in records)),
+        ("pseudo", any(r.pseudo for r in records)),
+    ):
+        if present:
+            columns.append(name)
     manifest = pd.DataFrame(rows, columns=columns)
 
     def names(r: Record) -> list[str]:
@@ -194,6 +201,15 @@ def write_dataset(
         "seed": seed,
         "created_by": f"imgkit {__version__}",
     }
+    folds = sorted({r.fold for r in records if r.fold is not None})
+    if folds:
+        info["folds"] = len(folds)
+        info["fold_counts"] = {
+            str(k): dict(sorted(Counter(r.label or "" for r in records if r.fold == k).items()))
+            for k in folds
+        }
+    if any(r.pseudo for r in records):
+        info["pseudo"] = sum(1 for r in records if r.pseudo)
     if extra:
         info.update(extra)
     rejects_df = pd.DataFrame([(r.path, r.reason) for r in rejects], columns=["path", "reason"])

@@ -18,7 +18,6 @@ import numpy as np
 
 from imgkit.data.bad_inputs import BadCounter, reason_kind
 from imgkit.data.dataset import (
-    REJECTS,
     Dataset,
     Record,
     Reject,
@@ -26,10 +25,12 @@ from imgkit.data.dataset import (
     label_set,
     write_dataset,
 )
+from imgkit.data.folds import fold_records
 from imgkit.data.grouping import compile_group_by, regroup, split_balance
 from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
 from imgkit.data.multisplit import label_balance
-from imgkit.data.prep_output import _check_output, _replace_folder
+from imgkit.data.prep_output import _check_output, _replace_folder, summarize
+from imgkit.data.record_checks import dedupe, refuse_line_breaks, shown_name
 from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
 from imgkit.errors import BadImageError, BadInputError
 from imgkit.fileio import atomic_dir
@@ -100,55 +101,6 @@ def _check_all(
 
 
 # --- assembling ----------------------------------------------------------------------
-
-LINE_BREAKS = ("\r", "\n")
-
-
-def shown_name(text: str) -> str:
-    """``text`` with its line breaks written as ``\\r`` and ``\\n``: one rejects.csv row."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _refuse_line_breaks(records: list[Record]) -> tuple[list[Record], list[Reject]]:
-    """Refuse images whose path, label, group or mask holds a line break.
-
-    pandas writes a carriage return unquoted, so such a name would split its
-    manifest.csv row in two (and a quoted line break still breaks every line-based
-    tool that reads the CSVs downstream).
-    """
-    kept, rejects = [], []
-    for r in records:
-        fields = {"path": r.path, "label": r.label, "group": r.group, "mask": r.mask}
-        broken = [k for k, v in fields.items() if v and any(c in v for c in LINE_BREAKS)]
-        if broken:
-            what = "name" if broken == ["path"] else " and ".join(broken)
-            rejects.append(
-                Reject(r.path, f"{what} contains a line break, which manifest.csv cannot hold")
-            )
-        else:
-            kept.append(r)
-    return kept, rejects
-
-
-def _dedupe(records: list[Record]) -> tuple[list[Record], list[Reject]]:
-    """Keep the first listing of each file: a file twice in a dataset leaks across splits."""
-    seen: dict[str, Record] = {}
-    kept, rejects = [], []
-    for r in records:
-        key = os.path.realpath(r.path) if Path(r.path).is_absolute() else r.path
-        first = seen.get(key)
-        if first is None:
-            seen[key] = r
-            kept.append(r)
-        elif first.label != r.label:
-            rejects.append(
-                Reject(
-                    r.path, f"listed twice with different labels ({first.label!r} and {r.label!r})"
-                )
-            )
-        else:
-            rejects.append(Reject(r.path, "skipped: listed twice (the first listing was taken)"))
-    return kept, rejects
 
 
 def _limit(records: list[Record], limit: int | None, seed: int) -> list[Record]:
@@ -275,7 +227,7 @@ def _read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> _Gat
 
 def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_pixels) -> None:
     """Drop duplicates, apply ``limit``, pair masks, and open every unchecked image once."""
-    got.records, duplicates = _dedupe(got.records)
+    got.records, duplicates = dedupe(got.records)
     got.rejects.extend(duplicates)
     got.records = _limit(got.records, limit, seed)
     bad_so_far = [r for r in got.rejects if not is_skipped(r.reason)]
@@ -293,7 +245,7 @@ def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_
             if not is_skipped(r.reason):
                 counter.add(r)
         got.trusted.update(r.path for r in got.records)
-    got.records, broken_names = _refuse_line_breaks(got.records)
+    got.records, broken_names = refuse_line_breaks(got.records)
     for r in broken_names:
         got.rejects.append(r)
         counter.add(r)
@@ -335,6 +287,7 @@ def prepare(
     group_by: str | None = None,
     label_sep: str = " ",
     images: str | os.PathLike | None = None,
+    folds: int | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -363,6 +316,9 @@ def prepare(
             warning). See :mod:`imgkit.data.grouping`.
         label_sep: what separates a multi-label CSV's labels (default a space).
         images: the folder a Planet-style multi-label CSV's image names are in.
+        folds: give every labelled image but the test split a cross-validation fold
+            1..K (stratified, groups whole; :mod:`imgkit.data.folds`) in place of a val
+            split; the test split is then 0 unless ``test`` asks for one.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -383,6 +339,8 @@ def prepare(
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
+    if folds is not None and val:
+        raise BadInputError("--folds and --val: each fold is in turn the validation; drop --val")
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (
@@ -405,29 +363,47 @@ def prepare(
         records, rejects, notes = got.records, got.rejects, got.notes
         _require_usable(records, rejects, sources, masks)
 
-        records, info = _split_and_write(
-            workdir, output, got, sources, masks, val, test, seed, limit
-        )
+        split = _Split(val, test, seed, folds)
+        records, info = _split_and_write(workdir, output, got, sources, masks, split, limit)
         cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
     if replacing:
         _replace_folder(staging, output)
 
     warnings = _warnings(records, info["task"] == "multilabel")
-    return _summary(info, output, rejects, cached, notes + warnings)
+    return summarize(info, output, rejects, cached, notes + warnings)
 
 
-def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limit):
-    """Assign the splits and write manifest, rejects and dataset.json into ``workdir``.
+@dataclass(frozen=True)
+class _Split:
+    """How to split: val and test fractions (None: the defaults), seed, folds."""
+
+    val: float | None
+    test: float | None
+    seed: int
+    folds: int | None = None
+
+
+def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit):
+    """Assign the splits (and folds) and write manifest, rejects and dataset.json.
 
     Returns:
         (the records with their splits, the dataset.json content).
     """
     multilabel = got.task == "multilabel"
+    val, test, seed = split.val, split.test, split.seed
+    records = got.records
+    if split.folds is not None:
+        # Every labelled image is in a fold: a source's own val split joins them, and a
+        # held-out test split is made only when asked for.
+        val, test = 0.0, test or 0.0
+        records = [replace(r, split=None) if r.split == "val" else r for r in records]
     if masks is not None:
-        records, val_used, test_used = _assign_pairs(got.records, val, test, seed)
+        records, val_used, test_used = _assign_pairs(records, val, test, seed)
     else:
-        records, val_used, test_used = _assign(got.records, val, test, seed, multilabel)
+        records, val_used, test_used = _assign(records, val, test, seed, multilabel)
+    if split.folds is not None:
+        records = fold_records(records, split.folds, seed, segmentation=masks is not None)
     task = "segmentation" if masks is not None else "classification"
     # Any file not taken (a hidden file, a non-image, a refused name) may have a line
     # break in its name too: each gets one row.
@@ -451,18 +427,3 @@ def _split_and_write(workdir, output, got, sources, masks, val, test, seed, limi
         },
     )
     return records, info
-
-
-def _summary(info: dict, output: Path, rejects, cached: list, warnings: list) -> dict:
-    """What ``prepare`` returns: dataset.json's content and what the run met."""
-    n_skipped = sum(1 for r in rejects if is_skipped(r.reason))
-    return {
-        **info,
-        "path": str(output),
-        "rejects_file": str(output / REJECTS),
-        "bad": len(rejects) - n_skipped,
-        "skipped": n_skipped,
-        "reject_reasons": Counter(reason_kind(r.reason) for r in rejects).most_common(),
-        "cached_splits": cached,
-        "warnings": warnings,
-    }

@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections import Counter
 from pathlib import Path
 
+from imgkit.data.bad_inputs import reason_kind
 from imgkit.data.dataset import (
     INFO,
     MANIFEST,
+    REJECTS,
 )
+from imgkit.data.images import is_skipped
 from imgkit.errors import BadInputError, OutputExistsError
 
 
@@ -59,3 +63,18 @@ def _replace_folder(new: Path, output: Path) -> None:
     os.replace(output, old)
     os.replace(new, output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def summarize(info: dict, output: Path, rejects, cached: list, warnings: list) -> dict:
+    """What ``prepare`` returns: dataset.json's content and what the run met."""
+    n_skipped = sum(1 for r in rejects if is_skipped(r.reason))
+    return {
+        **info,
+        "path": str(output),
+        "rejects_file": str(output / REJECTS),
+        "bad": len(rejects) - n_skipped,
+        "skipped": n_skipped,
+        "reject_reasons": Counter(reason_kind(r.reason) for r in rejects).most_common(),
+        "cached_splits": cached,
+        "warnings": warnings,
+    }

@@ -21,6 +21,10 @@ class Record:
         group: images that must stay in one split (a patient, a source photo).
         split: a fixed split (an official test set, unlabeled images), else None.
         mask: the mask path for segmentation, in the same form as ``path``.
+        fold: the cross-validation fold (1..K) of a labelled image in a dataset made
+            with ``--folds``, else None.
+        pseudo: its label is a model's confident prediction (``prep --pseudo``), not
+            the truth: it trains, and is never validated or scored on.
     """
 
     path: str
@@ -28,6 +32,8 @@ class Record:
     group: str | None = None
     split: str | None = None
     mask: str | None = None
+    fold: int | None = None
+    pseudo: bool = False
 
 
 @dataclass

@@ -57,9 +57,10 @@ class Item:
 
 
 def trained_on(bundle, dataset: Dataset) -> bool:
-    """Whether ``bundle`` was trained on ``dataset`` (same manifest hash)."""
-    recorded = (bundle.meta.get("dataset") or {}).get("hash")
-    return bool(recorded) and recorded == dataset.hash
+    """Whether ``bundle`` was trained on ``dataset`` (same manifest hash; for a fold's run
+    or a cross-validation ensemble, the hash of the whole folded dataset)."""
+    record = bundle.meta.get("dataset") or {}
+    return dataset.hash in {record.get("hash"), record.get("base_hash")} - {None, ""}
 
 
 def default_split(dataset: Dataset, own: bool) -> str:

@@ -157,7 +157,8 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
     """Choose the engine for ``bundle.model`` and set it up; return the runtime's name.
 
     Args:
-        bundle: a loaded Bundle.
+        bundle: a loaded Bundle (an Ensemble: each member; then e.g. "keras+onnx" when
+            members run on different engines).
         runtime: "keras"; one of :data:`EXPORT_RUNTIMES` (an error when the bundle has
             no usable export of that name or its runtime is missing); "auto": of the
             exports that can run, the one whose check recorded the most images/s
@@ -170,6 +171,9 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES} (got {runtime!r})")
+    members = getattr(bundle, "members", None)
+    if members:  # an ensemble: each fold model on its own engine, averaged as they are
+        return "+".join(sorted({use_runtime(m, runtime, threads) for m in members}))
     if runtime in EXPORT_RUNTIMES:
         problem = export_problem(bundle, runtime)
         if problem is not None:

@@ -26,6 +26,7 @@ from imgkit.bundle import (
     save_meta,
 )
 from imgkit.data.dataset import Dataset
+from imgkit.data.folds import FoldView, fold_view
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.fileio import atomic_path, write_csv
 from imgkit.train.checkpoints import RunState, prepare_output
@@ -88,15 +89,17 @@ def start_run(
     state = prepare_output(out, resume=resume, overwrite=overwrite)
     task = "segmentation" if ds.task == "segmentation" else "classification"
     if state is None:
-        return _with_source(Run(out, ds, resolve_settings(given, task), None), trust)
+        settings = resolve_settings(given, task)
+        return _with_source(Run(out, fold_view(ds, settings.fold), settings, None), trust)
+    settings = RunSettings.from_saved(state.args)
+    settings.check_resume(given)
+    ds = fold_view(ds, settings.fold)
     saved = state.dataset
     if saved.get("hash") != ds.hash or saved.get("classes") != ds.classes:
         raise BadInputError(
             f"--resume: {ds.root} is not the dataset the run in {out} was started on "
             f"(that was {saved.get('path')}, hash {saved.get('hash')}; this one has hash {ds.hash})"
         )
-    settings = RunSettings.from_saved(state.args)
-    settings.check_resume(given)
     return _with_source(Run(out, ds, settings, state), trust)
 
 
@@ -116,6 +119,7 @@ def run_meta(run: Run, fit, metrics: dict, monitor: str, mixed: bool) -> dict:
             "path": str(ds.root.resolve()),
             "hash": ds.hash,
             "counts": {s: int((ds.manifest["split"] == s).sum()) for s in splits},
+            **_fold_record(ds),
         },
         "metrics": metrics,
         "monitor": monitor,
@@ -127,6 +131,13 @@ def run_meta(run: Run, fit, metrics: dict, monitor: str, mixed: bool) -> dict:
         **({"devices": run.placement.record()} if run.placement is not None else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _fold_record(ds: Dataset) -> dict:
+    """A fold's run: which fold of how many, and the whole dataset's hash."""
+    if not isinstance(ds, FoldView):
+        return {}
+    return {"fold": ds.k, "folds": ds.folds, "base_hash": ds.base.hash}
 
 
 def write_bundle(out: Path, fit, meta: dict, title: str) -> dict:

@@ -51,6 +51,7 @@ class Setting:
             knows, which the library checks itself).
         legacy: what a run saved before the field existed did.
         builder: a keyword option of the model's builder.
+        unset: the help's default where no model sets one: what leaving it out does.
     """
 
     help: str = ""
@@ -64,6 +65,7 @@ class Setting:
     listed: Callable[[], str] | None = None
     legacy: object = _MISSING
     builder: bool = False
+    unset: str = ""
 
     def check(self, name: str, value) -> str | None:
         """What is wrong with ``value`` for setting ``name``, or None."""
@@ -225,6 +227,16 @@ class RunSettings:
         legacy=None,
         builder=True,
     )
+    fold: int | None = _setting(
+        "Cross-validation: train on the other folds of a dataset made with `prep --folds` "
+        "and validate (early stopping, calibration, threshold) on fold K; one fold's run "
+        "is an ordinary bundle, so K such runs can go in parallel (a job array).",
+        kind=int,
+        low=1,
+        metavar="K",
+        legacy=None,
+        unset="none: every fold trains, no val split",
+    )
     # Recorded, not given: what the run's model and start decided.
     from_bundle: str | None = _setting(legacy=None)  # the bundle's model trained further
     schedule: str = _setting(legacy="constant")  # the model's learning-rate schedule
@@ -251,8 +263,11 @@ class RunSettings:
         except TypeError as e:
             raise BadInputError(f"the saved run's settings are incomplete ({e})") from e
 
-    def check_resume(self, given: dict) -> None:
-        """Refuse a given setting that differs from the run being resumed."""
+    def check_resume(
+        self, given: dict, lead: str = "--resume continues the run as it was started"
+    ) -> None:
+        """Refuse a given setting that differs from the run being resumed (``lead``
+        starts the message)."""
         given = {**given, "weights": weights_arg(given.get("weights"))}
         for key in setting_names():
             value = given.get(key)
@@ -264,7 +279,7 @@ class RunSettings:
                     shown = list(shown)
                     value = list(value)
                 raise BadInputError(
-                    f"--resume continues the run as it was started: it used {flag(key)} "
+                    f"{lead}: it used {flag(key)} "
                     f"{shown}, not {value} (use --overwrite to start again with new settings)"
                 )
 
