@@ -185,6 +185,12 @@ def calibration_meta(
     return out
 
 
+def recorded_calibration(meta: dict) -> dict:
+    """The temperature and threshold an imgkit.json records, only those it has (for
+    tables of many runs; :class:`Bundle` gives one bundle's, with their defaults)."""
+    return {k: meta[k] for k in ("temperature", "threshold") if meta.get(k) is not None}
+
+
 class Bundle:
     """A complete model bundle; the Keras model is loaded on first use of ``.model``.
 

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from imgkit.bundle import calibration_meta
 from imgkit.data.dataset import Dataset
 from imgkit.data.masks import mask_scores, mean_scores
 from imgkit.infer.predict import prediction_frame
@@ -43,17 +44,18 @@ def _scores(raw: np.ndarray, y: np.ndarray, temperature: float, threshold) -> di
     }
 
 
-def _ensemble_threshold(threshold, p: np.ndarray, y: np.ndarray) -> dict:
-    """The ensemble's decision threshold, chosen on tempered OOF probabilities."""
+def _ensemble_threshold(threshold, p: np.ndarray, y: np.ndarray) -> tuple:
+    """The ensemble's decision threshold, chosen on tempered OOF probabilities, and the
+    metric that chose it; (None, None) when there is none."""
     metric, value = parse_threshold(threshold)
     if p.shape[1] != 2 or (metric is None and value is None):
-        return {}
+        return None, None
     if value is not None:
-        return {"threshold": float(value), "threshold_metric": "fixed"}
+        return float(value), "fixed"
     if len(np.unique(y)) < 2:
-        return {}
+        return None, None
     chosen, _ = choose_threshold(p[:, 1], y, metric)
-    return {"threshold": round(float(chosen), 6), "threshold_metric": metric}
+    return float(chosen), metric
 
 
 def classification_scores(ds: Dataset, preds, classes, calibrate: bool, threshold) -> tuple:
@@ -65,8 +67,9 @@ def classification_scores(ds: Dataset, preds, classes, calibrate: bool, threshol
     raw, y = preds.oof, preds.truth.astype(np.int64)
     temperature = fit_temperature(raw, y) if calibrate else 1.0
     p = temper(raw, temperature)
-    extra = {"temperature": temperature, **_ensemble_threshold(threshold, p, y)}
-    chosen = extra.get("threshold")
+    chosen, metric = _ensemble_threshold(threshold, p, y)
+    extra = calibration_meta(temperature, chosen, metric)
+    chosen = extra.get("threshold")  # as recorded (rounded), so scores match predict's
     scores = {"oof": _scores(raw, y, temperature, chosen)}
     if preds.test:
         mean = np.mean(preds.test, axis=0)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from imgkit import __version__
+from imgkit.bundle import recorded_calibration
 from imgkit.errors import BadInputError
 from imgkit.evaluate.gallery import Gallery, Scored, classification_sections, worst, write_page
 from imgkit.infer.options import InferOptions
@@ -43,7 +44,7 @@ def settings_rows(bundle) -> list[tuple[str, str]]:
         ),
         ("epochs run", meta.get("epochs_run")),
         ("best epoch", meta.get("best_epoch")),
-        ("temperature", meta.get("temperature")),
+        ("temperature", recorded_calibration(meta).get("temperature")),
         ("threshold", bundle.threshold if bundle.task == "classification" else None),
         ("created", meta.get("created")),
     ]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgkit.bundle import BUNDLE_META
+from imgkit.bundle import BUNDLE_META, recorded_calibration
 from imgkit.errors import BadInputError, ImgkitError
 from imgkit.fileio import write_csv, write_text
 
@@ -116,9 +116,10 @@ def _flat_metrics(meta: dict) -> dict:
     for split, values in meta.get("metrics", {}).items():
         for k, v in values.items():
             out[f"{split}_{k}"] = v
-    for key in ("epochs_run", "best_epoch", "threshold", "temperature"):
+    for key in ("epochs_run", "best_epoch"):
         if key in meta:
             out[key] = meta[key]
+    out.update(recorded_calibration(meta))
     return out
 
 
