@@ -298,7 +298,5 @@ def _write_ensemble_meta(out: Path, ds: Dataset, metas: list[dict], report: dict
         dataset={"path": str(ds.root.resolve()), "hash": ds.hash, "folds": len(metas)},
         metrics={key: report[key] for key in ("oof", "test") if key in report},
     )
-    for key in ("temperature", "threshold", "threshold_metric"):
-        if extra.get(key) is not None:
-            meta[key] = extra[key]
+    meta.update(extra)  # the ensemble's calibration, from calibration_meta
     save_meta(out, meta)
