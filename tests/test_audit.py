@@ -150,8 +150,20 @@ def test_confident_learning_ranks_the_wrong_label_first():
     proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9], [0.55, 0.45]])
     given = np.array([0, 0, 1, 1, 0, 1])  # row 4 is labelled 0 but is surely 1
     idx, likely, score = suspects(proba, given)
-    assert idx[0] == 4 and likely[0] == 1 and score[0] == pytest.approx(0.8)
+    # t = (0.6, 0.65): score = 0.9 / 0.65 - 0.1 / 0.6
+    assert idx[0] == 4 and likely[0] == 1 and score[0] == pytest.approx(0.9 / 0.65 - 0.1 / 0.6)
     assert 0 not in idx and 2 not in idx
+
+
+def test_label_ranking_is_normalised_by_each_class_self_confidence():
+    # class 1 is hard (its own images average p1 = 0.45), class 0 easy (t0 = 0.82)
+    easy, hard = [[0.95, 0.05]] * 3 + [[0.9, 0.1]], [[0.45, 0.55]] * 3
+    confused = [0.85, 0.15]  # a class-1 image the weak model takes for 0: raw margin 0.7
+    wrong = [0.35, 0.65]  # labelled 0, yet surer of 1 than class 1's own images: 0.3
+    proba = np.array([*easy, wrong, *hard, confused])
+    given = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    idx, likely, _ = suspects(proba, given)
+    assert list(idx) == [4, 8] and list(likely) == [1, 0]
 
 
 def _predictions(data, path, wrong: str, classes=("a", "b")):
