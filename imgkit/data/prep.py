@@ -269,6 +269,16 @@ def _require_usable(records, rejects, sources: list[str], masks) -> None:
         raise BadInputError(f"no classes found in {', '.join(sources)}")
 
 
+def _check_arguments(sources: list[str], limit, folds, val) -> None:
+    """Refuse what no source can make right, before anything is read."""
+    if not sources:
+        raise BadInputError("no sources given (folders, CSV files or fashion-mnist)")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    if folds is not None and val:
+        raise BadInputError("--folds and --val: each fold is in turn the validation; drop --val")
+
+
 def prepare(
     sources: list[str],
     output: str | os.PathLike,
@@ -332,15 +342,10 @@ def prepare(
         ImgkitError: more bad images than ``max_bad``.
     """
     sources = [str(s) for s in sources]
-    if not sources:
-        raise BadInputError("no sources given (folders, CSV files or fashion-mnist)")
-    if limit is not None and limit < 1:
-        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    _check_arguments(sources, limit, folds, val)
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
-    if folds is not None and val:
-        raise BadInputError("--folds and --val: each fold is in turn the validation; drop --val")
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (

@@ -124,12 +124,7 @@ def fit_run(
         run = ck.Progress()
         best_weights = None
     else:
-        features_mode = state.features
-        trainer = ck.load_trainer(ckpt, state, trust=source is not None and source.trust)
-        net = ck.load_checkpoint(ckpt / ck.FROZEN_FILE) if features_mode else trainer
-        ck.set_rng_state(trainer, state.rng)
-        run = state.progress.copy()
-        best_weights = ck.load_weights(ckpt / state.best_file) if state.best_file else None
+        net, trainer, features_mode, run, best_weights = _resume(ckpt, state, source)
         report.say(f"resuming {out} after epoch {run.epoch} of {settings.epochs}")
 
     base_state = ck.RunState(
@@ -168,6 +163,17 @@ def fit_run(
     result = callback.finish(trainer)
     result.head_first = head_first
     return result
+
+
+def _resume(ckpt: Path, state: ck.RunState, source):
+    """A run's model, trainer, features mode, progress and best weights, as its last
+    checkpoint left them (the RNG state too)."""
+    features_mode = state.features
+    trainer = ck.load_trainer(ckpt, state, trust=source is not None and source.trust)
+    net = ck.load_checkpoint(ckpt / ck.FROZEN_FILE) if features_mode else trainer
+    ck.set_rng_state(trainer, state.rng)
+    best_weights = ck.load_weights(ckpt / state.best_file) if state.best_file else None
+    return net, trainer, features_mode, state.progress.copy(), best_weights
 
 
 def _pair_flips(settings: RunSettings):
