@@ -45,6 +45,20 @@ def label_set(label: str | None) -> list[str]:
     return [part for part in (label or "").split(LABEL_SEP) if part]
 
 
+def fixed_splits(labels: Sequence, val: float, test: float, fixed) -> list[str | None]:
+    """The splits decided before any drawing: ``fixed`` ones, and "unlabeled" for an item
+    without a label (None); None for the items left to split. Checks the fractions."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise BadDatasetError(
+            f"--val {val} and --test {test} must be fractions with val + test < 1"
+        )
+    out: list[str | None] = list(fixed) if fixed is not None else [None] * len(labels)
+    for i, label in enumerate(labels):
+        if out[i] is None and label is None:
+            out[i] = "unlabeled"
+    return out
+
+
 def assign_splits(
     labels: Sequence[str | None],
     val: float,
@@ -71,15 +85,8 @@ def assign_splits(
     Returns:
         The split name per item.
     """
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise BadDatasetError(
-            f"--val {val} and --test {test} must be fractions with val + test < 1"
-        )
+    out = fixed_splits(labels, val, test, fixed)
     n = len(labels)
-    out: list[str | None] = list(fixed) if fixed is not None else [None] * n
-    for i in range(n):
-        if out[i] is None and labels[i] is None:
-            out[i] = "unlabeled"
     free = [i for i in range(n) if out[i] is None]
     rng = np.random.default_rng(seed)
 

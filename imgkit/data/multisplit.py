@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from imgkit.errors import BadDatasetError
+from imgkit.data.dataset import fixed_splits
 
 _ORDER = ("train", "val", "test")
 
@@ -56,15 +56,8 @@ def iterative_splits(
     Returns:
         The split name per item.
     """
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise BadDatasetError(
-            f"--val {val} and --test {test} must be fractions with val + test < 1"
-        )
+    out = fixed_splits(label_sets, val, test, fixed)
     n = len(label_sets)
-    out: list[str | None] = list(fixed) if fixed is not None else [None] * n
-    for i in range(n):
-        if out[i] is None and label_sets[i] is None:
-            out[i] = "unlabeled"
     units = _units(n, out, groups)
     fractions = np.array([1.0 - val - test, val, test])
     unit_labels = [set().union(*(label_sets[i] for i in u)) for u in units]
