@@ -37,7 +37,7 @@ _ENGINES = {
 
 
 class MissingExtraError(ImgkitError):
-    """An optional dependency (the ``export`` extra) is not installed."""
+    """An optional dependency (an extra: export, openvino, audit, ...) is not installed."""
 
 
 def default_threads() -> int:

@@ -15,16 +15,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from imgkit.errors import ImgkitError
+from imgkit.infer.runtime import MissingExtraError
 
 EXTRA_HINT = 'pip install -e ".[audit]" (or pip install "imgkit[audit]")'
 EXACT_UP_TO = 20_000
 PCA_DIM = 128
 MAX_BUCKET = 64  # a hash band shared by more images than this holds blank ones, not copies
-
-
-class MissingExtraError(ImgkitError):
-    """An optional dependency of the audit (the ``audit`` extra) is not installed."""
 
 
 def require(module: str):
