@@ -147,6 +147,12 @@ def _summary(info: dict) -> None:
     "image_name,tags (names without extension: train_0 is DIR/train_0.jpg or .tif).",
 )
 @click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Multi-label CSVs: keep a row with no label as an image that has none (a "
+    "negative for every label); without it such a row goes to rejects.csv.",
+)
+@click.option(
     "--folds",
     type=click.IntRange(min=2),
     default=None,
@@ -170,7 +176,8 @@ def _summary(info: dict) -> None:
     help="With --pseudo: the least confidence a prediction needs to be taken  [default: 0.9].",
 )
 def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels,
-            masks, group_by, label_sep, images_dir, folds, pseudo, min_confidence):  # fmt: skip
+            masks, group_by, label_sep, images_dir, allow_empty, folds, pseudo,
+            min_confidence):  # fmt: skip
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
@@ -187,8 +194,10 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     Multi-label: a CSV with a header path,labels (or Planet's image_name,tags with
     --images DIR) makes a dataset of task multilabel: each image has all the labels
     in its row (space-separated, or --label-sep), and the splits are stratified for
-    every label at once (iterative stratification). A row with no labels or a missing
-    image goes to DATA/rejects.csv.
+    every label at once (iterative stratification). So does a CSV of one 0/1 column
+    per label (path,cat,dog,person: a path or image_name column, and every other
+    column but group holding only 0 and 1). A row with no labels (unless
+    --allow-empty), a missing image or a cell other than 0/1 goes to DATA/rejects.csv.
 
     With --folds K every labelled image gets a cross-validation fold (manifest.csv's
     fold column) for `imgkit train --fold k` and `imgkit cv`. Given one dataset folder
@@ -218,6 +227,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
         imgkit prep train_v2.csv --images train-jpg/ -o data/planet   # image_name,tags
+        imgkit prep findings.csv -o data/xray --allow-empty   # path,effusion,mass,...
         imgkit prep train.zip -o data/dvc5 --folds 5             # cross-validation
         imgkit prep data/dvc --folds 5 -o data/dvc5              # folds, no image re-read
         imgkit prep data/dvc5 preds.csv --pseudo --min-confidence 0.95 -o data/dvc5p
@@ -254,6 +264,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
             label_sep=label_sep,
             images=images_dir,
             folds=folds,
+            allow_empty=allow_empty,
         )
     finally:
         if bars is not None:

@@ -188,7 +188,9 @@ def write_dataset(
 
     def names(r: Record) -> list[str]:
         if task == "multilabel":
-            return label_set(r.label) or [""]
+            # An image with no label (--allow-empty) counts for none; unlabeled ones
+            # count under "" as in any dataset.
+            return label_set(r.label) or ([""] if r.label is None else [])
         return [r.label or ""]
 
     classes = sorted({name for r in records for name in names(r) if name})

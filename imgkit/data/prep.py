@@ -132,7 +132,8 @@ def _assign(
     if multilabel:
         from imgkit.data.multisplit import iterative_splits
 
-        sets = [frozenset(label_set(r.label)) if r.label else None for r in records]
+        # An empty label (--allow-empty) is an image with no label, not an unlabeled one.
+        sets = [frozenset(label_set(r.label)) if r.label is not None else None for r in records]
         splits = iterative_splits(sets, val, test, seed, groups=groups, fixed=fixed)
     else:
         labels = [r.label for r in records]
@@ -298,6 +299,7 @@ def prepare(
     label_sep: str = " ",
     images: str | os.PathLike | None = None,
     folds: int | None = None,
+    allow_empty: bool = False,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -329,6 +331,7 @@ def prepare(
         folds: give every labelled image but the test split a cross-validation fold
             1..K (stratified, groups whole; :mod:`imgkit.data.folds`) in place of a val
             split; the test split is then 0 unless ``test`` asks for one.
+        allow_empty: keep a multi-label CSV's rows with no label, as images with none.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -362,6 +365,7 @@ def prepare(
             name_labels=name_labels,
             label_sep=label_sep or " ",
             images=Path(images) if images else None,
+            allow_empty=allow_empty,
         )
         got = _read_sources(sources, ctx, group_pattern)
         _filter(got, workdir, counter, limit, seed, masks, progress, max_pixels)

@@ -21,6 +21,7 @@ from imgkit.data.sources import (
     idc,
     idx_folder,
     kaggle_names,
+    multilabel_columns,
     multilabel_csv,
     plain_folder,
 )
@@ -42,6 +43,7 @@ READERS = (
     fashion_mnist,
     archive,
     multilabel_csv,
+    multilabel_columns,
     csv_file,
     idx_folder,
     idc,

@@ -32,6 +32,8 @@ class SourceContext:
             :mod:`imgkit.data.sources.kaggle_names`).
         label_sep: what separates a multi-label CSV's labels (``--label-sep``).
         images: the folder a multi-label CSV's names are in (``--images``), or None.
+        allow_empty: keep a multi-label CSV's rows with no label (``--allow-empty``)
+            as images with none, rather than rejecting them.
     """
 
     workdir: Path
@@ -42,6 +44,7 @@ class SourceContext:
     name_labels: bool | None = None
     label_sep: str = " "
     images: Path | None = None
+    allow_empty: bool = False
     _image_dirs: set[str] = field(default_factory=set, init=False, repr=False)
 
     def image_dir(self, name: str = "images") -> Path:

@@ -4,7 +4,8 @@ Each row names one image and all its labels, separated by spaces (or by
 ``--label-sep``). ``path`` is relative to the CSV (or to ``--images DIR`` when given);
 Planet's ``image_name`` is a name without extension, looked up in ``--images DIR``
 (``train_0`` is ``DIR/train_0.jpg``, ``.tif`` or any image type). A row whose image is
-not there, or with no labels, goes to rejects.csv with the reason.
+not there, or with no labels (unless ``--allow-empty``), goes to rejects.csv with the
+reason; one that is there but unreadable is rejected by prep's check of every image.
 """
 
 from __future__ import annotations
@@ -61,6 +62,61 @@ def split_labels(text: str, sep: str) -> list[str]:
     return sorted({part.strip() for part in parts if part.strip()})
 
 
+class Rows:
+    """What a multi-label CSV's rows become: records, and rejects with their reasons.
+
+    Shared by this reader and the one for a CSV of 0/1 columns
+    (:mod:`imgkit.data.sources.multilabel_columns`): both name images the same way
+    (``path`` relative to the CSV or ``--images``, or Planet's ``image_name``).
+    """
+
+    def __init__(self, csv_path: Path, path_col: str, ctx: SourceContext):
+        self.csv_path, self.ctx = csv_path, ctx
+        self.by_name = path_col == "image_name"
+        if self.by_name and ctx.images is None:
+            raise BadInputError(
+                f"{csv_path}: image_name gives names without a folder; add --images DIR "
+                "(the folder holding train_0.jpg ...)"
+            )
+        self.base = Path(ctx.images) if ctx.images is not None else csv_path.resolve().parent
+        self.stems = _stems(self.base) if self.by_name else {}
+        self.records: list[Record] = []
+        self.rejects: list[Reject] = []
+
+    def add(self, line: int, raw: str, labels: list[str], group=None) -> None:
+        """One row: its image (``raw`` as the CSV names it) and its labels."""
+        where = f"{self.csv_path.name} line {line}"
+        raw = raw.strip()
+        if not raw or "\0" in raw:
+            self.rejects.append(Reject(f"{self.csv_path}:{line}", "empty path or a NUL character"))
+            return
+        base = self.base
+        found = self.stems.get(raw) if self.by_name else None
+        if self.by_name and found is None and not (base / raw).is_file():
+            self.rejects.append(
+                Reject(str(base / raw), f"no image named {raw!r} in {base} ({where})")
+            )
+            return
+        path = absolute(found if found is not None else base / raw)
+        if not labels and not self.ctx.allow_empty:
+            # A row left blank is as likely a mistake as an image with nothing on it.
+            reason = f"no labels ({where}; --allow-empty keeps such images, with no label)"
+            self.rejects.append(Reject(path, reason))
+            return
+        spaced = [label for label in labels if any(ch.isspace() for ch in label)]
+        if spaced:
+            reason = f"label {spaced[0]!r} has a space; multi-label names cannot ({where})"
+            self.rejects.append(Reject(path, reason))
+            return
+        self.records.append(Record(path, label=LABEL_SEP.join(labels), group=group or None))
+
+    def result(self, kind: str) -> SourceResult:
+        description = f"{kind} {self.csv_path.resolve()}" + (
+            f", images in {self.base}" if self.by_name else ""
+        )
+        return SourceResult(self.records, self.rejects, description=description, task="multilabel")
+
+
 def read(spec: str, ctx: SourceContext) -> SourceResult:
     """Read the listed images and their label sets; bad rows become rejects."""
     csv_path = Path(spec)
@@ -68,39 +124,8 @@ def read(spec: str, ctx: SourceContext) -> SourceResult:
     table.columns = [str(c).strip().lower() for c in table.columns]
     path_col = next(c for c in _PATH_COLUMNS if c in table.columns)
     label_col = next(c for c in _LABEL_COLUMNS if c in table.columns)
-    by_name = path_col == "image_name"
-    if by_name and ctx.images is None:
-        raise BadInputError(
-            f"{csv_path}: image_name gives names without a folder; add --images DIR "
-            "(the folder holding train_0.jpg ...)"
-        )
-    base = Path(ctx.images) if ctx.images is not None else csv_path.resolve().parent
-    stems = _stems(base) if by_name else {}
-    records: list[Record] = []
-    rejects: list[Reject] = []
+    rows = Rows(csv_path, path_col, ctx)
     for line, row in enumerate(table.to_dict("records"), start=2):
-        where = f"{csv_path.name} line {line}"
-        raw = row[path_col].strip()
-        if not raw or "\0" in raw:
-            rejects.append(Reject(f"{csv_path}:{line}", "empty path or a NUL character"))
-            continue
-        found = stems.get(raw) if by_name else None
-        if by_name and found is None and not (base / raw).is_file():
-            rejects.append(Reject(str(base / raw), f"no image named {raw!r} in {base} ({where})"))
-            continue
-        path = absolute(found if found is not None else base / raw)
         labels = split_labels(row[label_col], ctx.label_sep)
-        if not labels:
-            rejects.append(Reject(path, f"no labels ({where})"))
-            continue
-        spaced = [label for label in labels if any(ch.isspace() for ch in label)]
-        if spaced:
-            rejects.append(
-                Reject(path, f"label {spaced[0]!r} has a space; multi-label names cannot ({where})")
-            )
-            continue
-        records.append(Record(path, label=LABEL_SEP.join(labels), group=row.get("group") or None))
-    description = f"multi-label CSV {csv_path.resolve()}" + (
-        f", images in {base}" if by_name else ""
-    )
-    return SourceResult(records, rejects, description=description, task="multilabel")
+        rows.add(line, row[path_col], labels, row.get("group"))
+    return rows.result("multi-label CSV")
