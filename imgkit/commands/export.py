@@ -120,7 +120,9 @@ def command(run, formats, check, check_limit, tolerance, trust_code, **reduced):
         calibration=reduced["calibration_images"],
         opset=reduced["opset"],
     )
-    bundle = load_bundle(run, task=("classification", "segmentation"), trust=trust_code or None)
+    bundle = load_bundle(
+        run, task=("classification", "multilabel", "segmentation"), trust=trust_code or None
+    )
     members = getattr(bundle, "members", None)
     if members:
         from imgkit.errors import BadBundleError

@@ -5,7 +5,9 @@ training recorded it (same manifest hash), else the images the user names. What 
 compared is what a user would read: class probabilities (before the bundle's
 temperature, which both sides share) and labels (after temperature and threshold,
 as ``imgkit predict`` chooses them), or for a segmentation bundle the mask
-probabilities and the thresholded masks.
+probabilities and the thresholded masks. A multi-label bundle's labels are its
+(image, label) decisions, each probability against its label's threshold, and its
+accuracy is their micro F1.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class CheckImages:
 
     Attributes:
         arrays: uint8 (n, h, w, c), as the bundle's model takes them.
-        truth: class indices (n,), or bool masks (n, h, w), when known; else None.
+        truth: class indices (n,), bool masks (n, h, w), or a multi-label bundle's
+            0/1 labels (n, classes), when known; else None.
         source: where they came from, in words (recorded in imgkit.json).
     """
 
@@ -89,7 +92,8 @@ def check_images(
         plan = plan_inputs(bundle, [ds.root], split="val")
         arrays = _first(local_batches(Decoder(bundle), plan, BATCH), n)
         try:
-            truth = ds.labels("val")[:n]
+            multi = bundle.task == "multilabel"
+            truth = (ds.label_matrix("val") > 0 if multi else ds.labels("val"))[:n]
         except BadDatasetError:
             truth = None
     return CheckImages(arrays, truth, f"val split of {ds.root} ({n} images)")
@@ -134,6 +138,22 @@ def _labels(bundle, raw: np.ndarray) -> np.ndarray:
     return np.array([index[c] for c in names["label"]], dtype=np.int64)
 
 
+def _multilabels(bundle, raw: np.ndarray) -> np.ndarray:
+    """A multi-label bundle's decisions (n, classes) as ``imgkit predict`` takes them:
+    each tempered probability against its label's threshold."""
+    from imgkit.train.multilabel_scores import temper
+
+    thresholds = np.asarray(bundle.thresholds, dtype=np.float64)[None, :]
+    return temper(raw, bundle.temperature) >= thresholds
+
+
+def _micro_f1(decided: np.ndarray, reference: np.ndarray) -> float:
+    """Micro F1 of multi-label decisions (1.0 when neither side names any label)."""
+    tp = np.logical_and(decided, reference).sum()
+    wrong = np.logical_xor(decided, reference).sum()
+    return float(2 * tp / (2 * tp + wrong)) if tp + wrong else 1.0
+
+
 def _iou(masks: np.ndarray, reference: np.ndarray) -> float:
     """Intersection over union of all the masks' pixels at once (1.0 when both are empty)."""
     union = np.logical_or(masks, reference).sum()
@@ -156,11 +176,15 @@ def compare(
         k = len(bundle.classes)
         pk = to_probabilities(keras_out, bundle.output, k)
         pe = to_probabilities(export_out, bundle.output, k)
-        lk, le = _labels(bundle, pk), _labels(bundle, pe)
+        decide = _multilabels if bundle.task == "multilabel" else _labels
+        lk, le = decide(bundle, pk), decide(bundle, pe)
         compared, unit = "probabilities", "labels"
     reference = lk if truth is None else truth.reshape(lk.shape)
     if unit == "pixels":
         metric, keras, export = "IoU", _iou(lk, reference), _iou(le, reference)
+    elif bundle.task == "multilabel":
+        metric = "micro F1"
+        keras, export = _micro_f1(lk, reference), _micro_f1(le, reference)
     else:
         metric = "accuracy"
         keras, export = float((lk == reference).mean()), float((le == reference).mean())
