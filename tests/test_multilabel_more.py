@@ -9,6 +9,7 @@ probability follows its bar; the thresholds and temperature are chosen, not fitt
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -102,7 +103,9 @@ def save_bundle(folder: Path, data: Path) -> Path:
         "output": "multilabel", "temperature": 1.3,
         "thresholds": {"blue": 0.05, "green": 0.995, "red": 0.45},
         "train_args": {}, "dataset": {"path": str(data), "hash": ds.hash},
-        "metrics": {}, "epochs_run": 1, "best_epoch": 1, "created": "2026-01-01T00:00:00",
+        "metrics": {"val": {"micro_f1": 0.625, "per_label": {"red": {"auc": 1.0}}},
+                    "test": {"mean_f2": 0.75}},
+        "epochs_run": 1, "best_epoch": 1, "created": "2026-01-01T00:00:00",
     }  # fmt: skip
     (folder / "imgkit.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder
@@ -184,3 +187,67 @@ def test_predict_on_ray_equals_the_local_run(world, tmp_path):
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(local, on_ray)
+
+
+# --- the other commands ----------------------------------------------------------------
+
+
+def test_audit_counts_labels_not_label_sets(world, tmp_path):
+    root, data, _ = world
+    result = invoke("audit", data, "-o", tmp_path / "au", "--features", "none")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "au" / "summary.json").read_text())
+    manifest = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    want = {c: int(manifest["label"].str.split().apply(lambda s, c=c: c in s).sum())
+            for c in CLASSES}  # fmt: skip
+    assert summary["class_counts"] == want
+    # Label issues need one class per image: refused in one line, before the scan.
+    preds = tmp_path / "p.csv"
+    preds.write_text("path,labels,p_blue,p_green,p_red\n")
+    one_line_error(invoke("audit", data, "-o", tmp_path / "au2", "--features", "none",
+                          "--predictions", preds), "multilabel", "--predictions")  # fmt: skip
+
+
+def test_cv_blend_and_explain_refuse_in_one_line(world, tmp_path):
+    root, data, run = world
+    one_line_error(invoke("cv", data, "-o", tmp_path / "cv", "--folds", "2"), "multilabel", "cv")
+    assert not (tmp_path / "cv").exists()  # refused before any fold trained
+    preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")
+    assert len(preds)
+    one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "blend")
+    one_line_error(invoke("explain", run, data, "-o", tmp_path / "ex"), "multilabel")
+
+
+def test_report_counts_per_label_and_shows_each_split(world, tmp_path):
+    root, data, run = world
+    result = invoke("report", run, "-o", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert (
+        "micro_f1 (training&#39;s val split)" in page or "micro_f1 (training's val split)" in page
+    )
+    assert (
+        "mean_f2 (training&#39;s test split)" in page or "mean_f2 (training's test split)" in page
+    )
+    from imgkit.bundle import load_bundle
+    from imgkit.evaluate.report import data_counts
+
+    where, header, rows = data_counts(load_bundle(run))
+    manifest = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    assert header == ["split", *CLASSES, "all"]
+    for split, *counts in rows:
+        part = manifest[manifest["split"] == split]
+        labels = part["label"].str.split()
+        assert counts == [int(labels.apply(lambda s, c=c: c in s).sum()) for c in CLASSES] + [
+            len(part)
+        ]
+    one_line_error(invoke("report", run, "-o", tmp_path / "r2", "--truth", data), "imgkit eval")
+
+
+def test_bench_times_a_multilabel_bundle(world):
+    root, data, run = world
+    result = invoke("bench", run, root / "img", "--limit", "8", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(io.StringIO(result.stdout))
+    keras = rows[rows["runtime"] == "keras"]
+    assert list(keras["batch"]) == [1, 4] and (keras["max_diff"] == 0).all()

@@ -69,6 +69,7 @@ def command(predictions, output, weights, method, fit, truth):
         raise click.UsageError("--fit and --truth go together")
     if fit is not None and weights is not None:
         raise click.UsageError("--fit chooses the weights: drop --weights")
+    _refuse_multilabel([*predictions, *(fit.split(",") if fit else [])])
     tables = align([read_table(p) for p in predictions])
     w = parse_weights(weights, len(tables))
     if fit is not None:
@@ -83,6 +84,25 @@ def command(predictions, output, weights, method, fit, truth):
     with atomic_open(output, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     click.echo(output)
+
+
+def _refuse_multilabel(files: list[str]) -> None:
+    """One line for multi-label predictions (path,labels,p_<label>...): their labels
+    come from each bundle's per-label thresholds, which a blend of CSVs does not have."""
+    from pathlib import Path
+
+    from imgkit.errors import BadInputError
+
+    for name in files:
+        if not Path(name).is_file():
+            continue  # read_table says what is wrong
+        with open(name, encoding="utf-8-sig", errors="replace") as f:
+            header = [c.strip().strip('"') for c in f.readline().split(",")]
+        if "labels" in header:
+            raise BadInputError(
+                f"{name}: multi-label predictions (a labels column); imgkit blend takes "
+                "classification CSVs only"
+            )
 
 
 def _fitted(oof_files: list[str], truth: str, method: str, n: int):

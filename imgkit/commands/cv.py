@@ -64,6 +64,7 @@ def command(data, output, folds, threshold, trust_code, overwrite, **settings):
     from imgkit.commands.train import _Progress
     from imgkit.evaluate.crossval import CvHooks, cross_validate
 
+    _refuse_multilabel(data)
     lock_output(output)
     progress = _Progress()
 
@@ -94,6 +95,22 @@ def command(data, output, folds, threshold, trust_code, overwrite, **settings):
         progress.close()
     _table(report)
     click.echo(output)
+
+
+def _refuse_multilabel(data: str) -> None:
+    """One line, before any fold trains, for the task cv does not score."""
+    from imgkit.data.dataset import Dataset
+    from imgkit.errors import BadDatasetError, BadInputError
+
+    try:
+        task = Dataset.load(data).task
+    except BadDatasetError:
+        return  # cross_validate says what is wrong with it
+    if task == "multilabel":
+        raise BadInputError(
+            f"{data}: a multilabel dataset; imgkit cv takes classification and segmentation "
+            "(train multi-label models with imgkit train)"
+        )
 
 
 def _table(report: dict) -> None:

@@ -68,11 +68,30 @@ def data_counts(bundle) -> tuple[str, list[str], list[list]] | None:
     except ImgkitError:
         return None
     labels = manifest["label"].where(manifest["label"] != "", "(none)")
-    table = pd.crosstab(manifest["split"], labels)
-    rows = [
-        [split, *map(int, table.loc[split]), int(table.loc[split].sum())] for split in table.index
-    ]
+    if bundle.task == "multilabel":
+        # Images per label (an image counts once for each of its labels), and in all.
+        split = manifest["split"].repeat(labels.str.split().str.len())
+        table = pd.crosstab(split.to_numpy(), np.concatenate(labels.str.split().to_numpy()))
+        table.index.name = None
+        totals = manifest["split"].value_counts()
+    else:
+        table = pd.crosstab(manifest["split"], labels)
+        totals = table.sum(axis=1)
+    rows = [[split, *map(int, table.loc[split]), int(totals[split])] for split in table.index]
     return str(where), ["split", *map(str, table.columns), "all"], rows
+
+
+def metric_rows(metrics: dict) -> list[tuple[str, float]]:
+    """The run's numbers as (name and where from, value): flat ones are the val
+    split's; a split's own (a multi-label run's ``val`` and ``test``) say which."""
+    rows = []
+    for k, v in sorted(metrics.items()):
+        if isinstance(v, dict):
+            rows += [(f"{n} (training's {k} split)", x) for n, x in v.items()
+                     if isinstance(x, float | int)]  # fmt: skip
+        elif isinstance(v, float | int):
+            rows.append((f"{k} (training's val split)", v))
+    return rows
 
 
 def _predict(bundle, truth: str, split: str | None) -> pd.DataFrame:
@@ -197,6 +216,11 @@ def build_report(
     """
     if predictions and not truth:
         raise BadInputError("--predictions needs --truth: the page compares them")
+    if truth and bundle.task == "multilabel":
+        raise BadInputError(
+            "--truth: a multilabel bundle's page has its settings, data and metrics only; "
+            "score its predictions with imgkit eval PREDS --truth DATA (a per-label table)"
+        )
     if predictions and bundle.task == "segmentation":
         raise BadInputError("--predictions is for classification bundles; give --truth DATA")
     folder = Path(out)
@@ -205,9 +229,7 @@ def build_report(
     gallery = Gallery(folder)
     context = {"run": str(bundle.path), "version": __version__, "task": bundle.task}
     context.update(settings=settings_rows(bundle), data=data_counts(bundle))
-    context["metrics"] = [
-        (k, v) for k, v in sorted(bundle.metrics.items()) if isinstance(v, float | int)
-    ]
+    context["metrics"] = metric_rows(bundle.metrics)
     curves = Path(bundle.path) / "curves.png"
     if curves.is_file():
         shutil.copyfile(curves, folder / "images/curves.png")

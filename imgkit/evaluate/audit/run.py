@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgkit.data.dataset import CACHE_DIR, Dataset
+from imgkit.data.dataset import CACHE_DIR, Dataset, label_set
+from imgkit.errors import BadInputError
 from imgkit.evaluate.audit import duplicates, labels, neighbours, outliers
 from imgkit.evaluate.audit.inputs import ImageSet, against_images, align_predictions, data_images
 from imgkit.evaluate.audit.report import counts, issues_frame, write_outputs
@@ -140,6 +141,12 @@ def run_audit(
     start = time.perf_counter()
     ds = Dataset.load(data)
     d = data_images(ds)
+    multi = ds.task == "multilabel"
+    if multi and predictions is not None:
+        raise BadInputError(
+            f"--predictions {predictions}: label issues are found for classification "
+            f"datasets only; {data} is multilabel"
+        )
     o = against_images(against) if against is not None else None
     # Bad predictions stop the audit before the long pass over the images, not after.
     aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
@@ -160,12 +167,16 @@ def run_audit(
     rows = duplicates.pair_rows(pairs, names, splits)
     z = None
     if vd is not None and nbr is not None:
-        z = outliers.embedding_z(vd, sd.ok, d.labels, nbr[1][:n_data])
+        # A multi-label image belongs to no one class: only the data-wide outlier z.
+        classes = [""] * n_data if multi else d.labels
+        z = outliers.embedding_z(vd, sd.ok, classes, nbr[1][:n_data])
     reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
     rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
     if aligned is not None:
         rows += _label_findings(aligned, d, ds.classes, t)
-    imbalance, per_class = outliers.imbalance_rows(d.labels, t)
+    # Multi-label: each label counted once per image that carries it.
+    counted = [c for v in d.labels for c in label_set(v)] if multi else d.labels
+    imbalance, per_class = outliers.imbalance_rows(counted, t)
     rows += imbalance
     df = issues_frame(rows)
     inner = [p for p in pairs if p.j < n_data]
