@@ -208,8 +208,11 @@ def test_audit_counts_labels_not_label_sets(world, tmp_path):
                           "--predictions", preds), "multilabel", "--predictions")  # fmt: skip
 
 
-def test_cv_blend_and_explain_refuse_in_one_line(world, tmp_path):
+def test_cv_blend_explain_and_class_weights_refuse_in_one_line(world, tmp_path):
     root, data, run = world
+    args = ("--model", "small-cnn", "--size", "24", "--epochs", "1")
+    one_line_error(invoke("train", data, "-o", tmp_path / "t", *args, "--class-weight",
+                          "balanced"), "--class-weight", "multi-label")  # fmt: skip
     one_line_error(invoke("cv", data, "-o", tmp_path / "cv", "--folds", "2"), "multilabel", "cv")
     assert not (tmp_path / "cv").exists()  # refused before any fold trained
     preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")

@@ -95,6 +95,13 @@ def train_multilabel(run, report, threshold) -> dict:
     s, ds, say = run.settings, run.ds, report.say
     if run.source is not None:
         raise BadInputError("--weights BUNDLE: not for multi-label datasets yet (use imagenet)")
+    if s.class_weight != "none":
+        # Each label is its own binary case; its threshold, fitted on val, already
+        # moves with how rare it is.
+        raise BadInputError(
+            "--class-weight: not for multi-label datasets (per-label "
+            "thresholds fitted on val take each label's rarity into account)"
+        )
     if threshold[0] == "balanced":
         raise BadInputError("--threshold balanced is for binary models; multi-label: f1, f2, P")
     train_x, train_y = _split(ds, "train", s, say)
