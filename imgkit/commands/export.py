@@ -69,7 +69,7 @@ from imgkit.export.reduced import PRECISIONS
     default=0.5,
     show_default=True,
     help="Reduced precision (int8, bf16, float16): the most accuracy (IoU for "
-    "segmentation) the export may lose against Keras's on the check images, in points; "
+    "segmentation, micro F1 for multi-label) the export may lose against Keras's on the check images, in points; "
     "past it the export fails (exit 3) and nothing is written.",
 )
 @click.option(
@@ -93,7 +93,9 @@ def command(run, formats, check, check_limit, tolerance, trust_code, **reduced):
     --tolerance fails (exit 3); a reduced-precision one (int8, bf16, float16) records
     its change in accuracy and its label agreement instead, and fails (exit 3) past
     --max-drop. A failure leaves nothing behind: no file, imgkit.json unchanged. With
-    several formats, all are written or none.
+    several formats, all are written or none. A multi-label bundle is checked on each
+    label's probability and decision (against its threshold), its accuracy the micro
+    F1 of those decisions.
 
     Prints the written paths on stdout and a table on stderr. `imgkit predict`,
     `tta` and `segment` run an export with --runtime (auto: the fastest recorded);
