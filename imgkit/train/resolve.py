@@ -51,6 +51,7 @@ def resolve_settings(given: dict, task: str = "classification") -> RunSettings:
     g = {k: given.get(k) for k in setting_names()}
     source = _source_bundle(g)
     if not g["model"] and source is None:
+        _refuse_other_bundle(g["weights"])
         raise BadInputError("no model given (--model NAME; see --list-models)")
     spec = get_spec(g["model"]) if source is None else bundle_spec(source)
     recipe = spec.recipe_named(g["recipe"])
@@ -164,6 +165,22 @@ def _source_bundle(g: dict) -> dict | None:
     if g["model"] in list_models() and get_spec(g["model"]).takes_weights:
         return None
     return source
+
+
+def _refuse_other_bundle(weights) -> None:
+    """A clear line for ``--weights`` naming a bundle whose model cannot train further
+    (a multi-label or segmentation one), rather than "no model given"."""
+    from pathlib import Path
+
+    from imgkit.bundle import BUNDLE_META, MODEL_FILE, read_meta
+
+    path = Path(str(weights or "")).expanduser()
+    if weights and path.name == MODEL_FILE and (path.parent / BUNDLE_META).is_file():
+        task = read_meta(path.parent).get("task")
+        raise BadInputError(
+            f"--weights {weights}: a {task} bundle; only a classification bundle's model "
+            "trains further (give --model to train a new one)"
+        )
 
 
 def _check_bundle_fit(spec, g: dict) -> None:
