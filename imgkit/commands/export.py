@@ -69,8 +69,8 @@ from imgkit.export.reduced import PRECISIONS
     default=0.5,
     show_default=True,
     help="Reduced precision (int8, bf16, float16): the most accuracy (IoU for "
-    "segmentation, micro F1 for multi-label) the export may lose against Keras's on the check images, in points; "
-    "past it the export fails (exit 3) and nothing is written.",
+    "segmentation, micro F1 for multi-label) the export may lose against Keras's on the "
+    "check images, in points; past it the export fails (exit 3) and nothing is written.",
 )
 @click.option(
     "--calibration-images",
