@@ -130,7 +130,7 @@ def batch_size_option(default: int | None = None, help_text: str = "Images per b
 
 
 def output_option(required: bool = False, help_text: str = "Output path (- for stdout)."):
-    return click.option("-o", "--output", required=required, default=None, help=help_text)
+    return click.option("-o", "--output", required=required, help=help_text)
 
 
 # Off by default: a bundle's Lambda layers are Python code that runs on loading, so

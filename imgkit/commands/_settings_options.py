@@ -51,7 +51,11 @@ def threshold_option(fn):
 def _option(name: str, required: bool):
     s = setting_of(name)
     flags = list(s.flags or (flag(name),))
-    kwargs = {"default": None, "required": required, "metavar": s.metavar}
+    kwargs = {"required": required, "metavar": s.metavar}
+    # click 8.4 counts an explicit default=None as a value, so a required option with it
+    # is never reported missing; an option left out is None without it anyway.
+    if not required:
+        kwargs["default"] = None
     if s.kind is bool:
         flags = [f"{flags[0]}/--no-{flags[0][2:]}"]
     elif s.choices:
