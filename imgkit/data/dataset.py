@@ -277,6 +277,12 @@ class Dataset:
         return list(self.info.get("classes", []))
 
     @property
+    def mask_classes(self) -> list[str]:
+        """Multi-class masks' class names for the values 0..C; [] for binary masks."""
+        names = self.info.get("mask_classes") or []
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    @property
     def hash(self) -> str:
         """A short content hash of the manifest, recorded in bundles and cache names."""
         return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
@@ -412,12 +418,21 @@ class Dataset:
     def mask_arrays(
         self, split: str, size: tuple[int, int], workers: int | None = None
     ) -> np.ndarray:
-        """One split's masks as a read-only memory-mapped uint8 0/1 array (n, h, w, 1).
+        """One split's masks as a read-only memory-mapped uint8 0/1 array (n, h, w, 1),
+        or of class values 0..C for multi-class masks.
 
         Like :meth:`arrays`, decoded once into ``.cache/``; masks are resized by nearest
         neighbour, so an edge is never blurred into values between 0 and 1.
         """
+        from imgkit.data.classmasks import read_index_png, resize_index
         from imgkit.data.masks import load_mask_array
+
+        k = len(self.mask_classes)
+
+        def load(f, size):
+            if k:  # multi-class: the stored palette PNG's class values
+                return resize_index(read_index_png(f, k), size)[..., None]
+            return load_mask_array(f, size)
 
         h, w = size
         path = self.root / CACHE_DIR / f"{split}-{h}x{w}-mask-{self.hash}.npy"
@@ -433,7 +448,7 @@ class Dataset:
             def decode(i_file):
                 i, f = i_file
                 try:
-                    out[i] = load_mask_array(f, size)
+                    out[i] = load(f, size)
                 except (BadImageError, FileNotFoundError) as e:
                     raise BadDatasetError(f"{f}: mask unusable since the dataset was made") from e
 
