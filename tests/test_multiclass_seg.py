@@ -130,3 +130,134 @@ def test_per_class_iou_known_values():
     assert s["mean_iou"] == pytest.approx((2 / 5 + 2 / 4 + 1 / 2) / 3)
     assert s["pixel_accuracy"] == pytest.approx(5 / 8)
     assert s["per_class_iou"]["c"] is None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small two-shape dataset (RGB masks) and a softmax U-Net trained on it."""
+    root = tmp_path_factory.mktemp("mcseg")
+    images, masks, src = write_shape_pairs(root / "src", n=16, size=(64, 64), encoding="rgb")
+    data = root / "data"
+    result = run("prep", images, "--masks", masks, "--mask-colors", src / "colors.txt",
+                 "-o", data, "--val", "0.3", "--test", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run(
+        "train", data, "-o", root / "run", "--model", "unet-mobilenetv2", "--weights", "none",
+        "--fine-tune-last", "all", "--size", "64", "--epochs", "10", "--batch-size", "4",
+        "--lr", "3e-3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root, data, root / "run"
+
+
+def test_training_records_class_ious(trained):
+    _, _, bundle = trained
+    meta = json.loads((bundle / "imgkit.json").read_text())
+    assert meta["classes"] == ["background", "disc", "square"]
+    assert meta["output"] == "softmax" and "threshold" not in meta
+    assert [tuple(c) for c in meta["mask_colors"]] == CLASS_COLORS
+    val = meta["metrics"]["val"]
+    assert set(val["per_class_iou"]) == {"background", "disc", "square"}
+    # All background would score a mean IoU of about 0.3 (background's IoU ~0.85, 0, 0).
+    assert val["mean_iou"] > 0.5, val
+    assert "val_iou" in pd.read_csv(bundle / "history.csv").columns
+
+
+def test_segment_writes_palette_masks_and_eval_scores_classes(trained, tmp_path):
+    root, data, bundle = trained
+    new = tmp_path / "new"
+    new.mkdir()
+    Image.fromarray(shapes_pair(np.random.default_rng(9), (50, 90))[0]).save(new / "wide.jpg")
+    out, overlays = tmp_path / "masks", tmp_path / "over"
+    result = run("segment", bundle, new, data, "--split", "val", "-o", out, "--overlay", overlays,
+                 "--tta")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    wide = Image.open(out / "wide.png")
+    assert wide.size == (90, 50) and wide.mode == "P"
+    assert wide.getpalette()[:9] == [v for c in CLASS_COLORS for v in c]
+    assert set(np.unique(np.asarray(wide))) <= {0, 1, 2}
+    assert Image.open(overlays / "wide.png").width > 3 * 90
+    assert "mean IoU against the dataset's masks" in result.output
+    result = run("segment", bundle, new, "-o", tmp_path / "t", "--threshold", "0.3")
+    assert result.exit_code != 0 and "drop --threshold" in result.output
+
+    evald = tmp_path / "eval"
+    result = run("eval", out, "--truth", data, "-o", evald, "--fail-under", "mean_iou=0.4")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((evald / "metrics.json").read_text())
+    assert metrics["unmatched"] == 1 and set(metrics["per_class_iou"]) == {
+        "background", "disc", "square"}  # fmt: skip
+    per_image = pd.read_csv(evald / "per_image.csv")
+    assert {"mean_iou", "iou_disc", "iou_square"} <= set(per_image.columns)
+    result = run("eval", out, "--truth", data, "--fail-under", "iou=0.4")
+    assert result.exit_code != 0 and "mean_iou" in result.output
+
+
+def test_eval_per_class_iou_of_known_masks(tmp_path):
+    """Hand-made predictions against a dataset: the table's IoUs are the counted ones."""
+    images, masks, root = write_shape_pairs(tmp_path / "src", n=4, size=(32, 32))
+    data = tmp_path / "data"
+    result = run("prep", images, "--masks", masks, "--mask-classes", root / "classes.txt",
+                 "-o", data, "--val", "0", "--test", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    rng = np.random.default_rng(0)
+    matrix = np.zeros((3, 3), dtype=np.int64)
+    for i in range(4):
+        truth = shapes_pair(rng, (32, 32))[1]
+        pred = truth.copy()
+        pred[truth == 2] = 1 if i % 2 else 2  # every other square called a disc
+        pred[:2] = 0  # the top rows background
+        write_encoded_mask(preds / f"m{i:03d}.png", pred, "palette")
+        matrix += confusion(pred, truth, 3)
+    evald = tmp_path / "eval"
+    result = run("eval", preds, "--truth", data, "-o", evald)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((evald / "metrics.json").read_text())
+    expected = class_ious(matrix)
+    got = [metrics["per_class_iou"][n] for n in ("background", "disc", "square")]
+    np.testing.assert_allclose(got, expected)
+    assert metrics["mean_iou"] == pytest.approx(expected.mean())
+    assert 0.2 < expected[2] < 0.8  # the halved squares: a real test of the counting
+
+
+def test_multiclass_unet_exports_to_onnx_with_parity(trained, tmp_path):
+    """The softmax U-Net's ONNX export: per-class maps as Keras's, the same masks."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    _, data, bundle = trained
+    result = run("export", bundle, "-f", "onnx")  # checked on the dataset's val split
+    assert result.exit_code == 0, result.output
+    parity = json.loads((bundle / "imgkit.json").read_text())["exports"]["onnx"]["parity"]
+    assert parity["compared"] == "class probabilities" and parity["max_abs_diff"] <= 1e-4
+    n_val = len(Dataset.load(data).rows("val"))
+    assert parity["labels_agree"] and parity["images"] == n_val
+    masks = {}
+    for runtime in ("keras", "onnx"):
+        out = tmp_path / runtime
+        result = run("segment", bundle, data, "--split", "val", "-o", out, "--runtime", runtime)
+        assert result.exit_code == 0, result.output
+        masks[runtime] = {p.name: np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))}
+    assert masks["keras"].keys() == masks["onnx"].keys() and len(masks["onnx"]) == n_val
+    for name, mask in masks["keras"].items():
+        assert (mask != masks["onnx"][name]).mean() < 0.01
+
+
+def test_parity_compares_most_probable_classes():
+    """Export parity of a multi-class segmenter: argmax pixels, accuracy the mean IoU."""
+    from types import SimpleNamespace
+
+    from imgkit.export.parity import compare
+
+    bundle = SimpleNamespace(task="segmentation", classes=["bg", "a", "b"])
+    truth = np.array([[[0, 1], [2, 2]]])
+    keras_out = np.eye(3)[truth] * 0.8 + 0.2 / 3  # right everywhere
+    export_out = keras_out.copy()
+    export_out[0, 1, 1] = [0.1, 0.6, 0.3]  # one b pixel called a
+    got = compare(bundle, keras_out, export_out, truth)
+    assert got["compared"] == "class probabilities" and got["pixels_differing"] == 1
+    assert got["max_abs_diff"] == pytest.approx(0.8 + 0.2 / 3 - 0.3)
+    assert got["accuracy"]["metric"] == "mean IoU" and got["accuracy"]["keras"] == 1.0
+    # bg 1/1, a 1/2, b 1/2
+    assert got["accuracy"]["export"] == pytest.approx((1 + 0.5 + 0.5) / 3)
