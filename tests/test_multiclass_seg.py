@@ -136,14 +136,14 @@ def test_per_class_iou_known_values():
 def trained(tmp_path_factory):
     """A small two-shape dataset (RGB masks) and a softmax U-Net trained on it."""
     root = tmp_path_factory.mktemp("mcseg")
-    images, masks, src = write_shape_pairs(root / "src", n=16, size=(64, 64), encoding="rgb")
+    images, masks, src = write_shape_pairs(root / "src", n=20, size=(64, 64), encoding="rgb")
     data = root / "data"
     result = run("prep", images, "--masks", masks, "--mask-colors", src / "colors.txt",
                  "-o", data, "--val", "0.3", "--test", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     result = run(
         "train", data, "-o", root / "run", "--model", "unet-mobilenetv2", "--weights", "none",
-        "--fine-tune-last", "all", "--size", "64", "--epochs", "10", "--batch-size", "4",
+        "--fine-tune-last", "all", "--size", "64", "--epochs", "12", "--batch-size", "4",
         "--lr", "3e-3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
