@@ -44,11 +44,14 @@ def _reasons(folder: Path) -> dict[str, str]:
 def test_prep_reads_each_encoding_as_class_values(tmp_path, encoding, table):
     images, masks, root = write_shape_pairs(tmp_path / "src", n=6, size=(32, 40), encoding=encoding)
     if encoding == "palette" and table == "colors":
-        # Palette masks read by colour: their palette must then hold the table's colours.
+        # Palette masks read by colour: the palette holds the table's colours, in
+        # another order than the classes', so reading the indices would go wrong.
         rng = np.random.default_rng(0)
+        perm, index_of = [2, 0, 1], np.array([1, 2, 0], np.uint8)  # perm[index_of[v]] == v
         for i in range(6):
-            img = Image.fromarray(shapes_pair(rng, (32, 40))[1], mode="L").convert("P")
-            img.putpalette([v for c in CLASS_COLORS for v in c] + [0] * (768 - 9))
+            values = index_of[shapes_pair(rng, (32, 40))[1]]
+            img = Image.fromarray(values, mode="L").convert("P")
+            img.putpalette([v for j in perm for v in CLASS_COLORS[j]] + [0] * (768 - 9))
             img.save(masks / f"m{i:03d}.png")
     flag = "--mask-classes" if table == "classes" else "--mask-colors"
     out = tmp_path / "data"
@@ -68,6 +71,7 @@ def test_prep_reads_each_encoding_as_class_values(tmp_path, encoding, table):
     for path, mask in zip(ds.manifest["path"], ds.manifest["mask"], strict=True):
         stored = Image.open(out / mask)
         assert stored.mode == "P"
+        assert stored.getpalette()[:9] == [v for c in expected_colors for v in c]
         np.testing.assert_array_equal(np.asarray(stored), truth[Path(path).stem])
     cached = ds.mask_arrays("train", (16, 20))
     assert cached.shape[1:] == (16, 20, 1) and set(np.unique(cached)) == {0, 1, 2}
@@ -88,7 +92,7 @@ def test_prep_rejects_stray_values_and_colours(tmp_path):
     # Index masks: a value above the last class; an RGB mask without a colour table.
     images, masks, root = write_shape_pairs(tmp_path / "idx", n=6, size=(32, 32))
     values = np.asarray(Image.open(masks / "m001.png")).copy()
-    values[0, 0] = 7
+    values[0, 0] = 3  # one above the last class
     Image.fromarray(values, mode="L").save(masks / "m001.png")
     write_encoded_mask(masks / "m002.png", shapes_pair(np.random.default_rng(5), (32, 32))[1],
                        "rgb")  # fmt: skip
@@ -97,7 +101,7 @@ def test_prep_rejects_stray_values_and_colours(tmp_path):
                  "-o", out, "--val", "0.34", "--test", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     reasons = _reasons(out)
-    assert "mask value 7 outside the 3 named classes (0..2)" in reasons["m001.jpg"]
+    assert "mask value 3 outside the 3 named classes (0..2)" in reasons["m001.jpg"]
     assert "give the class colours with --mask-colors" in reasons["m002.jpg"]
     assert len(Dataset.load(out).manifest) == 4
 
