@@ -196,6 +196,12 @@ def test_segment_writes_palette_masks_and_eval_scores_classes(trained, tmp_path)
     result = run("eval", out, "--truth", data, "--fail-under", "iou=0.4")
     assert result.exit_code != 0 and "mean_iou" in result.output
 
+    report = tmp_path / "report"
+    result = run("report", bundle, "-o", report, "--truth", data, "--split", "val")
+    assert result.exit_code == 0, result.output
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert 'id="worst"' in html and "mean IoU" in html
+
 
 def test_eval_per_class_iou_of_known_masks(tmp_path):
     """Hand-made predictions against a dataset: the table's IoUs are the counted ones."""
@@ -265,3 +271,32 @@ def test_parity_compares_most_probable_classes():
     assert got["accuracy"]["metric"] == "mean IoU" and got["accuracy"]["keras"] == 1.0
     # bg 1/1, a 1/2, b 1/2
     assert got["accuracy"]["export"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+
+
+def test_cv_scores_multiclass_masks_by_class(tmp_path):
+    """cv's OOF and test scores of multi-class maps: argmax pixels, pooled IoU per class."""
+    from types import SimpleNamespace
+
+    from imgkit.evaluate.crossval_scores import segmentation_scores
+
+    images, masks, root = write_shape_pairs(tmp_path / "src", n=4, size=(8, 8))
+    data = tmp_path / "data"
+    result = run("prep", images, "--masks", masks, "--mask-classes", root / "classes.txt",
+                 "-o", data, "--val", "0", "--test", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ds = Dataset.load(data)
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, (4, 8, 8))
+    guess = truth.copy()
+    guess[:2, :, :4] = 0  # half of two images called background
+    oof = np.eye(3)[guess]
+    rows = pd.DataFrame({"path": ds.manifest["path"], "fold": ["1", "1", "2", "2"]})
+    preds = SimpleNamespace(rows=rows, oof=oof, truth=truth, test=[oof, oof],
+                            test_truth=truth)  # fmt: skip
+    scores, frame, _ = segmentation_scores(ds, preds)
+    expected = class_ious(confusion(guess, truth, 3))
+    got = scores["oof"]["per_class_iou"]
+    np.testing.assert_allclose([got[n] for n in ("background", "disc", "square")], expected)
+    assert scores["test"]["mean_iou"] == pytest.approx(expected.mean())
+    assert list(frame.columns) == ["path", "fold", "mean_iou", "pixel_accuracy"]
+    assert frame["mean_iou"].iloc[2] == 1.0 and frame["mean_iou"].iloc[0] < 1.0
