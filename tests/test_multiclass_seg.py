@@ -300,3 +300,25 @@ def test_cv_scores_multiclass_masks_by_class(tmp_path):
     assert scores["test"]["mean_iou"] == pytest.approx(expected.mean())
     assert list(frame.columns) == ["path", "fold", "mean_iou", "pixel_accuracy"]
     assert frame["mean_iou"].iloc[2] == 1.0 and frame["mean_iou"].iloc[0] < 1.0
+
+
+def test_segment_shards_and_ray_write_the_local_palette_masks(trained, tmp_path):
+    """--shard halves and --ray give the very PNGs of one local run (per-class maps)."""
+    _, data, bundle = trained
+    run("segment", bundle, data, "--split", "val", "-o", tmp_path / "local")
+    local = {p.name: p.read_bytes() for p in (tmp_path / "local").iterdir()}
+    for k in (1, 2):
+        result = run("segment", bundle, data, "--split", "val", "-o", tmp_path / "sharded",
+                     "--shard", f"{k}/2")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sharded").iterdir()} == local
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        result = run("segment", bundle, data, "--split", "val", "-o", tmp_path / "ray",
+                     "--workers", "1", "--ray")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    finally:
+        ray.shutdown()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ray").iterdir()} == local

@@ -152,6 +152,19 @@ def mask_classes_from(
     return MaskClasses(tuple(names), tuple(colors), by_colour=True)
 
 
+def class_table(masks, classes_file, colors_file) -> MaskClasses | None:
+    """prep's class table, read before any image is: None for binary masks.
+
+    Raises:
+        BadInputError: a class file without --masks, or a bad class file.
+    """
+    if masks is None:
+        if classes_file is not None or colors_file is not None:
+            raise BadInputError("--mask-classes and --mask-colors describe --masks; give --masks")
+        return None
+    return mask_classes_from(classes_file, colors_file)
+
+
 def _by_colour(rgb: np.ndarray, table: MaskClasses, path: Path) -> np.ndarray:
     key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     known = np.array([(r << 16) | (g << 8) | b for r, g, b in table.colors], dtype=np.int64)
@@ -223,6 +236,16 @@ def read_index_png(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     """
     table = MaskClasses(tuple(str(i) for i in range(num_classes)), ())
     return read_class_mask(path, table)
+
+
+def mask_loader(k: int):
+    """``fn(path, size)``: a dataset's stored mask as uint8 (height, width, 1) at ``size``:
+    class values for ``k`` classes (multi-class masks), else 0/1 (``k`` 0: binary)."""
+    if not k:
+        from imgkit.data.masks import load_mask_array
+
+        return load_mask_array
+    return lambda path, size: resize_index(read_index_png(path, k), size)[..., None]
 
 
 def resize_index(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

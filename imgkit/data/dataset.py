@@ -279,8 +279,7 @@ class Dataset:
     @property
     def mask_classes(self) -> list[str]:
         """Multi-class masks' class names for the values 0..C; [] for binary masks."""
-        names = self.info.get("mask_classes") or []
-        return [str(n) for n in names] if isinstance(names, list) else []
+        return [str(n) for n in self.info.get("mask_classes") or []]
 
     @property
     def hash(self) -> str:
@@ -418,21 +417,14 @@ class Dataset:
     def mask_arrays(
         self, split: str, size: tuple[int, int], workers: int | None = None
     ) -> np.ndarray:
-        """One split's masks as a read-only memory-mapped uint8 0/1 array (n, h, w, 1),
-        or of class values 0..C for multi-class masks.
+        """One split's masks, memory-mapped read-only uint8 (n, h, w, 1): 0/1 or class values.
 
         Like :meth:`arrays`, decoded once into ``.cache/``; masks are resized by nearest
         neighbour, so an edge is never blurred into values between 0 and 1.
         """
-        from imgkit.data.classmasks import read_index_png, resize_index
-        from imgkit.data.masks import load_mask_array
+        from imgkit.data.classmasks import mask_loader
 
-        k = len(self.mask_classes)
-
-        def load(f, size):
-            if k:  # multi-class: the stored palette PNG's class values
-                return resize_index(read_index_png(f, k), size)[..., None]
-            return load_mask_array(f, size)
+        load = mask_loader(len(self.mask_classes))
 
         h, w = size
         path = self.root / CACHE_DIR / f"{split}-{h}x{w}-mask-{self.hash}.npy"

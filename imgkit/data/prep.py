@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.data.bad_inputs import BadCounter, reason_kind
+from imgkit.data.classmasks import class_table
 from imgkit.data.dataset import (
     Dataset,
     Record,
@@ -271,17 +272,6 @@ def _require_usable(records, rejects, sources: list[str], masks) -> None:
         raise BadInputError(f"no classes found in {', '.join(sources)}")
 
 
-def _mask_table(masks, mask_classes, mask_colors):
-    """The multi-class masks' class table, read before any image is (None: binary)."""
-    if masks is None:
-        if mask_classes is not None or mask_colors is not None:
-            raise BadInputError("--mask-classes and --mask-colors describe --masks; give --masks")
-        return None
-    from imgkit.data.classmasks import mask_classes_from
-
-    return mask_classes_from(mask_classes, mask_colors)
-
-
 def _check_arguments(sources: list[str], limit, folds, val) -> None:
     """Refuse what no source can make right, before anything is read."""
     if not sources:
@@ -365,7 +355,7 @@ def prepare(
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
-    mask_table = _mask_table(masks, mask_classes, mask_colors)
+    mask_table = class_table(masks, mask_classes, mask_colors)
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (
