@@ -88,7 +88,7 @@ def write_shape_pairs(
         "# name R G B\n"
         + "".join(
             f"{n} {r} {g} {b}\n"
-            for n, (r, g, b) in zip(("background", "disc", "square"), CLASS_COLORS)
+            for n, (r, g, b) in zip(("background", "disc", "square"), CLASS_COLORS, strict=True)
         )
     )
     return images, masks, root
