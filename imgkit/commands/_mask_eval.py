@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from imgkit.commands._common import stderr_console, warn
-from imgkit.evaluate.maskeval import MASK_METRICS
+from imgkit.evaluate.maskeval import CLASS_METRICS, MASK_METRICS
 
 # How many of the worst images the stderr table lists.
 SHOW_WORST = 5
 SHOW_UNMATCHED = 3
 # The summary's means (and the median IoU), each a possible --fail-under bar.
 MASK_GATES = (*MASK_METRICS, "median_iou")
+CLASS_GATES = (*CLASS_METRICS, "median_iou")  # multi-class masks
 
 
 def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float]) -> None:
@@ -25,14 +26,17 @@ def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float
         GateFailedError: a mean is below its bar.
     """
     from imgkit.errors import GateFailedError
-    from imgkit.evaluate.maskeval import evaluate_masks
+    from imgkit.evaluate.maskeval import evaluate_masks, truth_classes
     from imgkit.evaluate.metrics import check_gates
     from imgkit.fileio import write_csv, write_text
 
+    multiclass = bool(truth_classes(truth))
+    gates = CLASS_GATES if multiclass else MASK_GATES
     for name in bars:
-        if name not in MASK_GATES:
+        if name not in gates:
+            kind = "multi-class masks" if multiclass else "masks"
             raise click.BadParameter(
-                f"unknown metric {name!r} for masks; choose from {', '.join(MASK_GATES)}",
+                f"unknown metric {name!r} for {kind}; choose from {', '.join(gates)}",
                 param_hint="--fail-under",
             )
     report = evaluate_masks(preds, truth)
@@ -66,6 +70,9 @@ def _show(report) -> None:
     from rich.table import Table
 
     s = report.summary
+    if "per_class_iou" in s:
+        _show_classes(report)
+        return
     overall = Table("metric", "mean", title=f"{s['n']} masks")
     for name in MASK_GATES:
         overall.add_row(name, f"{s[name]:.4f}")
@@ -75,4 +82,22 @@ def _show(report) -> None:
                       f"{row.pixel_accuracy:.4f}")  # fmt: skip
     console = stderr_console()
     console.print(overall)
+    console.print(worst)
+
+
+def _show_classes(report) -> None:
+    """The per-class IoU table, the means, and the worst images (multi-class masks)."""
+    from rich.table import Table
+
+    s = report.summary
+    classes = Table("class", "IoU", title=f"{s['n']} masks: mean IoU {s['mean_iou']:.4f}")
+    for name, iou in s["per_class_iou"].items():
+        classes.add_row(name, "-" if iou is None else f"{iou:.4f}")
+    for name in CLASS_GATES:
+        classes.add_row(name, f"{s[name]:.4f}", style="bold")
+    worst = Table("worst images", "mean_iou", "pixel_accuracy")
+    for row in report.per_image.head(SHOW_WORST).itertuples(index=False):
+        worst.add_row(Path(row.path).name, f"{row.mean_iou:.4f}", f"{row.pixel_accuracy:.4f}")
+    console = stderr_console()
+    console.print(classes)
     console.print(worst)

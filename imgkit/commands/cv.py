@@ -132,7 +132,9 @@ def _table(report: dict) -> None:
     for part in ("oof", "test"):
         if part in report:
             shown = "  ".join(
-                f"{k} {_cell(v)}" for k, v in report[part].items() if not isinstance(v, list)
+                f"{k} {_cell(v)}"
+                for k, v in report[part].items()
+                if not isinstance(v, (list, dict))
             )
             what = "out of fold" if part == "oof" else "test, folds averaged"
             console.print(f"{what}: {shown}", soft_wrap=True)

@@ -53,7 +53,10 @@ def command(preds, truth, output, fail_under):
     PREDS may instead be one folder of mask PNGs (imgkit segment -o): each is matched
     to its true mask by file name and scored (IoU, Dice, pixel accuracy); per_image.csv
     and metrics.json (the means) are written, the worst images listed on stderr, and
-    --fail-under takes iou, dice, pixel_accuracy or median_iou.
+    --fail-under takes iou, dice, pixel_accuracy or median_iou. Against a dataset of
+    multi-class masks (prep --mask-classes) each class's IoU is listed, with the mean
+    IoU over the classes; --fail-under then takes mean_iou, pixel_accuracy or
+    median_iou.
 
     With a multi-label dataset as --truth, PREDS is one CSV path,labels,p_<label>...
     (predict or tta on a multi-label bundle): the labels column gives micro and macro

@@ -124,6 +124,24 @@ def _summary(info: dict) -> None:
     "0/255, palette or RGB with one object colour; splits are random.",
 )
 @click.option(
+    "--mask-classes",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Multi-class masks: a text file naming the classes, one per line, for the mask "
+    "values 0, 1, ..., C (the first is the background). Masks are index or palette PNGs "
+    "of those values; a value outside them sends the image to rejects.csv.",
+)
+@click.option(
+    "--mask-colors",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Multi-class masks in colour: a text file of lines 'NAME R G B', one per class, "
+    "the background first (value 0). RGB and palette masks are read by colour; a colour "
+    "not in the file sends the image to rejects.csv.",
+)
+@click.option(
     "--group-by",
     default=None,
     metavar="REGEX",
@@ -176,7 +194,8 @@ def _summary(info: dict) -> None:
     help="With --pseudo: the least confidence a prediction needs to be taken  [default: 0.9].",
 )
 def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels,
-            masks, group_by, label_sep, images_dir, allow_empty, folds, pseudo,
+            masks, mask_classes, mask_colors, group_by, label_sep, images_dir, allow_empty,
+            folds, pseudo,
             min_confidence):  # fmt: skip
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
@@ -224,6 +243,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
         imgkit prep test1.zip -o data/dvc-test             # 1.jpg ... 12500.jpg
         imgkit prep fashion-mnist -o data/fashion --limit 2000
         imgkit prep images/ --masks masks/ -o data/seg --val 0.3
+        imgkit prep scenes/ --masks labels/ --mask-classes classes.txt -o data/scenes
         imgkit prep IDC_regular_ps50_idx5/ -o data/idc --val 0.15 --test 0.15
         imgkit prep scans.csv -o data/scans --group-by '^(patient[0-9]+)_'
         imgkit prep train_v2.csv --images train-jpg/ -o data/planet   # image_name,tags
@@ -265,6 +285,8 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
             images=images_dir,
             folds=folds,
             allow_empty=allow_empty,
+            mask_classes=mask_classes,
+            mask_colors=mask_colors,
         )
     finally:
         if bars is not None:

@@ -29,7 +29,8 @@ from imgkit.commands._inference import inference_options, open_run, stdin_for
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.5,
     show_default=True,
-    help="A pixel is object where P(object) is above this.",
+    help="A pixel is object where P(object) is above this (binary masks; a multi-class "
+    "bundle gives each pixel its most probable class).",
 )
 @click.option(
     "--overlay",
@@ -55,6 +56,11 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
     temporary name and renamed when complete. Unreadable files are reported on
     stderr and skipped. Prints the output folder on stdout and a summary on stderr.
 
+    A multi-class bundle (trained on masks with --mask-classes or --mask-colors)
+    writes palette PNGs instead: each pixel's value is its most probable class, the
+    mask value the training data used (0 the background), and the palette holds the
+    classes' colours; overlays tint each class in its colour.
+
     \b
     Example:
         imgkit segment runs/seg new_images/ -o masks_out/ --overlay overlays/
@@ -69,12 +75,18 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
     from imgkit.data.masks import mask_scores, write_mask_png
     from imgkit.errors import BadInputError
     from imgkit.infer.run import segment_inputs
-    from imgkit.infer.segment import overlay_panel
+    from imgkit.infer.segment import is_multiclass, overlay_panel
 
     shard = options.shard
     # Shards of one job write disjoint masks into one folder: each holds its own lock.
     lock_output(output if shard is None else f"{output.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}")
     bundle = open_run(run, "segmentation", options)
+    classes = _MultiClass(bundle) if is_multiclass(bundle) else None
+    if classes is not None and _given("threshold"):
+        raise click.BadParameter(
+            "a multi-class bundle gives each pixel its most probable class; drop --threshold",
+            param_hint="--threshold",
+        )
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None
     for folder in (out, overlays):
@@ -95,6 +107,8 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
     def finish(item, name: str) -> tuple[float, float | None]:
         # Thresholding and writing run in worker threads (PIL's encoder releases the
         # GIL) while the main thread feeds the model the next batch.
+        if classes is not None:
+            return classes.finish(item, out / name, overlays and overlays / name)
         mask = item.proba > threshold
         write_mask_png(out / name, mask)
         if overlays is not None:
@@ -133,15 +147,18 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
         for r in rejects:
             warn(f"{r.path}: {r.reason} (skipped)")
     seconds = time.perf_counter() - started
-    info(_summary(out, count, seconds, tta, fraction, ious, len(rejects)))
+    if classes is not None:
+        ious = [classes.mean_iou()] if classes.scored else []
+    info(_summary(out, count, seconds, tta, fraction, ious, len(rejects), classes is not None))
     click.echo(str(out))
 
 
-def _summary(out, count, seconds, tta, fraction, ious, skipped) -> str:
+def _summary(out, count, seconds, tta, fraction, ious, skipped, multiclass=False) -> str:
     line = f"{count} masks in {out} ({count / max(seconds, 1e-9):.1f} img/s"
     line += f"{', with TTA' if tta else ''})"
     if count:
-        line += f"; mean object share {fraction / count:.3f}"
+        what = "non-background" if multiclass else "object"
+        line += f"; mean {what} share {fraction / count:.3f}"
     if ious:
         line += f"; mean IoU against the dataset's masks {sum(ious) / len(ious):.4f}"
     if skipped:
@@ -154,3 +171,49 @@ def _save_png(image, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def _given(name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+class _MultiClass:
+    """A multi-class bundle's masks: palette PNGs of class values, class-coloured
+    overlays, and the pixel counts against a dataset's true masks (thread-safe)."""
+
+    def __init__(self, bundle):
+        import threading
+
+        import numpy as np
+
+        from imgkit.data.classmasks import class_colors
+
+        self.names = bundle.classes
+        self.colors = class_colors(bundle.meta)
+        self.matrix = np.zeros((len(self.names), len(self.names)), dtype=np.int64)
+        self.scored = 0
+        self._lock = threading.Lock()
+
+    def finish(self, item, path: Path, overlay: Path | None) -> tuple[float, None]:
+        from imgkit.data.classmasks import confusion, write_class_png
+        from imgkit.data.images import open_image
+        from imgkit.infer.segment import class_values, overlay_panel
+
+        values = class_values(item.proba)
+        write_class_png(path, values, self.colors)
+        if overlay:
+            with open_image(item.path) as img:
+                _save_png(overlay_panel(img, values, item.truth, self.colors), overlay)
+        if item.truth is not None and item.truth.shape == values.shape:
+            counts = confusion(values, item.truth, len(self.names))
+            with self._lock:
+                self.matrix += counts
+                self.scored += 1
+        return float((values > 0).mean()), None
+
+    def mean_iou(self) -> float:
+        from imgkit.data.classmasks import iou_summary
+
+        return iou_summary(self.matrix, self.names)["mean_iou"]

@@ -279,6 +279,11 @@ class Dataset:
         return list(self.info.get("classes", []))
 
     @property
+    def mask_classes(self) -> list[str]:
+        """Multi-class masks' class names for the values 0..C; [] for binary masks."""
+        return [str(n) for n in self.info.get("mask_classes") or []]
+
+    @property
     def hash(self) -> str:
         """A short content hash of the manifest, recorded in bundles and cache names."""
         return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
@@ -414,14 +419,14 @@ class Dataset:
     def mask_arrays(
         self, split: str, size: tuple[int, int], workers: int | None = None
     ) -> np.ndarray:
-        """One split's masks as a read-only memory-mapped uint8 0/1 array (n, h, w, 1).
+        """One split's masks, memory-mapped read-only uint8 (n, h, w, 1): 0/1 or class values.
 
         Like :meth:`arrays`, decoded once into ``.cache/``; masks are resized by nearest
         neighbour, so an edge is never blurred into values between 0 and 1.
         """
-        from imgkit.data.masks import load_mask_array
+        from imgkit.data.classmasks import mask_loader
 
-        h, w = size
+        load, (h, w) = mask_loader(len(self.mask_classes)), size
         path = self.root / CACHE_DIR / f"{split}-{h}x{w}-mask-{self.hash}.npy"
         if path.is_file():
             return np.load(path, mmap_mode="r")
@@ -435,7 +440,7 @@ class Dataset:
             def decode(i_file):
                 i, f = i_file
                 try:
-                    out[i] = load_mask_array(f, size)
+                    out[i] = load(f, size)
                 except (BadImageError, FileNotFoundError) as e:
                     raise BadDatasetError(f"{f}: mask unusable since the dataset was made") from e
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.data.bad_inputs import BadCounter, reason_kind
+from imgkit.data.classmasks import class_table
 from imgkit.data.dataset import (
     Dataset,
     Record,
@@ -226,7 +227,9 @@ def _read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> _Gat
     return got
 
 
-def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_pixels) -> None:
+def _filter(
+    got: _Gathered, workdir, counter, limit, seed, masks, progress, max_pixels, mask_table=None
+) -> None:
     """Drop duplicates, apply ``limit``, pair masks, and open every unchecked image once."""
     got.records, duplicates = dedupe(got.records)
     got.rejects.extend(duplicates)
@@ -239,7 +242,7 @@ def _filter(got: _Gathered, workdir, counter, limit, seed, masks, progress, max_
         # Pairs are checked together (image and mask, and their sizes) right here.
         from imgkit.data.segprep import attach_masks
 
-        got.records, bad_pairs, mask_notes = attach_masks(got.records, masks, workdir)
+        got.records, bad_pairs, mask_notes = attach_masks(got.records, masks, workdir, mask_table)
         got.notes.extend(mask_notes)
         for r in bad_pairs:
             got.rejects.append(r)
@@ -300,6 +303,8 @@ def prepare(
     images: str | os.PathLike | None = None,
     folds: int | None = None,
     allow_empty: bool = False,
+    mask_classes: str | os.PathLike | None = None,
+    mask_colors: str | os.PathLike | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -332,6 +337,10 @@ def prepare(
             1..K (stratified, groups whole; :mod:`imgkit.data.folds`) in place of a val
             split; the test split is then 0 unless ``test`` asks for one.
         allow_empty: keep a multi-label CSV's rows with no label, as images with none.
+        mask_classes: with ``masks``, a file naming the classes of multi-class masks,
+            one per line for the values 0..C (the background first).
+        mask_colors: with ``masks``, a file of lines ``NAME R G B`` mapping RGB mask
+            colours to the classes 0..C (see :mod:`imgkit.data.classmasks`).
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -349,6 +358,7 @@ def prepare(
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
+    mask_table = class_table(masks, mask_classes, mask_colors)
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (
@@ -368,11 +378,11 @@ def prepare(
             allow_empty=allow_empty,
         )
         got = _read_sources(sources, ctx, group_pattern)
-        _filter(got, workdir, counter, limit, seed, masks, progress, max_pixels)
+        _filter(got, workdir, counter, limit, seed, masks, progress, max_pixels, mask_table)
         records, rejects, notes = got.records, got.rejects, got.notes
         _require_usable(records, rejects, sources, masks)
 
-        split = _Split(val, test, seed, folds)
+        split = _Split(val, test, seed, folds, mask_table)
         records, info = _split_and_write(workdir, output, got, sources, masks, split, limit)
         cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
@@ -391,6 +401,7 @@ class _Split:
     test: float | None
     seed: int
     folds: int | None = None
+    mask_table: object = None  # multi-class masks' MaskClasses
 
 
 def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit):
@@ -433,6 +444,7 @@ def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit)
             "limit": limit,
             "sources": got.details,
             **(label_balance(records) if multilabel else split_balance(records)),
+            **(split.mask_table.info() if split.mask_table is not None else {}),
         },
     )
     return records, info

@@ -6,6 +6,11 @@ Masks are matched to images by file stem (``cell7.jpg`` <- ``cell7.png`` or
 what cannot be used (unmatched, empty, another size than its image, not two-valued)
 goes to rejects.csv; a mask that is not already a plain 0/255 grayscale file is
 written as one under the dataset's ``images/masks/``, else the original is referenced.
+
+With a class table (``--mask-classes``/``--mask-colors``, :mod:`imgkit.data.classmasks`)
+masks are multi-class: a value outside the named classes or a colour not in the table
+is a reject, and every mask is written as a palette PNG of class values under
+``images/masks/``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from imgkit.data.classmasks import MaskClasses, read_class_mask, write_class_png
 from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import check_image, list_images
 from imgkit.data.masks import mask_image_size, read_mask, write_mask_png
@@ -66,8 +72,10 @@ def _index_csv(path: Path) -> tuple[dict[str, Path], list[Reject]]:
     return index, rejects
 
 
-def _check_pair(image: str, mask: Path) -> tuple[Record | None, str, object]:
-    """(None, reason, None) or (record-to-be, note, MaskInfo)."""
+def _check_pair(
+    image: str, mask: Path, classes: MaskClasses | None = None
+) -> tuple[Record | None, str, object]:
+    """(None, reason, None) or (record-to-be, note, MaskInfo or class values)."""
     try:
         width, height = check_image(image)
     except BadImageError as e:
@@ -77,6 +85,8 @@ def _check_pair(image: str, mask: Path) -> tuple[Record | None, str, object]:
         mw, mh = mask_image_size(mask)
         if (mw, mh) != (width, height):
             return None, f"mask {mask.name} is {mw}x{mh}, the image {width}x{height}", None
+        if classes is not None:
+            return Record(image), "", read_class_mask(mask, classes)
         info = read_mask(mask)
     except BadImageError as e:
         return None, f"{e.reason} (mask {mask.name})", None
@@ -86,7 +96,10 @@ def _check_pair(image: str, mask: Path) -> tuple[Record | None, str, object]:
 
 
 def attach_masks(
-    records: list[Record], masks: str | os.PathLike, workdir: Path
+    records: list[Record],
+    masks: str | os.PathLike,
+    workdir: Path,
+    classes: MaskClasses | None = None,
 ) -> tuple[list[Record], list[Reject], list[str]]:
     """Give each image record its mask; reject what has none or a bad one.
 
@@ -95,6 +108,7 @@ def attach_masks(
         masks: a folder of masks (matched by stem) or a CSV with path,mask columns.
         workdir: the dataset folder being built; converted masks go under
             ``images/masks/`` there.
+        classes: the class table of multi-class masks; None for binary masks.
 
     Returns:
         (records with ``mask`` set and no fixed split, rejects, warnings).
@@ -134,7 +148,7 @@ def attach_masks(
             rejects.append(Reject(r.path, f"no mask for this image (looked in {masks})"))
 
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        checked = list(pool.map(lambda r: _check_pair(r.path, by_path[r.path]), todo))
+        checked = list(pool.map(lambda r: _check_pair(r.path, by_path[r.path], classes), todo))
 
     out: list[Record] = []
     warnings: list[str] = []
@@ -147,7 +161,12 @@ def attach_masks(
         if note:
             repaired += 1
             warnings.append(f"{mask_path}: {note}")
-        if info.plain:
+        if classes is not None:
+            # One encoding downstream: class values in a palette PNG of the classes' colours.
+            rel = Path(MASK_DIR) / f"{len(out):06d}-{Path(r.path).stem}.png"
+            write_class_png(workdir / rel, info, classes.colors)
+            mask_ref = rel.as_posix()
+        elif info.plain:
             mask_ref = absolute(mask_path)
         else:
             # A palette, RGB, 0/1 or repaired mask is written once as 0/255, so every

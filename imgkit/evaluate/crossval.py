@@ -50,7 +50,7 @@ CURVES_FILE = "curves.png"
 DATA_DIR = "data"
 # What the ensemble's imgkit.json copies from its first fold: how its model reads images.
 _FROM_FOLD = ("task", "model", "classes", "input_size", "channels", "resize", "pixels",
-              "polarity", "output")  # fmt: skip
+              "polarity", "output", "mask_colors")  # fmt: skip
 
 
 def fold_dir(output: str | os.PathLike, k: int) -> Path:
@@ -184,7 +184,8 @@ def _train_fold(data: Path, out: Path, k: int, n: int, args: dict, hooks: CvHook
 
 
 def _outputs(bundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The model's raw outputs for ``x``: (n, k) probabilities or (n, h, w) maps."""
+    """The model's raw outputs for ``x``: (n, k) probabilities or (n, h, w) maps
+    ((n, h, w, k) for multi-class masks)."""
     from imgkit.infer.predict import to_probabilities
 
     parts = []
@@ -193,7 +194,8 @@ def _outputs(bundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         parts.append(np.asarray(bundle.model.predict_on_batch(batch), np.float64))
     raw = np.concatenate(parts) if parts else np.zeros((0, 1))
     if bundle.task == "segmentation":
-        return raw[..., 0]
+        # One channel: P(object) maps; several (multi-class masks): a map per class.
+        return raw[..., 0] if raw.shape[-1] == 1 else raw
     return to_probabilities(raw, bundle.output, len(bundle.classes))
 
 

@@ -84,8 +84,37 @@ def classification_scores(ds: Dataset, preds, classes, calibrate: bool, threshol
     return scores, frame, extra
 
 
+def class_mask_scores(ds: Dataset, preds) -> tuple:
+    """Multi-class masks: per-image OOF mean IoU and pixel accuracy, the pooled OOF and
+    test (the folds' maps averaged) mean and per-class IoU."""
+    from imgkit.data.classmasks import confusion, iou_summary
+
+    names = ds.mask_classes
+    k = len(names)
+    total = np.zeros((k, k), dtype=np.int64)
+    rows = []
+    for m, t in zip(preds.oof, preds.truth, strict=True):
+        matrix = confusion(np.argmax(m, axis=-1), t, k)
+        total += matrix
+        own = iou_summary(matrix, names)
+        rows.append({"mean_iou": own["mean_iou"], "pixel_accuracy": own["pixel_accuracy"]})
+    frame = pd.DataFrame(rows, columns=["mean_iou", "pixel_accuracy"])
+    frame.insert(0, "fold", preds.rows["fold"].astype(int).to_numpy())
+    frame.insert(0, "path", _paths(ds, preds.rows))
+    scores = {"oof": {**iou_summary(total, names), "images": len(rows)}}
+    if preds.test:
+        mean = np.argmax(np.mean(preds.test, axis=0), axis=-1)
+        scores["test"] = {
+            **iou_summary(confusion(mean, preds.test_truth, k), names),
+            "images": len(mean),
+        }
+    return scores, frame, {}
+
+
 def segmentation_scores(ds: Dataset, preds) -> tuple:
     """Per-image OOF mask scores (a row per image) and the averaged maps' test scores."""
+    if ds.mask_classes:
+        return class_mask_scores(ds, preds)
     rows = [
         mask_scores(m > MASK_THRESHOLD, t.astype(bool))
         for m, t in zip(preds.oof, preds.truth, strict=True)

@@ -3,6 +3,11 @@
 Predicted masks are matched to the truth by file stem (``segment`` names each mask
 after its image). The truth is a segmentation dataset folder (its masks, every split)
 or a folder of mask files. No TensorFlow here.
+
+Against a dataset of multi-class masks (dataset.json's ``mask_classes``) the
+predictions are read as class values (``segment``'s palette PNGs, or grayscale index
+PNGs) and scored by class: each class's IoU and the mean IoU over the classes from
+the pixels of all images pooled, with each image's own mean IoU and pixel accuracy.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from imgkit.errors import BadDatasetError, BadImageError, BadInputError
 from imgkit.infer.inputs import is_dataset_folder
 
 MASK_METRICS = ("iou", "dice", "pixel_accuracy")
+CLASS_METRICS = ("mean_iou", "pixel_accuracy")
 
 
 @dataclass
@@ -44,6 +50,13 @@ class MaskReport:
 def is_mask_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder of images (predicted masks), not a CSV."""
     return Path(path).is_dir() and not is_dataset_folder(path)
+
+
+def truth_classes(source: str | os.PathLike) -> list[str]:
+    """The class names of a multi-class segmentation dataset; [] for anything else."""
+    if is_dataset_folder(source):
+        return Dataset.load(source).mask_classes
+    return []
 
 
 def mask_truth(source: str | os.PathLike) -> dict[str, tuple[Path, str]]:
@@ -83,6 +96,9 @@ def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskRe
     A prediction of another size than its truth (a mask written at the model's size,
     say) is resized to the truth's size by nearest neighbour and flagged ``resized``.
     """
+    names = truth_classes(truth)
+    if names:
+        return evaluate_class_masks(preds, truth, names)
     truths = mask_truth(truth)
     files, _ = list_images(preds)
     rows, unmatched, unreadable = [], [], []
@@ -118,6 +134,69 @@ def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskRe
         "n": len(rows),
         **mean_scores(rows),
         "median_iou": float(np.median(per_image["iou"])),
+        "unmatched": len(unmatched),
+        "unreadable": len(unreadable),
+        "resized": int(per_image["resized"].sum()),
+    }
+    return MaskReport(per_image, summary, unmatched, unreadable)
+
+
+def evaluate_class_masks(
+    preds: str | os.PathLike, truth: str | os.PathLike, names: list[str]
+) -> MaskReport:
+    """Score multi-class predicted masks against a dataset's: per-class and mean IoU.
+
+    The summary's ``mean_iou``, ``pixel_accuracy`` and ``per_class_iou`` come from
+    every scored pixel at once (a class neither true nor predicted anywhere is None and
+    left out of the mean); ``median_iou`` is the median of the images' own mean IoUs.
+    """
+    from imgkit.data.classmasks import confusion, iou_summary, read_index_png, resize_index
+
+    truths = mask_truth(truth)
+    files, _ = list_images(preds)
+    k = len(names)
+    total = np.zeros((k, k), dtype=np.int64)
+    rows, unmatched, unreadable = [], [], []
+    for f in files:
+        stem = Path(f).stem
+        if stem not in truths:
+            unmatched.append(str(f))
+            continue
+        true_path, split = truths[stem]
+        try:
+            pred = read_index_png(f, k)
+            true = read_index_png(true_path, k)
+        except BadImageError as e:
+            unreadable.append((e.path, e.reason))
+            continue
+        resized = pred.shape != true.shape
+        if resized:
+            pred = resize_index(pred, true.shape)
+        matrix = confusion(pred, true, k)
+        total += matrix
+        own = iou_summary(matrix, names)
+        rows.append(
+            {"path": str(f), "truth": str(true_path), "split": split,
+             "mean_iou": own["mean_iou"], "pixel_accuracy": own["pixel_accuracy"],
+             **{f"iou_{n}": v for n, v in own["per_class_iou"].items()}, "resized": resized}
+        )  # fmt: skip
+    if not rows:
+        raise BadInputError(
+            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
+            f"({len(files)} predicted, {len(truths)} true)"
+        )
+    per_image = pd.DataFrame(rows).sort_values("mean_iou", kind="stable").reset_index(drop=True)
+    pooled = iou_summary(total, names)
+    summary = {
+        "predictions": str(preds),
+        "truth": str(truth),
+        "task": "segmentation",
+        "classes": list(names),
+        "n": len(rows),
+        "mean_iou": pooled["mean_iou"],
+        "pixel_accuracy": pooled["pixel_accuracy"],
+        "median_iou": float(np.median(per_image["mean_iou"])),
+        "per_class_iou": pooled["per_class_iou"],
         "unmatched": len(unmatched),
         "unreadable": len(unreadable),
         "resized": int(per_image["resized"].sum()),

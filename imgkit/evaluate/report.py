@@ -160,7 +160,22 @@ def _segmentation(bundle, truth, split, gallery) -> dict:
     from imgkit.data.images import open_image
     from imgkit.data.masks import mask_scores
     from imgkit.infer.run import segment_inputs
-    from imgkit.infer.segment import overlay_panel
+    from imgkit.infer.segment import class_values, is_multiclass, overlay_panel
+
+    colors = None
+    if is_multiclass(bundle):  # multi-class masks: each image's mean IoU over the classes
+        from imgkit.data.classmasks import class_colors, confusion, iou_summary
+
+        colors, k = class_colors(bundle.meta), len(bundle.classes)
+
+    def mask_of(item):
+        return item.proba > 0.5 if colors is None else class_values(item.proba)
+
+    def score(item) -> float:
+        if colors is None:
+            return float(mask_scores(mask_of(item), item.truth)["iou"])
+        matrix = confusion(mask_of(item), item.truth, k)
+        return iou_summary(matrix, bundle.classes)["mean_iou"]
 
     kept: list = []  # a heap of (-iou, n, item): the worst stay
     ious = []
@@ -169,7 +184,7 @@ def _segmentation(bundle, truth, split, gallery) -> dict:
     ):
         if item.truth is None:
             continue
-        iou = float(mask_scores(item.proba > 0.5, item.truth)["iou"])
+        iou = score(item)
         ious.append(iou)
         heapq.heappush(kept, (-iou, n, item))
         if len(kept) > WORST_MASKS:
@@ -179,7 +194,7 @@ def _segmentation(bundle, truth, split, gallery) -> dict:
     panels = []
     for neg, _, item in sorted(kept, key=lambda k: (k[0], k[1]), reverse=True):
         with open_image(item.path) as img:
-            panel = overlay_panel(img, item.proba > 0.5, item.truth)
+            panel = overlay_panel(img, mask_of(item), item.truth, colors)
         panel.thumbnail((1100, 400))
         panels.append({"src": gallery.save(panel), "name": str(item.path), "iou": -neg})
     summary = [

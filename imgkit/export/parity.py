@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgkit.data.classmasks import confusion, iou_summary
 from imgkit.data.dataset import Dataset
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.infer.engine import Decoder, decoded_batches, local_batches
@@ -85,7 +86,8 @@ def check_images(
     if bundle.task == "segmentation":
         arrays = np.array(ds.arrays("val", size, channels, "stretch")[:n])
         try:
-            truth = np.array(ds.mask_arrays("val", size)[:n, ..., 0]).astype(bool)
+            truth = np.array(ds.mask_arrays("val", size)[:n, ..., 0])
+            truth = truth if len(bundle.classes) > 2 else truth.astype(bool)
         except BadDatasetError:
             truth = None
     else:
@@ -166,8 +168,14 @@ def compare(
     """Parity figures for one export: the largest absolute difference of probabilities,
     whether every label (every mask pixel) agrees and the share that does, and the
     accuracy (a segmenter's IoU) of both sides against ``truth`` (or, without it,
-    against Keras's labels)."""
-    if bundle.task == "segmentation":
+    against Keras's labels); a multi-class segmenter's pixels are its most probable
+    classes and its accuracy their mean IoU."""
+    if bundle.task == "segmentation" and len(bundle.classes) > 2:
+        # Multi-class masks: each pixel's most probable class; accuracy the mean IoU.
+        pk, pe = keras_out, export_out
+        lk, le = pk.argmax(-1), pe.argmax(-1)
+        compared, unit = "class probabilities", "pixels"
+    elif bundle.task == "segmentation":
         pk, pe = keras_out[..., 0], export_out[..., 0]
         threshold = bundle.threshold or MASK_THRESHOLD
         lk, le = pk > threshold, pe > threshold
@@ -180,7 +188,14 @@ def compare(
         lk, le = decide(bundle, pk), decide(bundle, pe)
         compared, unit = "probabilities", "labels"
     reference = lk if truth is None else truth.reshape(lk.shape)
-    if unit == "pixels":
+    if unit == "pixels" and compared == "class probabilities":
+        k = len(bundle.classes)
+        keras, export = (
+            iou_summary(confusion(labels, reference, k), bundle.classes)["mean_iou"]
+            for labels in (lk, le)
+        )
+        metric = "mean IoU"
+    elif unit == "pixels":
         metric, keras, export = "IoU", _iou(lk, reference), _iou(le, reference)
     elif bundle.task == "multilabel":
         metric = "micro F1"

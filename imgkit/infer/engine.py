@@ -203,7 +203,8 @@ class Runner:
         self.predictor = None if self.segment else Predictor(bundle, options.calibrated)
 
     def outputs(self, arrays: np.ndarray) -> np.ndarray:
-        """(n, k) probabilities, or (n, h, w) maps at the model's input size."""
+        """(n, k) probabilities, or (n, h, w) maps at the model's input size ((n, h, w,
+        k) for a multi-class segmenter)."""
         if self.segment:
             model = self.bundle.model
 
@@ -211,7 +212,8 @@ class Runner:
                 return np.asarray(model.predict_on_batch(np.asarray(x, dtype=np.float32)))
 
             maps = flip_tta(predict, arrays) if self.work.flip else predict(arrays)
-            return maps[..., 0]
+            # One channel: P(object) maps (n, h, w); several: per-class maps (n, h, w, k).
+            return maps[..., 0] if maps.shape[-1] == 1 else maps
         if self.work.views > 1:
             return tta_proba(self.predictor, arrays, self.work.views, self.work.seed)
         return self.predictor.proba(arrays)

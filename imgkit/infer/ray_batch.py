@@ -85,6 +85,8 @@ class BatchRunner:
         # read, so Ray can hand batches on without ragged tensors.
         segment = bundle.task == "segmentation"
         self.out_shape = tuple(bundle.input_size) if segment else (len(bundle.classes),)
+        if segment and len(bundle.classes) > 2:  # multi-class: a map per class
+            self.out_shape += (len(bundle.classes),)
 
     def __call__(self, batch: dict) -> dict:
         arrays, errors, sizes = [], [], []

@@ -111,6 +111,7 @@ def segment_inputs(
         One :class:`~imgkit.infer.segment.Segmented` per image that could be read, its
         map at the image's own size (with its true mask from a dataset's split).
     """
+    k = len(bundle.classes)
     for batch in run_inputs(bundle, inputs, stdin, options, Work(flip=tta), on_reject):
         for item, model_map, size in zip(batch.items, batch.arrays, batch.sizes, strict=True):
-            yield segmented(item, model_map, size)
+            yield segmented(item, model_map, size, k)

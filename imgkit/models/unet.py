@@ -3,7 +3,9 @@
 The encoder is ImageNet MobileNetV2 (no top), tapped at five depths; the decoder is
 pix2pix upsampling blocks (Conv2DTranspose, BatchNorm, ReLU) of 512, 256, 128 and 64
 filters, each joined to the encoder's output of the same resolution, and a last
-transposed convolution to one sigmoid channel at the input resolution.
+transposed convolution to one sigmoid channel at the input resolution; for
+multi-class masks (``num_classes`` C+1 > 2: the background and C classes) to C+1
+softmax channels, one per mask value.
 
 ``encoder`` (``imgkit train --encoder NAME``) swaps in another ImageNet backbone of
 :mod:`imgkit.models.applications` whose outputs at 1/2 ... 1/32 can be named
@@ -109,7 +111,8 @@ def encoder_pixels(encoder: str = DEFAULT_ENCODER, **_options) -> dict:
     input_size=(224, 224),
     channels=3,
     description="U-Net: ImageNet MobileNetV2 encoder (frozen, BN always frozen) + pix2pix "
-    "decoder 512/256/128/64, 1 sigmoid channel; input a multiple of 32",
+    "decoder 512/256/128/64, 1 sigmoid channel (or one softmax channel per class of "
+    "multi-class masks); input a multiple of 32",
     pixels=_PIXELS,
     # Measured on the nuclei fixture at 128 px (8 train tiles, 4 held out; README):
     # the seed's lr 1e-5 stays at chance (IoU 0.15 after 25 epochs); 1e-3 constant,
@@ -121,7 +124,7 @@ def encoder_pixels(encoder: str = DEFAULT_ENCODER, **_options) -> dict:
     recipe=Recipe(
         batch_size=4, lr=1e-3, schedule="cosine", epochs=150, patience=30, augment="standard"
     ),
-    output="sigmoid",
+    output="auto",  # sigmoid for binary masks, softmax for multi-class ones
     min_size=32,
     weights_file=encoder_weights_file,
     params=6_501_345,
@@ -141,7 +144,8 @@ def unet_mobilenetv2(
     BatchNormalization layers never train, even when the rest of it does.
 
     Args:
-        num_classes: 2 (object and background); one sigmoid channel gives P(object).
+        num_classes: 2 (object and background): one sigmoid channel gives P(object);
+            more (multi-class masks' values 0..C): one softmax channel per value.
         input_size: (height, width), each a multiple of 32.
         channels: 3 (ImageNet weights are RGB; 1 only with ``weights="none"`` for
             mobilenetv2; the other encoders copy grey into R, G and B).
@@ -179,9 +183,11 @@ def unet_mobilenetv2(
         x = layers.ReLU(name=f"up{filters}_relu")(x)
         x = layers.Concatenate(name=f"up{filters}_skip")([x, skip])
     # float32 even under mixed precision: probabilities near 0 and 1 need the range.
+    binary = int(num_classes) <= 2
     outputs = layers.Conv2DTranspose(
-        1, 3, strides=2, padding="same", activation="sigmoid", dtype="float32", name="mask"
-    )(x)
+        1 if binary else int(num_classes), 3, strides=2, padding="same",
+        activation="sigmoid" if binary else "softmax", dtype="float32", name="mask",
+    )(x)  # fmt: skip
     return keras.Model(inputs, outputs, name="unet_" + encoder.replace("-", "_"))
 
 

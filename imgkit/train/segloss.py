@@ -1,5 +1,10 @@
 """Segmentation losses and metrics (Keras): BCE, Dice, BCE + Dice; IoU and Dice scores.
 
+Multi-class masks (a softmax output of C+1 channels, the true masks class values
+(n, h, w, 1)) take the same --loss names: ``bce`` is then the categorical
+cross-entropy, ``dice`` the soft Dice of each class averaged over the classes, and
+``bce+dice`` their sum; the metrics are pixel accuracy and the mean IoU of the classes.
+
 Registered as Keras serializables, so a checkpoint's compiled model loads back with
 its loss when a run is resumed.
 """
@@ -66,8 +71,39 @@ class Dice(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
-def segmentation_loss(name: str):
-    """The Keras loss for ``--loss``: bce, dice or bce+dice."""
+@keras.saving.register_keras_serializable(package="imgkit")
+def class_dice_loss(y_true, y_pred):
+    """1 - soft Dice of each class, averaged over the classes, per image.
+
+    A class neither in the image nor predicted scores 1 (the smoothing), so a rare
+    class counts as much as the background once it is there.
+    """
+    k = y_pred.shape[-1]
+    values = ops.cast(ops.squeeze(ops.cast(y_true, "int32"), axis=-1), "int32")
+    t = ops.one_hot(values, k, dtype=y_pred.dtype)
+    inter = ops.sum(t * y_pred, axis=(1, 2))
+    total = ops.sum(t, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    return 1.0 - ops.mean((2.0 * inter + _SMOOTH) / (total + _SMOOTH), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="imgkit")
+def class_ce(y_true, y_pred):
+    """Pixel-mean categorical cross-entropy per image (true masks as class values)."""
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(y_true, y_pred), axis=(1, 2))
+
+
+@keras.saving.register_keras_serializable(package="imgkit")
+def class_ce_dice_loss(y_true, y_pred):
+    """Cross-entropy plus per-class Dice loss, per image: every pixel has a gradient,
+    and each class weighs as a whole however few pixels it covers."""
+    return class_ce(y_true, y_pred) + class_dice_loss(y_true, y_pred)
+
+
+def segmentation_loss(name: str, multiclass: bool = False):
+    """The Keras loss for ``--loss``: bce, dice or bce+dice (their multi-class forms
+    when ``multiclass``)."""
+    if multiclass and name in LOSSES:
+        return {"bce": class_ce, "dice": class_dice_loss, "bce+dice": class_ce_dice_loss}[name]
     if name == "bce":
         return keras.losses.BinaryCrossentropy()
     if name == "dice":
@@ -84,10 +120,25 @@ def compile_segmentation(
 
     ``schedule`` "cosine" decays the rate to 0 over ``total_steps`` (keyed on the
     optimizer's step counter, which checkpoints keep, so a resumed run goes on along
-    the same curve).
+    the same curve). A model of several output channels (multi-class masks) gets the
+    multi-class loss, pixel accuracy and mean IoU over the classes.
     """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(lr, schedule, total_steps))
+    k = int(model.output_shape[-1])
+    if k > 1:
+        model.compile(
+            optimizer=optimizer,
+            loss=segmentation_loss(loss, multiclass=True),
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.MeanIoU(
+                    num_classes=k, sparse_y_true=True, sparse_y_pred=False, name="iou"
+                ),
+            ],
+        )
+        return
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(lr, schedule, total_steps)),
+        optimizer=optimizer,
         loss=segmentation_loss(loss),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy", threshold=THRESHOLD),

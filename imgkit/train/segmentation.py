@@ -6,6 +6,11 @@ loss, history and curves) and differs in the data (images and their masks, decod
 once; masks resized by nearest neighbour), the augmentation (image and mask mirrored
 together), the loss (``bce``, ``dice`` or ``bce+dice``) and the scores (pixel accuracy,
 IoU and Dice per image, averaged). No temperature: a mask is thresholded at 0.5.
+
+A dataset of multi-class masks (dataset.json's ``mask_classes``, values 0..C) trains a
+softmax U-Net of C+1 channels with cross-entropy + per-class Dice; each pixel's class
+is the most probable one, and the scores are the mean IoU over the classes, pixel
+accuracy and each class's IoU, all from the split's pooled pixel counts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgkit.bundle import calibration_meta
+from imgkit.data.classmasks import confusion, iou_summary
 from imgkit.data.dataset import Dataset
 from imgkit.data.masks import batch_scores
 
@@ -32,6 +38,18 @@ def _pairs(ds: Dataset, split: str, size, channels: int, say, in_memory: bool = 
     if in_memory:
         return np.asarray(x), np.asarray(y, dtype=np.float32)
     return x, y
+
+
+def score_classes(net, x, masks, batch_size: int, names) -> dict:
+    """Mean IoU, pixel accuracy and per-class IoU of ``net``'s most probable classes,
+    from the pixels of the whole split (multi-class masks)."""
+    k = len(names)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    for start in range(0, len(x), batch_size):
+        probs = net.predict_on_batch(np.asarray(x[start : start + batch_size], np.float32))
+        pred = np.argmax(np.asarray(probs), axis=-1)
+        matrix += confusion(pred, np.asarray(masks[start : start + batch_size])[..., 0], k)
+    return iou_summary(matrix, names)
 
 
 def score_split(net, x, masks, batch_size: int) -> dict:
@@ -64,6 +82,14 @@ def train_segmentation(run, report) -> dict:
 
     ds, s, say = run.ds, run.settings, report.say
     spec = get_spec(s.model)
+    names = ds.mask_classes  # [] for binary masks
+    classes = names or CLASSES
+
+    def score(x, y):
+        if names:
+            return score_classes(fit.net, x, y, s.batch_size, names)
+        return score_split(fit.net, x, y, s.batch_size)
+
     splits = ds.splits()
     train_x, train_y = _pairs(ds, "train", s.input_size, s.channels, say)
     val = _pairs(ds, "val", s.input_size, s.channels, say) if "val" in splits else None
@@ -78,27 +104,33 @@ def train_segmentation(run, report) -> dict:
     with precision(mixed):
         with run.strategy_scope():
             fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
-                          2, cache_features=False, segmentation=True)  # fmt: skip
+                          len(classes), cache_features=False, segmentation=True)  # fmt: skip
         metrics = {}
         if val is not None:
-            metrics["val"] = score_split(fit.net, val[0], val[1], s.batch_size)
+            metrics["val"] = score(val[0], val[1])
         if "test" in splits:
             test_x, test_y = _pairs(ds, "test", s.input_size, s.channels, say, in_memory=False)
-            metrics["test"] = score_split(fit.net, test_x, test_y, s.batch_size)
+            metrics["test"] = score(test_x, test_y)
         meta = {
             "task": "segmentation",
             "model": s.model,
-            "classes": CLASSES,
+            "classes": classes,
             "input_size": list(s.input_size),
             "channels": s.channels,
             "resize": "stretch",
             "pixels": {**spec.pixels_with(s.builder_options()), "inside_model": True},
             "polarity": None,
-            "output": "sigmoid",
-            **calibration_meta(threshold=THRESHOLD),
+            "output": "softmax" if names else "sigmoid",
+            **calibration_meta(threshold=None if names else THRESHOLD),
             **run_meta(run, fit, metrics, data.monitor, mixed),
-            "notes": ["segmentation: masks thresholded at 0.5; no temperature calibration"],
+            "notes": [
+                "segmentation: each pixel's most probable class; no temperature calibration"
+                if names
+                else "segmentation: masks thresholded at 0.5; no temperature calibration"
+            ],
         }
+        if names:
+            meta["mask_colors"] = ds.info.get("mask_colors") or []
         if spec.takes_weights:
             meta["transfer"] = transfer_info(fit.net, s, False)
         return write_bundle(run.out, fit, meta, title=f"{s.model} on {ds.root.name}")

@@ -187,7 +187,8 @@ class RunSettings:
         legacy=False,
     )
     loss: str | None = _setting(
-        "Segmentation models: binary cross-entropy, Dice, or their sum.",
+        "Segmentation models: binary cross-entropy, Dice, or their sum (on multi-class "
+        "masks: categorical cross-entropy, the mean of each class's Dice, or their sum).",
         choices=SEGMENTATION_LOSSES,
         legacy=None,
     )
