@@ -232,6 +232,7 @@ def test_eval_per_class_iou_of_known_masks(tmp_path):
     assert 0.2 < expected[2] < 0.8  # the halved squares: a real test of the counting
 
 
+@pytest.mark.slow
 def test_multiclass_unet_exports_to_onnx_with_parity(trained, tmp_path):
     """The softmax U-Net's ONNX export: per-class maps as Keras's, the same masks."""
     pytest.importorskip("tf2onnx")
@@ -302,6 +303,7 @@ def test_cv_scores_multiclass_masks_by_class(tmp_path):
     assert frame["mean_iou"].iloc[2] == 1.0 and frame["mean_iou"].iloc[0] < 1.0
 
 
+@pytest.mark.slow
 def test_segment_shards_and_ray_write_the_local_palette_masks(trained, tmp_path):
     """--shard halves and --ray give the very PNGs of one local run (per-class maps)."""
     _, data, bundle = trained
