@@ -149,3 +149,16 @@ def test_pseudo_labels_train_in_every_fold_and_are_never_validated(tmp_path):
         "bad.csv",
         "zebra",
     )
+
+
+def test_a_fold_streamed_from_the_cache_trains_as_one_held_in_memory(tmp_path, monkeypatch):
+    # Too big for memory, a fold's batches are read from the cache's rows: the same
+    # batches, so the same model and val scores as the fold held in RAM.
+    from imgkit.train import trainer
+
+    ds = make_folded_dataset(tmp_path / "f", n=30, folds=3)
+    args = {"model": "small-cnn", "epochs": 2, "batch_size": 8, "input_size": (12, 12)}
+    kept = trainer.train(ds.root, tmp_path / "ram", fold=2, **args)
+    monkeypatch.setattr(trainer, "IN_MEMORY_LIMIT", 0)
+    streamed = trainer.train(ds.root, tmp_path / "mapped", fold=2, **args)
+    assert streamed["metrics"]["val"] == pytest.approx(kept["metrics"]["val"], rel=1e-5)
