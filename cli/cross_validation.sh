@@ -9,7 +9,8 @@
 #   held-out labels (log loss, as Kaggle does), in one table on stderr.
 # Settings (environment): WORK=out/cv  TRAIN_ZIP=  TEST_ZIP=  SAMPLE=  WEIGHTS=imagenet
 #   SIZE=224  FOLDS=5  TRAIN_ARGS=  (the first recipe: more `imgkit train` options)
-#   SECOND_ARGS="--fine-tune-last 0 --augment none --lr 1e-3"  (the second recipe)
+#   SECOND_SIZE=$SIZE  SECOND_ARGS="--fine-tune-last 0 --augment none --lr 1e-3"
+#   (the second recipe, also the pseudo-label round's; SECOND_ARGS= for none)
 #   MIN_CONFIDENCE=0.95  (pseudo-labels)  FIXTURE=fashion
 set -euo pipefail
 
@@ -17,7 +18,8 @@ WORK=${WORK:-out/cv}
 WEIGHTS=${WEIGHTS:-imagenet}
 SIZE=${SIZE:-224}
 FOLDS=${FOLDS:-5}
-SECOND_ARGS=${SECOND_ARGS:---fine-tune-last 0 --augment none --lr 1e-3}
+SECOND_SIZE=${SECOND_SIZE:-$SIZE}
+SECOND_ARGS=${SECOND_ARGS---fine-tune-last 0 --augment none --lr 1e-3}
 MIN_CONFIDENCE=${MIN_CONFIDENCE:-0.95}
 IMGKIT=${IMGKIT:-imgkit}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +32,7 @@ if [ -z "${TRAIN_ZIP:-}" ]; then
   TRUTH="$WORK/fixture/test_labels.csv"
 fi
 MODEL=(--model mobilenetv2 --weights "$WEIGHTS" --size "${SIZE}x${SIZE}")
+MODEL2=(--model mobilenetv2 --weights "$WEIGHTS" --size "${SECOND_SIZE}x${SECOND_SIZE}")
 TEST=("$WORK/test-data" --split unlabeled)
 
 $IMGKIT prep "$TRAIN_ZIP" -o "$WORK/data" --val 0.2 --test 0 --overwrite
@@ -47,7 +50,7 @@ $IMGKIT prep "$WORK/data" --folds "$FOLDS" -o "$WORK/data-folds" --overwrite
 $IMGKIT cv "$WORK/data-folds" -o "$WORK/cv" "${MODEL[@]}" ${TRAIN_ARGS:-}
 $IMGKIT predict "$WORK/cv" "${TEST[@]}" -o "$WORK/cv.csv"
 # shellcheck disable=SC2086
-$IMGKIT cv "$WORK/data-folds" -o "$WORK/cv2" "${MODEL[@]}" $SECOND_ARGS
+$IMGKIT cv "$WORK/data-folds" -o "$WORK/cv2" "${MODEL2[@]}" $SECOND_ARGS
 $IMGKIT predict "$WORK/cv2" "${TEST[@]}" -o "$WORK/cv2.csv"
 $IMGKIT blend "$WORK/cv.csv" "$WORK/cv2.csv" -o "$WORK/blend.csv" \
   --fit "$WORK/cv/oof.csv,$WORK/cv2/oof.csv" --truth "$WORK/data-folds"
@@ -57,7 +60,7 @@ $IMGKIT blend "$WORK/cv.csv" "$WORK/cv2.csv" -o "$WORK/blend.csv" \
 $IMGKIT prep "$WORK/data-folds" "$WORK/cv.csv" --pseudo --min-confidence "$MIN_CONFIDENCE" \
   -o "$WORK/data-pseudo" --overwrite
 # shellcheck disable=SC2086
-$IMGKIT cv "$WORK/data-pseudo" -o "$WORK/cv2-pseudo" "${MODEL[@]}" $SECOND_ARGS
+$IMGKIT cv "$WORK/data-pseudo" -o "$WORK/cv2-pseudo" "${MODEL2[@]}" $SECOND_ARGS
 $IMGKIT predict "$WORK/cv2-pseudo" "${TEST[@]}" -o "$WORK/cv2-pseudo.csv"
 
 submit_args=(-o "$WORK/submission.csv" --clip 0.005)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from cli_helpers import invoke, one_line_error
 
-from imgkit.evaluate.blend import combine, fit_weights
+from imgkit.evaluate.blend import combine, fit_blend, fit_weights
+from imgkit.train.calibration import log_loss, temper
 
 PATHS = [f"img/{i}.png" for i in range(6)]
 
@@ -87,3 +88,31 @@ def test_fit_finds_the_weights_that_minimise_oof_log_loss(tmp_path):
     assert "blended" in result.stderr and f"weights {w[0]:.3f}" in result.stderr
     usage = invoke("blend", *test, "--fit", str(oof[0]))
     assert usage.exit_code == 2 and "--fit and --truth go together" in usage.stderr
+
+
+def test_fit_tempers_the_under_confident_mean_of_two_calibrated_models(tmp_path):
+    # Two calibrated models with independent errors: their mean is pulled toward 0.5
+    # where they disagree, and the temperature fitted on the OOF blend sharpens it.
+    rng = np.random.default_rng(1)
+    n = 2000
+    signal = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * signal))).astype(int)
+    members = [1 / (1 + np.exp(-(signal + rng.normal(0, 1.0, n)))) for _ in range(2)]
+    probas = [np.stack([1 - p, p], axis=1) for p in members]
+    w, temperature = fit_blend(probas, y, "mean")
+    assert temperature < 0.95
+    raw = combine(probas, w, "mean")
+    assert log_loss(temper(raw, temperature), y) < log_loss(raw, y) - 1e-3
+    assert fit_blend(probas, y, "rank")[1] == 1.0
+
+    paths = [f"img/{i}.png" for i in range(n)]
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"path": paths, "label": np.where(y == 1, "b", "a")}).to_csv(truth, index=False)
+    files = [_write(tmp_path / f"m{i}.csv", p, paths) for i, p in enumerate(members)]
+    out = tmp_path / "blend.csv"
+    result = invoke("blend", *files, "--fit", f"{files[0]},{files[1]}", "--truth", truth,
+                    "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"temperature {temperature:g}" in result.stderr
+    expected = temper(raw, temperature)[:, 1]
+    np.testing.assert_allclose(pd.read_csv(out)["p_b"], expected, atol=2e-6)

@@ -74,6 +74,30 @@ def test_a_fold_view_validates_on_its_fold_and_trains_on_the_rest(tmp_path):
         fold_view(ds, 4)
 
 
+def test_a_fold_reads_its_rows_from_the_cache_instead_of_copying_them(tmp_path):
+    # IDC-sized data (277k images) must not be copied per fold: getting a fold's train
+    # and val images allocates next to nothing; each batch reads only its own rows.
+    import tracemalloc
+
+    ds = make_folded_dataset(tmp_path / "f", n=600, folds=3)
+    rng = np.random.default_rng(0)
+    ds.store_arrays("train", rng.integers(0, 256, (600, 48, 48, 3), dtype=np.uint8))
+    size = ((48, 48), 3)
+    view = fold_view(ds, 1)
+    tracemalloc.start()
+    train, val = view.arrays("train", *size), view.arrays("val", *size)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < (train.nbytes + val.nbytes) / 20, peak
+    pool = ds.arrays("train", *size)
+    where = view.positions["train"]
+    rows = np.array([5, 17, 300])
+    np.testing.assert_array_equal(train[rows], pool[where[rows]])
+    np.testing.assert_array_equal(train[3:9, ..., 0], pool[where[3:9], ..., 0])
+    np.testing.assert_array_equal(train[7], pool[where[7]])
+    assert len(train) + len(val) == 600 and train.shape[1:] == pool.shape[1:]
+
+
 def test_train_fold_misuse_is_one_line(tmp_path):
     make_folded_dataset(tmp_path / "f", n=30, folds=3)
     args = ["--model", "small-cnn", "--epochs", "1", "--size", "12"]
@@ -125,3 +149,16 @@ def test_pseudo_labels_train_in_every_fold_and_are_never_validated(tmp_path):
         "bad.csv",
         "zebra",
     )
+
+
+def test_a_fold_streamed_from_the_cache_trains_as_one_held_in_memory(tmp_path, monkeypatch):
+    # Too big for memory, a fold's batches are read from the cache's rows: the same
+    # batches, so the same model and val scores as the fold held in RAM.
+    from imgkit.train import trainer
+
+    ds = make_folded_dataset(tmp_path / "f", n=30, folds=3)
+    args = {"model": "small-cnn", "epochs": 2, "batch_size": 8, "input_size": (12, 12)}
+    kept = trainer.train(ds.root, tmp_path / "ram", fold=2, **args)
+    monkeypatch.setattr(trainer, "IN_MEMORY_LIMIT", 0)
+    streamed = trainer.train(ds.root, tmp_path / "mapped", fold=2, **args)
+    assert streamed["metrics"]["val"] == pytest.approx(kept["metrics"]["val"], rel=1e-5)

@@ -30,7 +30,8 @@ from imgkit.commands._common import info, output_option
     default=None,
     metavar="OOF_1,OOF_2,...",
     help="Out-of-fold predictions of the same models, in the same order (imgkit cv's "
-    "oof.csv): the weights are chosen to minimise their blend's log loss against --truth.",
+    "oof.csv): the weights, then one temperature for the blend (mean, geometric), are "
+    "chosen to minimise their blend's log loss against --truth.",
 )
 @click.option(
     "--truth",
@@ -47,9 +48,12 @@ def command(predictions, output, weights, method, fit, truth):
     come out in the first file's order; the label is the most probable class.
 
     --fit chooses the weights on out-of-fold predictions (one OOF file per PREDICTIONS
-    file, in the same order): those that give the lowest log loss against --truth;
-    they and each model's own OOF log loss are shown on stderr. The output is a
-    predictions CSV like any other: eval scores it, submit submits it.
+    file, in the same order): those that give the lowest log loss against --truth.
+    Then, for mean and geometric, one temperature fitted on the OOF blend is applied to
+    the output: a mean of calibrated probabilities is under-confident where the models
+    disagree. The weights, the temperature and the OOF log losses are shown on stderr;
+    --weights with the shown weights gives the blend without the temperature. The
+    output is a predictions CSV like any other: eval scores it, submit submits it.
 
     \b
     Example:
@@ -71,13 +75,14 @@ def command(predictions, output, weights, method, fit, truth):
         raise click.UsageError("--fit chooses the weights: drop --weights")
     _refuse_multilabel([*predictions, *(fit.split(",") if fit else [])])
     tables = align([read_table(p) for p in predictions])
-    w = parse_weights(weights, len(tables))
+    w, temperature = parse_weights(weights, len(tables)), 1.0
     if fit is not None:
-        w = _fitted(fit.split(","), truth, method, len(tables))
+        w, temperature = _fitted(fit.split(","), truth, method, len(tables))
     shown = ", ".join(f"{v:.3f}" for v in w)
     n = len(tables[0].paths)
-    info(f"blended {len(tables)} files of {n} images ({method}, weights {shown})")
-    text = frame_to_csv(blend(tables, np.asarray(w), method), header=True)
+    tempered = f", temperature {temperature:g}" if temperature != 1 else ""
+    info(f"blended {len(tables)} files of {n} images ({method}, weights {shown}{tempered})")
+    text = frame_to_csv(blend(tables, np.asarray(w), method, temperature), header=True)
     if output in (None, "-"):
         click.echo(text, nl=False)
         return
@@ -106,17 +111,21 @@ def _refuse_multilabel(files: list[str]) -> None:
 
 
 def _fitted(oof_files: list[str], truth: str, method: str, n: int):
-    """Weights minimising the OOF blend's log loss; each file's own loss on stderr."""
-    from imgkit.evaluate.blend import align, combine, fit_weights, read_table, truth_labels
-    from imgkit.train.calibration import log_loss
+    """Weights and temperature minimising the OOF blend's log loss; the losses on stderr."""
+    from imgkit.evaluate.blend import align, combine, fit_blend, read_table, truth_labels
+    from imgkit.train.calibration import log_loss, temper
 
     if len(oof_files) != n:
         raise click.UsageError(f"--fit names {len(oof_files)} OOF files for {n} PREDICTIONS files")
     oof = align([read_table(p) for p in oof_files])
     labels = truth_labels(oof[0], truth)
     probas = [t.proba for t in oof]
-    w = fit_weights(probas, labels, method)
+    w, temperature = fit_blend(probas, labels, method)
     for t in oof:
         info(f"OOF log loss {log_loss(t.proba, labels):.4f}  {t.name}")
-    info(f"OOF log loss {log_loss(combine(probas, w, method), labels):.4f}  blended")
-    return w
+    blended = combine(probas, w, method)
+    info(f"OOF log loss {log_loss(blended, labels):.4f}  blended")
+    if temperature != 1:
+        tempered = log_loss(temper(blended, temperature), labels)
+        info(f"OOF log loss {tempered:.4f}  blended, temperature {temperature:g}")
+    return w, temperature

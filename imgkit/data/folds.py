@@ -5,7 +5,8 @@ pseudo-labels) a fold 1..K in manifest.csv, stratified by class and keeping each
 whole (:func:`assign_folds`). :func:`fold_view` shows the dataset as fold k's run sees
 it: fold k is the ``val`` split, the other folds (and pseudo-labels) are ``train``, and
 test stays test, so the training code needs nothing new. The view decodes nothing of
-its own: its train and val images are rows of the dataset's one cached train split.
+its own and copies nothing: its train and val images are rows of the dataset's one
+cached train split, read from its memory map a batch at a time (:class:`Rows`).
 
 manifest.csv is the truth about folds: dataset.json's ``folds`` and ``fold_counts``
 only record them.
@@ -22,6 +23,7 @@ import numpy as np
 
 from imgkit.data.dataset import Dataset
 from imgkit.data.records import Record
+from imgkit.data.rows import Rows
 from imgkit.errors import BadDatasetError, BadInputError
 
 # The split every folded image is in; a fold's view renames its own fold to "val".
@@ -138,7 +140,9 @@ class FoldView(Dataset):
     """A folded dataset as fold ``k``'s run sees it: fold k is val, the rest is train.
 
     Its train and val images are rows of the dataset's cached train split (decoded
-    once for all folds) copied into memory; test and unlabeled are the dataset's own.
+    once for all folds), read on demand from its memory map (:class:`Rows`), so a
+    fold's memory does not grow with the dataset; test and unlabeled are the dataset's
+    own.
     """
 
     def __init__(self, base: Dataset, k: int):
@@ -171,11 +175,11 @@ class FoldView(Dataset):
 
     def arrays(self, split, size, channels, resize="stretch", progress=None, workers=None):
         pool = self.base.arrays(self._base_split(split), size, channels, resize, progress, workers)
-        return np.asarray(pool[self.positions[split]]) if split in self.positions else pool
+        return Rows(pool, self.positions[split]) if split in self.positions else pool
 
     def mask_arrays(self, split, size, workers=None):
         pool = self.base.mask_arrays(self._base_split(split), size, workers)
-        return np.asarray(pool[self.positions[split]]) if split in self.positions else pool
+        return Rows(pool, self.positions[split]) if split in self.positions else pool
 
 
 def fold_view(ds: Dataset, k: int | None) -> Dataset:

@@ -13,7 +13,10 @@ The files must hold the same images (paths) and the same classes; rows are align
 path to the first file's order. :func:`fit_weights` chooses the weights minimising the
 log loss of out-of-fold predictions (``imgkit cv``'s oof.csv) against the truth: the
 log loss is convex in the weights for every method, so a descent on the simplex finds
-the optimum.
+the optimum. :func:`fit_blend` then fits one temperature on the OOF blend: a weighted
+mean of calibrated probabilities is not itself calibrated (where the models disagree
+it is pulled toward the middle, so it is under-confident), and the temperature undoes
+what the OOF predictions show of that, as ``imgkit cv`` does for its averaged folds.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pandas as pd
 from imgkit.errors import BadInputError
 from imgkit.evaluate.matching import load_truth, prob_columns, read_predictions
 from imgkit.infer.predict import prediction_frame
-from imgkit.train.calibration import log_loss
+from imgkit.train.calibration import fit_temperature, log_loss, temper
 
 METHODS = ("mean", "geometric", "rank")
 _EPS = 1e-15
@@ -126,9 +129,12 @@ def combine(probas: list[np.ndarray], weights: np.ndarray, method: str = "mean")
     return out / out.sum(axis=1, keepdims=True)
 
 
-def blend(tables: list[Table], weights: np.ndarray, method: str = "mean") -> pd.DataFrame:
-    """Aligned tables blended into prediction rows (predict's columns)."""
-    p = combine([t.proba for t in tables], weights, method)
+def blend(
+    tables: list[Table], weights: np.ndarray, method: str = "mean", temperature: float = 1.0
+) -> pd.DataFrame:
+    """Aligned tables blended (then tempered by ``temperature``) into prediction rows
+    (predict's columns)."""
+    p = temper(combine([t.proba for t in tables], weights, method), temperature)
     return prediction_frame(tables[0].paths, p, tables[0].classes)
 
 
@@ -187,3 +193,18 @@ def fit_weights(
         if gain < 1e-10:
             break
     return w
+
+
+def fit_blend(
+    probas: list[np.ndarray], labels: np.ndarray, method: str = "mean"
+) -> tuple[np.ndarray, float]:
+    """The weights (:func:`fit_weights`), then one temperature for their blend, both
+    minimising the OOF log loss; the temperature is 1 for ``rank`` (not probabilities).
+
+    Returns:
+        (weights summing to 1, temperature).
+    """
+    w = fit_weights(probas, labels, method)
+    if method == "rank":
+        return w, 1.0
+    return w, fit_temperature(combine(probas, w, method), labels)
