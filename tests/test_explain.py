@@ -16,7 +16,14 @@ import pytest
 from PIL import Image
 
 from imgkit.bundle import load_bundle
-from imgkit.infer.explain import METHODS, Explainer, ExplainOptions, occlusion_geometry
+from imgkit.infer.explain import (
+    METHODS,
+    Explainer,
+    ExplainOptions,
+    class_logit,
+    occlusion_geometry,
+    occlusion_map,
+)
 from tests.cli_helpers import invoke
 from tests.tiny_bundles import _save, bundle_meta, save_classifier
 
@@ -181,3 +188,37 @@ def test_occlusion_geometry_scales_with_the_side():
     assert occlusion_geometry((96, 96)) == ((16, 24), 8, 8.0)
     sides, stride, sigma = occlusion_geometry((224, 300))
     assert sides == (37, 56) and stride == 19 and sigma == pytest.approx(224 / 12)
+
+
+def test_a_multilabel_bundle_is_refused_in_one_line(tmp_path, make_image):
+    run = save_classifier(
+        tmp_path / "run",
+        output="multilabel",
+        task="multilabel",
+        classes=["dim", "lit"],
+        thresholds={"dim": 0.5, "lit": 0.5},
+    )
+    image = make_image(tmp_path / "a.png", size=(8, 8), mode="L")
+    result = invoke("explain", run, image, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert "multilabel" in result.output and "classification" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_occlusion_peaks_where_the_hiding_squares_overlap():
+    """Only hiding one pixel near the corner matters: the squares that lower the class
+    all cover it, so their summed drops peak on it. (The mean over the covering
+    squares is as high in the corner, which only those squares covered, and the
+    first pixel in reading order won.)"""
+    image = np.zeros((SIDE, SIDE, 1), dtype=np.uint8)
+    y0, x0 = 3, 3
+    image[y0, x0] = 255
+
+    def proba(copies):
+        hidden = copies[:, y0, x0, 0] != 255
+        return np.where(hidden[:, None], [0.5, 0.5], [0.9, 0.1])
+
+    base = float(class_logit(np.array([[0.9, 0.1]]), 0)[0])
+    heat = occlusion_map(proba, image, 0, base)
+    y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+    assert abs(int(y) - y0) <= 1 and abs(int(x) - x0) <= 1, (y, x)

@@ -7,10 +7,11 @@ Each batch is classified as ``predict`` would (calibrated, with the bundle's thr
 and a heatmap is made for the chosen class (or the one asked for) by one of
 :data:`METHODS`:
 
-- occlusion: squares of the image blurred, slid over it; a position matters as much
-  as hiding it lowers the class's logit. Needs only forward passes, so it runs on
-  any bundle and runtime (ONNX too); on real garments pasted into clutter it put its
-  peak on the object most often (benchmarks/bench_explain.py), so it is the default.
+- occlusion: squares of the image blurred, slid over it; a pixel matters as much as
+  hiding it lowers the class's logit, summed over the squares that hid it. Needs only
+  forward passes, so it runs on any bundle and runtime (ONNX too); on real garments
+  pasted into clutter it put its peak on the object most often (85-92% of images at
+  four scene seeds of benchmarks/bench_explain.py), so it is the default.
 - gradcam: Grad-CAM on the last spatial feature map (:mod:`imgkit.infer.cam`).
 - layercam: LayerCAM on the same map, position by position.
 """
@@ -120,11 +121,16 @@ def occlusion_map(
     stays, the shape goes (a grey square is itself a shape the model reacts to, and
     put the peak on the object for 57% of 60 held-out scenes of
     benchmarks/bench_explain.py, the blurred square for 72%).
-    A pixel's value is the mean drop over the squares that covered it, rises (evidence
-    against the class) counted as 0; the two sizes' maps, each scaled to its maximum,
-    are added and smoothed by half the stride, so the peak sits where both agree.
+    A pixel's value is the total drop of every square, of either size, that covered
+    it (rises, evidence against the class, counted as 0), smoothed by half the stride:
+    the squares hiding the object all drop, so the sum peaks where they overlap, in
+    the middle of the evidence. The mean over the covering squares, used before, gives
+    a pixel that one square alone covered (the border, a last row) that square's whole
+    drop, as much as the middle of the evidence where every square dropped: it put the
+    peak on the object for 79% and 81% of the benchmark's test images at two scene
+    seeds, the sum for 92% and 89%, with the same forward passes.
     """
-    from imgkit.infer.heatmap import gaussian_blur, normalise
+    from imgkit.infer.heatmap import gaussian_blur
 
     h, w = image.shape[:2]
     sides, stride, sigma = occlusion_geometry((h, w))
@@ -139,12 +145,8 @@ def occlusion_map(
             for k, (t, le) in enumerate(chunk):
                 copies[k, t : t + patch, le : le + patch] = fill[t : t + patch, le : le + patch]
             drops.append(base - class_logit(proba(copies), target))
-        heat = np.zeros((h, w), dtype=np.float64)
-        count = np.zeros((h, w), dtype=np.float64)
         for (t, le), drop in zip(boxes, np.concatenate(drops), strict=True):
-            heat[t : t + patch, le : le + patch] += max(float(drop), 0.0)
-            count[t : t + patch, le : le + patch] += 1
-        total += normalise(heat / np.maximum(count, 1))
+            total[t : t + patch, le : le + patch] += max(float(drop), 0.0)
     return gaussian_blur(total, stride / 2)
 
 
