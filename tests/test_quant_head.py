@@ -122,7 +122,7 @@ def _openvino_int8_inputs(folder):
 
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_int8_exports_keep_the_head_in_float32(small_cnn_onnx, tmp_path, runtime):
+def test_int8_exports_keep_the_head_in_float32(small_cnn_onnx, tmp_path, runtime, monkeypatch):
     from imgkit.export.reduced import write_onnx_int8, write_openvino
 
     source, calibration = small_cnn_onnx
@@ -132,8 +132,13 @@ def test_int8_exports_keep_the_head_in_float32(small_cnn_onnx, tmp_path, runtime
         quantized, matmuls, convs = "DequantizeLinear", ("MatMul", "Gemm"), ("Conv",)
     else:
         need_module("openvino", "needs the openvino extra")
-        need_module("nncf", "needs the openvino extra (nncf)")
+        nncf = need_module("nncf", "needs the openvino extra (nncf)")
+        calls = []
+        real = nncf.quantize
+        monkeypatch.setattr(nncf, "quantize", lambda *a, **k: calls.append(k) or real(*a, **k))
         record = write_openvino(source, tmp_path, "int8", calibration)
+        # NNCF's full bias correction, not its fast default (it halved the labels changed).
+        assert calls[0]["fast_bias_correction"] is False
         ops = _openvino_int8_inputs(tmp_path)
         quantized, matmuls, convs = "FakeQuantize", ("MatMul",), ("Convolution",)
     head = [name for name in record["float32_head"] if ops.get(name, ("",))[0] in matmuls]
