@@ -7,7 +7,8 @@ the same *format* from a real binary image task. Two sources:
   grayscale photos, 25x25: 100 faces (``dog.N.jpg``) and 100 non-faces (``cat.N.jpg``).
   Every recipe scores about 100% on it.
 - ``fashion`` (the hard benchmark): two visually close Fashion-MNIST classes, Shirt
-  (``dog``) and T-shirt/top (``cat``), from Debian's ``dataset-fashion-mnist``, each
+  (``dog``) and T-shirt/top (``cat``), from Debian's ``dataset-fashion-mnist`` (``--pair
+  DOG,CAT`` names two others, e.g. Sandal,Sneaker, which a recipe learns well), each
   garment rendered as an RGB product photo at Kaggle-like sizes: a random fabric colour
   shaded by the garment's own pixels, on a light backdrop with a soft gradient, placed
   at a random scale and offset in a canvas 300-500 px wide and 250-450 px high, with
@@ -23,6 +24,7 @@ Writes into OUT:
   test_labels.csv         id,label  the held-out truth (1 = dog), to score a submission
 
 Usage: python cli/make_dvc_fixture.py OUT [--source lfw|fashion] [--size 96] [--seed 0]
+       [--count 2000] [--pair Shirt,T-shirt/top]
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FASHION_CLASSES = {"dog": 6, "cat": 0}  # Shirt, T-shirt/top (Fashion-MNIST label ids)
+# Fashion-MNIST's class names, in label order.
+FASHION_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DEFAULT_PAIR = "Shirt,T-shirt/top"  # dog, cat: the hard pair
 
 
 def lfw_images(size: int, seed: int) -> tuple[list, np.ndarray]:
@@ -77,8 +84,20 @@ def render_photo(garment: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8))
 
 
-def fashion_images(count: int, seed: int) -> tuple[list, np.ndarray]:
-    """``count`` Shirt/T-shirt photos (half each), rendered; labels dog (Shirt) / cat."""
+def fashion_pair(text: str) -> dict[str, int]:
+    """``--pair`` ("DOG,CAT", two Fashion-MNIST class names) as {"dog": id, "cat": id}."""
+    names = [name.strip() for name in text.split(",")]
+    lowered = [name.lower() for name in FASHION_NAMES]
+    if len(names) != 2 or names[0].lower() == names[1].lower():
+        raise SystemExit(f"--pair {text!r}: give two different class names, DOG,CAT")
+    for name in names:
+        if name.lower() not in lowered:
+            raise SystemExit(f"--pair: {name!r} is not one of {', '.join(FASHION_NAMES)}")
+    return {"dog": lowered.index(names[0].lower()), "cat": lowered.index(names[1].lower())}
+
+
+def fashion_images(count: int, seed: int, pair: str = DEFAULT_PAIR) -> tuple[list, np.ndarray]:
+    """``count`` photos of the pair's two garments (half each), rendered; labels dog / cat."""
     from imgkit.data.sources.fashion_mnist import DEBIAN_DIR
     from imgkit.data.sources.idx_folder import find_pairs, read_idx
 
@@ -91,7 +110,7 @@ def fashion_images(count: int, seed: int) -> tuple[list, np.ndarray]:
     pixels, ids = read_idx(images_file), read_idx(labels_file)
     rng = np.random.default_rng(seed)
     chosen, labels = [], []
-    for name, label_id in FASHION_CLASSES.items():
+    for name, label_id in fashion_pair(pair).items():
         rows = np.flatnonzero(ids == label_id)
         chosen.extend(rng.choice(rows, size=count // 2, replace=False).tolist())
         labels.extend([name] * (count // 2))
@@ -111,6 +130,12 @@ def main() -> None:
     parser.add_argument("--source", choices=("lfw", "fashion"), default="lfw")
     parser.add_argument("--size", type=int, default=96, help="lfw: side of the written JPEGs")
     parser.add_argument("--count", type=int, default=2000, help="fashion: images in all")
+    parser.add_argument(
+        "--pair",
+        default=DEFAULT_PAIR,
+        help="fashion: the two Fashion-MNIST classes, DOG,CAT (default: the hard pair "
+        f"{DEFAULT_PAIR}; Sandal,Sneaker is one a recipe learns well)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.3)
     args = parser.parse_args()
@@ -119,7 +144,7 @@ def main() -> None:
         images, labels = lfw_images(args.size, args.seed)
         qualities = np.full(len(images), 92)
     else:
-        images, labels = fashion_images(args.count, args.seed)
+        images, labels = fashion_images(args.count, args.seed, args.pair)
         qualities = np.random.default_rng(args.seed + 1).integers(80, 96, size=len(images))
     order = np.random.default_rng(args.seed).permutation(len(images))
     n_test = int(round(len(images) * args.test_fraction))

@@ -1,0 +1,110 @@
+"""Benchmark: how each int8 quantization choice changes a bundle's labels.
+
+For a classification bundle with an ``imgkit export -f onnx`` model.onnx and its
+dataset at hand, this quantizes model.onnx again in each VARIANT and reports, on the
+val split (what ``imgkit export`` checks on), the change in val accuracy, the labels
+that differ from Keras's, and the largest and mean probability differences. The
+variants are imgkit's own writers (:mod:`imgkit.export.reduced`) with one choice
+changed:
+
+  ort-head, ort-nohead         ONNX Runtime int8, the head kept float32 or not
+  ort-head-rr                  ... with 7-bit weights (``reduce_range``)
+  ov-head, ov-nohead           NNCF int8 with its full bias correction, head kept or not
+  ov-head-fast, ov-nohead-fast ... with NNCF's fast bias correction (its default)
+  ov-head-mixed                ... with NNCF's mixed preset (asymmetric activations)
+
+Each variant calibrates on the first ``--calibration`` val images, as export does.
+
+Usage: python benchmarks/bench_int8_variants.py RUN [VARIANT,...] [--calibration 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = "ort-nohead,ort-head,ov-nohead-fast,ov-head-fast,ov-head,ov-head-mixed"
+
+
+def quantized_outputs(variant: str, source: Path, work: Path, calibration, arrays):
+    """The variant's int8 copy of ``source``, written in ``work``, run on ``arrays``."""
+    import nncf
+    import onnxruntime.quantization as ortq
+
+    from imgkit.export import reduced
+    from imgkit.export.parity import outputs
+    from imgkit.infer.openvino_model import OpenVinoModel
+
+    parts = set(variant.split("-"))
+    keep = "head" in parts
+    real_nncf, real_ort = nncf.quantize, ortq.quantize_static
+    nncf_extra, ort_extra = {}, {}
+    if "fast" in parts:
+        nncf_extra["fast_bias_correction"] = True
+    if "mixed" in parts:
+        nncf_extra["preset"] = nncf.QuantizationPreset.MIXED
+    if "rr" in parts:
+        ort_extra["reduce_range"] = True
+    # One choice changed in imgkit's own writers: the rest is what export does.
+    nncf.quantize = lambda *a, **k: real_nncf(*a, **{**k, **nncf_extra})
+    ortq.quantize_static = lambda *a, **k: real_ort(*a, **{**k, **ort_extra})
+    try:
+        if variant.startswith("ort"):
+            import onnxruntime as ort
+
+            path = work / f"{variant}.onnx"
+            reduced.write_onnx_int8(source, path, calibration, keep_head=keep)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            return outputs(lambda x: session.run(None, {name: x})[0], arrays)
+        folder = work / variant
+        folder.mkdir()
+        reduced.write_openvino(source, folder, "int8", calibration, keep_head=keep)
+        return outputs(OpenVinoModel(folder, "int8", 2).predict_on_batch, arrays)
+    finally:
+        nncf.quantize, ortq.quantize_static = real_nncf, real_ort
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("variants", nargs="?", default=VARIANTS)
+    parser.add_argument("--calibration", type=int, default=100)
+    args = parser.parse_args()
+
+    from imgkit.bundle import load_bundle
+    from imgkit.export.parity import _labels, check_images, outputs
+
+    bundle = load_bundle(args.run)
+    images = check_images(bundle)
+    keras_out = outputs(bundle.model.predict_on_batch, images.arrays)
+    keras_labels = _labels(bundle, keras_out)
+    keras_acc = np.mean(keras_labels == images.truth)
+    print(f"{images.source}: Keras val accuracy {100 * keras_acc:.2f}%")
+    print("variant,accuracy_change_points,labels_differing,max_diff,mean_diff,seconds")
+    with tempfile.TemporaryDirectory(prefix="imgkit-int8-") as work:
+        for variant in args.variants.split(","):
+            start = time.perf_counter()
+            out = quantized_outputs(
+                variant,
+                args.run / "model.onnx",
+                Path(work),
+                images.arrays[: args.calibration],
+                images.arrays,
+            )
+            labels = _labels(bundle, out)
+            change = 100 * (np.mean(labels == images.truth) - keras_acc)
+            diff = np.abs(out - keras_out)
+            print(
+                f"{variant},{change:+.2f},{int((labels != keras_labels).sum())},"
+                f"{diff.max():.3f},{diff.mean():.4f},{time.perf_counter() - start:.0f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
