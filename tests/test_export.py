@@ -217,6 +217,24 @@ def _brightness_bundle(folder: Path, dataset: dict) -> Path:
 
 
 @pytest.mark.tensorflow
+def test_int8_calibrates_on_train_images_spread_over_the_split(world):
+    """The ranges are fitted on train images, never on the val images they are checked
+    on, and a limit takes images from the whole split, not its first rows."""
+    from imgkit.bundle import load_bundle
+    from imgkit.data.dataset import Dataset
+    from imgkit.export.parity import calibration_images
+
+    bundle = load_bundle(world["pristine"])
+    ds = Dataset.load(world["root"] / "data")
+    train = [a.tobytes() for a in ds.arrays("train", (SIZE, SIZE), 1)]
+    val = {a.tobytes() for a in ds.arrays("val", (SIZE, SIZE), 1)}
+    every = [a.tobytes() for a in calibration_images(bundle, 100)]
+    assert sorted(every) == sorted(train) and not val & set(every)
+    three = [a.tobytes() for a in calibration_images(bundle, 3)]
+    assert len(three) == 3 and three[0] == every[0] and three[-1] == every[-1]
+
+
+@pytest.mark.tensorflow
 def test_int8_tflite_accuracy_drop_is_bounded(world, tmp_path):
     need_module("ai_edge_litert", "needs the export extra (ai-edge-litert)")
     dataset = json.loads((world["pristine"] / "imgkit.json").read_text())["dataset"]
@@ -224,7 +242,9 @@ def test_int8_tflite_accuracy_drop_is_bounded(world, tmp_path):
     result = _run("export", run, "-f", "tflite", "--quantize", "int8", "--tolerance", "0")
     assert result.exit_code == 0, result.output
     record = _meta(run)["exports"]["tflite"]
-    assert record["quantize"] == "int8" and record["calibration_images"] == 16
+    # calibrated on the 8 train images, checked on the 16 val ones
+    assert record["quantize"] == "int8" and record["calibration_images"] == 8
+    assert "calibrating int8 on 8 train images" in result.stderr
     assert record["parity"]["tolerance"] is None  # not held to --tolerance
     assert "accuracy against the true labels" in result.stderr
     # The int8 model's own answers on the val split, against Keras's and the truth.

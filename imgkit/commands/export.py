@@ -52,7 +52,8 @@ from imgkit.export.reduced import PRECISIONS
     show_default=True,
     help="int8: with onnx, also model.int8.onnx (ONNX Runtime static quantization, QDQ, "
     "per-channel), with tflite an int8 model.tflite; float16: tflite only. Calibrated on "
-    "the first --calibration-images check images and held to --max-drop, not --tolerance.",
+    "--calibration-images train images (else check images), held to --max-drop, not "
+    "--tolerance.",
 )
 @click.option(
     "--precision",
@@ -77,7 +78,8 @@ from imgkit.export.reduced import PRECISIONS
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="int8: calibrate activation ranges on at most this many of the check images.",
+    help="int8: calibrate activation ranges on at most this many images, spread over the "
+    "dataset's train split (so the check on val is fair), else the first check images.",
 )
 @click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset.")
 @trust_code_option

@@ -42,6 +42,7 @@ from imgkit.export.parity import (
     BATCH,
     DEFAULT_LIMIT,
     CheckImages,
+    calibration_images,
     check_images,
     compare,
     outputs,
@@ -77,7 +78,8 @@ class ExportOptions:
         max_drop: reduced precision: the most accuracy (IoU) an export may lose against
             Keras's, in points (0.5 = half a percentage point).
         limit: check on at most this many images.
-        calibration: int8: calibrate on at most this many of the check images.
+        calibration: int8: calibrate on at most this many images, spread over the
+            train split when the dataset is at hand, else the first check images.
         opset: the ONNX opset (default: the converter's).
     """
 
@@ -193,7 +195,8 @@ def timed_outputs(run, arrays: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _write(target: Target, model, tmp: Path, onnx_source, images: CheckImages, opts) -> dict:
-    calibration = images.arrays[: opts["calibration"]]
+    own = images.calibration
+    calibration = own if own is not None else images.arrays[: opts["calibration"]]
     if target.key == "onnx":
         return write_onnx(model, tmp, opts["opset"])
     if target.key == "onnx-int8":
@@ -302,7 +305,7 @@ def export_bundle(
         check: image files or folders to check on; default the val split of the
             bundle's dataset (when it is at hand).
         quantize: "none"; "int8" (onnx: also model.int8.onnx; tflite: an int8 file);
-            "float16" (tflite only). int8 is calibrated on the first check images.
+            "float16" (tflite only). int8 is calibrated on train images (else the check images).
         precision: openvino: "fp32", "bf16", "int8", or "auto" (bf16 where the CPU
             runs it, else fp32).
         options: tolerance, max drop, check and calibration image counts, ONNX opset.
@@ -337,6 +340,10 @@ def export_bundle(
     targets = plan_targets(formats, quantize, precision)
     images = check_images(bundle, check, options.limit)
     say(f"checking against Keras on the {images.source}")
+    if any(t.precision == "int8" for t in targets):
+        images.calibration = calibration_images(bundle, options.calibration)
+        if images.calibration is not None:
+            say(f"calibrating int8 on {len(images.calibration)} train images")
     keras_out = outputs(bundle.model.predict_on_batch, images.arrays)
     records = {}
     with contextlib.ExitStack() as stack:

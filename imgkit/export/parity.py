@@ -46,6 +46,7 @@ class CheckImages:
     arrays: np.ndarray
     truth: np.ndarray | None
     source: str
+    calibration: np.ndarray | None = None
 
 
 def bundle_dataset(bundle) -> Dataset | None:
@@ -99,6 +100,27 @@ def check_images(
         except BadDatasetError:
             truth = None
     return CheckImages(arrays, truth, f"val split of {ds.root} ({n} images)")
+
+
+def calibration_images(bundle, limit: int) -> np.ndarray | None:
+    """int8's calibration images: up to ``limit`` spread evenly over the train split of
+    the bundle's dataset, so that the check (on val) never scores images the activation
+    ranges were fitted to; None when that split is not at hand.
+    """
+    ds = bundle_dataset(bundle)
+    if ds is None or "train" not in ds.splits() or limit < 1:
+        return None
+    if bundle.task == "segmentation":
+        train = ds.arrays("train", tuple(bundle.input_size), bundle.channels, "stretch")
+        pick = np.unique(np.linspace(0, len(train) - 1, min(limit, len(train))).astype(int))
+        return np.array(train[pick])
+    items = [i for i in plan_inputs(bundle, [ds.root], split="train") if isinstance(i, Item)]
+    if not items:
+        return None
+    # Evenly spaced, not the first ones: a manifest may list its rows class by class.
+    pick = np.unique(np.linspace(0, len(items) - 1, min(limit, len(items))).astype(int))
+    arrays = _first(local_batches(Decoder(bundle), (items[i] for i in pick), BATCH), limit)
+    return arrays if len(arrays) else None
 
 
 def _first(batches, n: int) -> np.ndarray:
