@@ -14,7 +14,8 @@ Per size it times, in a fresh process (peak memory measured there):
   embeddings are computed once (untimed) into the dataset's cache, where the audit
   reads them, as a second audit would;
 - then the whole audit at full size with those cached embeddings, step by step as
-  summary.json records them: ``scan`` (decode every image: pixel hash, perceptual
+  summary.json records them: ``setup`` (read the manifest and the predictions, load
+  the network: a constant), ``scan`` (decode every image: pixel hash, perceptual
   hash, statistics, thumbnail), ``search`` (neighbour search, hash buckets, candidate
   pairs), ``confirm`` (ECC / ORB alignment and the pixel check of every candidate),
   ``outliers`` (statistics, distances within each class and to the data set),
@@ -55,7 +56,7 @@ from bench_audit import _weights
 
 BAR = 1.5
 PROJECT = 277_000
-STEPS = ("embed", "scan", "search", "confirm", "outliers", "labels", "write")
+STEPS = ("setup", "embed", "scan", "search", "confirm", "outliers", "labels", "write")
 
 # The audit in a child process; prints its peak memory (KiB) last: the peak resident
 # set and the peak anonymous memory, sampled every 50 ms from /proc.

@@ -205,6 +205,7 @@ def run_audit(
     # Bad predictions stop the audit before the long pass over the images, not after.
     aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
     embedder = make_embedder(features, weights, trust)
+    clock.lap("setup")  # reading the manifest and predictions, loading the network
     sd, vd = _scan(d, embedder, say)
     so, vo = _scan(o, embedder, say) if o is not None else (None, None)
     names, paths, splits, scan, vectors = _join(d, o, sd, so, vd, vo)
