@@ -40,6 +40,13 @@ def test_candidates_per_image_stay_capped_on_lookalike_dense_data(monkeypatch):
     compared: list[int] = []
     real = neighbours.hamming
     monkeypatch.setattr(neighbours, "hamming", lambda a, b: compared.append(len(a)) or real(a, b))
+    held: list[int] = []  # hash pairs held at once, before each reduction
+    keep = neighbours._keep_closest
+    monkeypatch.setattr(
+        neighbours,
+        "_keep_closest",
+        lambda parts, *a: held.append(sum(len(p[0]) for p in parts)) or keep(parts, *a),
+    )
     t = Thresholds()
     for n in (300, 3000):
         scan = lookalike_scan(n)
@@ -49,9 +56,11 @@ def test_candidates_per_image_stay_capped_on_lookalike_dense_data(monkeypatch):
         nbr_i = rng.integers(0, n, (n, t.neighbours))
         nbr_s = np.full((n, t.neighbours), 0.95, np.float32)
         compared.clear()
+        held.clear()
         cands = duplicates.candidates(scan, (nbr_i, nbr_s), t)
         # One big bucket per band: all pairs would be n^2 / 2 comparisons.
         assert sum(compared) <= 4 * (neighbours.MAX_BUCKET - 1) * n
+        assert max(held) <= 4 * t.hash_candidates * n + 4096 + n  # + one step's pairs
         assert len(cands) <= (t.hash_candidates + t.neighbours) * n
         assert (7, n - 5) in cands  # still found inside the crowd
 

@@ -82,7 +82,8 @@ def hash_pairs(
         (i, j) -> the Hamming distance.
     """
     idx = np.flatnonzero(valid)
-    found_i, found_j, found_d = [], [], []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending, budget = 0, 4 * per_image * len(idx) + 4096
     for band in range(4):
         keys = (phash[idx] >> np.uint64(16 * band)) & np.uint64(0xFFFF)
         order = np.lexsort((_rotated(phash[idx], band), keys))
@@ -96,19 +97,25 @@ def hash_pairs(
             a, b = members[same], members[same + step]
             d = hamming(phash[a], phash[b])
             close = d <= max_bits
-            found_i.append(np.minimum(a, b)[close])
-            found_j.append(np.maximum(a, b)[close])
-            found_d.append(d[close])
-    if not found_i:
+            parts.append((np.minimum(a, b)[close], np.maximum(a, b)[close], d[close]))
+            pending += int(close.sum())
+            if pending > budget:  # memory stays ~per_image x n pairs, not 252 x n
+                parts = [_keep_closest(parts, len(phash), per_image)]
+                pending = len(parts[0][0])
+    if not parts:
         return {}
-    i, j, d = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+    i, j, d = _keep_closest(parts, len(phash), per_image)
+    return dict(zip(zip(i.tolist(), j.tolist(), strict=True), d.tolist(), strict=True))
+
+
+def _keep_closest(parts, n: int, per_image: int):
+    """The pairs of ``parts`` (one row each) that one of their images keeps."""
+    i, j, d = (np.concatenate(x) for x in zip(*parts, strict=True))
     # One row per pair (a pair can share several bands).
-    key = i.astype(np.int64) * (len(phash) + 1) + j
-    _, first = np.unique(key, return_index=True)
+    _, first = np.unique(i.astype(np.int64) * (n + 1) + j, return_index=True)
     i, j, d = i[first], j[first], d[first]
     keep = _closest(i, j, d, per_image)
-    pairs = zip(i[keep].tolist(), j[keep].tolist(), strict=True)
-    return dict(zip(pairs, d[keep].tolist(), strict=True))
+    return i[keep], j[keep], d[keep]
 
 
 def _reduced(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
