@@ -19,8 +19,8 @@ from imgkit.infer.runtime import MissingExtraError
 EXTRA_HINT = 'pip install -e ".[audit]" (or pip install "imgkit[audit]")'
 EXACT_UP_TO = 5_000  # exact search costs n dot products per image: flat only while n is small
 PCA_DIM = 128
-PCA_SAMPLE = 50_000
-CHUNK = 4096
+PCA_SAMPLE = 20_000  # vectors the PCA is fitted on (100 MB at 1,280 features)
+CHUNK = 1024  # rows re-scored at once: their k neighbours' vectors are 42 MB
 MAX_BUCKET = 64  # images of one hash bucket compared in full; beyond, each meets its next 63
 PER_IMAGE = 8  # hash candidates kept per image (the closest): see hash_pairs
 
