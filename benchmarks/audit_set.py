@@ -199,11 +199,22 @@ def build(root: Path, per_class: int = 60, copies: int = 25, seed: int = 0) -> d
     return truth
 
 
-def scale_set(root: Path, n: int) -> Path:
-    """``n`` Fashion-MNIST items as 28x28 PNGs in class folders (for timing only)."""
+def scale_set(root: Path, n: int, side: int = 28) -> Path:
+    """``n`` Fashion-MNIST items as PNGs in class folders (for timing only).
+
+    ``side`` 28 keeps the originals; 112 upscales them (bilinear) as the quality set
+    does, so key-point matching has something to work on: the worst case for checking
+    pairs, since Fashion-MNIST is dense with look-alikes. Beyond the 60,000 training
+    items the test set's 10,000 are used, then the items repeat (exact copies).
+    """
     x, y = fashion("train")
+    xt, yt = fashion("test")
+    x, y = np.concatenate([x, xt]), np.concatenate([y, yt])
     for i in range(n):
         folder = root / CLASSES[y[i % len(y)]]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[i % len(x)]).save(folder / f"{i:06d}.png")
+        img = Image.fromarray(x[i % len(x)])
+        if side != 28:
+            img = img.resize((side, side), Image.BILINEAR)
+        img.save(folder / f"{i:06d}.png", compress_level=1)
     return root

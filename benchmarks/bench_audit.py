@@ -12,12 +12,11 @@ The set (``audit_set.py``): 835 real images (Fashion-MNIST items and photo tiles
 - outliers and wrong labels: how many of the known ones are in the top list (as
   long as the known list) and among all reported; labels use the out-of-fold
   predictions (5 folds) of the most accurate of four predictors on the cached
-  embeddings and 28 px grey pixels (chosen by out-of-fold accuracy);
-- time: the audit (cache empty) on Fashion-MNIST sets of two sizes, per image, and
-  projected to 277,000 images.
+  embeddings and 28 px grey pixels (chosen by out-of-fold accuracy).
 
-Usage: python benchmarks/bench_audit.py [--sizes 4000,32000] [--workdir DIR] [--skip-quality]
-(4,000 images take ~2 min here when the machine is quiet, 32,000 over 10 min.)
+Time, step by step at 3,200 and 32,000 images: ``bench_audit_scale.py``.
+
+Usage: python benchmarks/bench_audit.py [--workdir DIR]
 Needs the audit extra, scikit-learn, imagehash, Debian's dataset-fashion-mnist and
 ../shared/weights (MobileNetV2 ImageNet weights).
 """
@@ -29,14 +28,13 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from _table import print_table
-from audit_set import build, scale_set
+from audit_set import build
 from PIL import Image
 
 WEIGHTS = (
@@ -215,41 +213,13 @@ def _top_lists(df: pd.DataFrame, truth: dict) -> None:
     print_table(rows, ("kind", "known", "in top list (as long)", "in all reported", "reported"))
 
 
-def scale(work: Path, sizes: list[int]) -> None:
-    from imgkit.data.prep import prepare
-
-    rows = []
-    for n in sizes:
-        src = scale_set(work / f"scale{n}", n)
-        data = work / f"scale{n}-data"
-        prepare([str(src)], data, seed=0)
-        t0 = time.perf_counter()
-        res = _audit(data, work / f"scale{n}-audit")
-        secs = time.perf_counter() - t0
-        s = res.summary["seconds"]
-        rows.append((n, f"{secs:.0f}", f"{1000 * secs / n:.2f}", s["scan"], s["search"],
-                     s["confirm"], res.summary["candidate_pairs"]))  # fmt: skip
-    print()
-    print_table(
-        rows, ("images", "seconds", "ms/image", "scan+embed", "search", "confirm", "candidates")
-    )
-    per = float(rows[-1][2]) / 1000
-    print(f"projected at 277,000 images: {277_000 * per / 60:.0f} min (at the largest size's rate)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="4000,32000")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-audit-"))
     try:
-        if not args.skip_quality:
-            quality(work)
-        sizes = [int(s) for s in args.sizes.split(",") if s]
-        if sizes:
-            scale(work, sizes)
+        quality(work)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -82,8 +82,12 @@ def dedupe_dataset(folder, clusters: list[list[str]], drop: dict[str, list[str]]
     sizes = Counter(comp)
     in_cluster = {p for c in clusters for p in c}
     groups, splits, moved = list(old_groups), list(m["split"]), 0
-    for root in sorted({c for c in comp if sizes[c] > 1}):
-        rows = [i for i, c in enumerate(comp) if c == root]
+    members: dict[int, list[int]] = {}  # one pass: a scan per cluster would be quadratic
+    for i, c in enumerate(comp):
+        if sizes[c] > 1:
+            members.setdefault(c, []).append(i)
+    for root in sorted(members):
+        rows = members[root]
         if not any(paths[i] in in_cluster for i in rows):
             continue  # an existing group untouched by any copy
         name = next((old_groups[i] for i in rows if old_groups[i]), f"copies:{paths[rows[0]]}")

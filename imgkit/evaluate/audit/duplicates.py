@@ -21,6 +21,8 @@ from imgkit.evaluate.audit import confirm, neighbours
 from imgkit.evaluate.audit.scan import Scan
 from imgkit.evaluate.audit.thresholds import Thresholds
 
+CONFIRM_BATCH = 4096
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -49,8 +51,15 @@ def exact_pairs(scan: Scan) -> list[Pair]:
 def candidates(
     scan: Scan, nbr: tuple[np.ndarray, np.ndarray] | None, t: Thresholds
 ) -> dict[tuple[int, int], float]:
-    """Candidate pairs (i < j) with their embedding cosine (-1 when unknown)."""
-    pairs = dict.fromkeys(neighbours.hash_pairs(scan.phash, scan.ok, t.candidate_hamming), -1.0)
+    """Candidate pairs (i < j) with their embedding cosine (-1 when unknown).
+
+    Each image brings at most ``hash_candidates`` hash pairs and ``neighbours``
+    embedding pairs, so there are at most (hash_candidates + neighbours) x n
+    candidates however dense the data set is in look-alikes: the check after costs
+    the same per image at any size.
+    """
+    found = neighbours.hash_pairs(scan.phash, scan.ok, t.candidate_hamming, t.hash_candidates)
+    pairs = dict.fromkeys(found, -1.0)
     if nbr is not None:
         for key, cos in neighbours.embedding_pairs(*nbr, t.candidate_cosine).items():
             pairs[key] = cos
@@ -80,9 +89,13 @@ def confirm_pairs(
         ok = m.aligned and m.mismatch <= t.max_mismatch and m.overlap >= t.min_overlap
         return Pair(i, j, False, round(1.0 - m.mismatch, 4), m.method) if ok else None
 
+    items = sorted(cands.items())
+    out: list[Pair] = []
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 2)) as pool:
-        found = pool.map(check, sorted(cands.items()), chunksize=64)
-        return [p for p in found if p is not None]
+        # In batches: map() makes a future per item up front (millions at 277k images).
+        for s in range(0, len(items), CONFIRM_BATCH):
+            out += [p for p in pool.map(check, items[s : s + CONFIRM_BATCH]) if p is not None]
+    return out
 
 
 def clusters(n: int, pairs: Sequence[Pair]) -> np.ndarray:

@@ -54,11 +54,11 @@ def rule_reasons(stats: np.ndarray, ok: np.ndarray, t: Thresholds) -> list[str]:
     return out
 
 
-def _class_knn_distance(vectors: np.ndarray, k: int) -> np.ndarray:
-    """Mean cosine distance of each vector to its ``k`` nearest others (within the set)."""
-    from imgkit.evaluate.audit.neighbours import neighbours
+def _class_knn_distance(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine distance of each of ``rows`` to its ``k`` nearest others among them."""
+    from imgkit.evaluate.audit.neighbours import neighbours_of
 
-    _, sims = neighbours(vectors, np.ones(len(vectors), bool), k)
+    _, sims = neighbours_of(vectors, rows, k)
     sims = np.where(np.isfinite(sims), sims, np.nan)
     return 1.0 - np.nanmean(sims, axis=1)
 
@@ -79,7 +79,7 @@ def embedding_z(
         idx = np.flatnonzero(ok & (labels == c))
         if len(idx) < MIN_GROUP:
             continue
-        z_class[idx] = robust_z(_class_knn_distance(vectors[idx], k))
+        z_class[idx] = robust_z(_class_knn_distance(vectors, idx, k))
     idx = np.flatnonzero(ok)
     if len(idx) >= MIN_GROUP:
         sims = np.where(np.isfinite(nbr_s[idx]), nbr_s[idx], np.nan)

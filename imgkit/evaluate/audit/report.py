@@ -44,8 +44,12 @@ def write_outputs(
     rejects: list[tuple[str, str]],
     locate: Callable[[str], str | None],
     given: dict[str, str],
+    finish: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Write everything into ``out`` (each file atomically); return the summary."""
+    """Write everything into ``out`` (each file atomically); return the summary.
+
+    ``finish`` is called with the summary just before summary.json is written.
+    """
     from imgkit.evaluate.audit.sheets import contact_sheet
 
     out.mkdir(parents=True, exist_ok=True)
@@ -61,5 +65,7 @@ def write_outputs(
         contact_sheet(kind, part, out / f"{kind}.png", locate)
         sheets.append(f"{kind}.png")
     summary["sheets"] = sheets
+    if finish is not None:
+        finish(summary)
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

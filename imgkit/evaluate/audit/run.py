@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.lib.format import open_memmap
 
 from imgkit.data.dataset import CACHE_DIR, Dataset, label_set
 from imgkit.errors import BadInputError
 from imgkit.evaluate.audit import duplicates, labels, neighbours, outliers
 from imgkit.evaluate.audit.inputs import ImageSet, against_images, align_predictions, data_images
 from imgkit.evaluate.audit.report import counts, issues_frame, write_outputs
-from imgkit.evaluate.audit.scan import Scan, scan_images
+from imgkit.evaluate.audit.scan import THUMB, Scan, scan_images
 from imgkit.evaluate.audit.thresholds import Thresholds
 from imgkit.fileio import atomic_path
 
@@ -39,6 +41,22 @@ class AuditResult:
     exact: dict[str, list[str]] = field(default_factory=dict)
 
 
+class _Clock:
+    """Seconds per step of the audit, for summary.json (and the scale benchmark)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self.last, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+
 def make_embedder(features: str, weights: str = "imagenet", trust: bool | None = None):
     """The embedder ``--features`` names: "mobilenetv2", a bundle folder, or None for "none"."""
     from imgkit.evaluate.audit import embed
@@ -50,39 +68,82 @@ def make_embedder(features: str, weights: str = "imagenet", trust: bool | None =
     return embed.bundle_embedder(features, trust=trust)
 
 
-def _scan(images: ImageSet, embedder, say: Callable[[str], None]) -> tuple[Scan, np.ndarray | None]:
-    """Scan (and embed) ``images``, or read both from the dataset's cache."""
-    ds = images.dataset
-    cache = None if ds is None else ds.root / CACHE_DIR
-    scan_file = cache / f"audit-scan-{ds.hash}.npz" if cache else None
-    emb_file = cache / f"embed-{embedder.name}-{ds.hash}.npy" if cache and embedder else None
-    if scan_file and scan_file.is_file() and (embedder is None or emb_file.is_file()):
-        return Scan.load(scan_file), (np.load(emb_file) if emb_file else None)
+def _pass(images: ImageSet, embedder, say, thumbs_file=None, emb_file=None):
+    """One pass over the images: the scan, and the embeddings when ``embedder`` is given.
+
+    With ``thumbs_file`` and ``emb_file`` the thumbnails and vectors are written into
+    memory maps there (so memory stays flat at any size), else held in memory.
+    """
     n = len(images.paths)
-    vectors = None
     say(f"reading {n} images" + (f" and embedding them ({embedder.name})" if embedder else ""))
     spec = embedder.spec if embedder else None
-    for scan, idx, pixels in scan_images(images.paths, spec):
+    thumbs = None
+    if thumbs_file is not None and n:
+        thumbs = open_memmap(thumbs_file, "w+", np.uint8, (n, THUMB, THUMB))
+
+    def new_vectors(dim: int) -> np.ndarray:
+        if emb_file is not None and n:
+            return open_memmap(emb_file, "w+", np.float32, (n, dim))
+        return np.zeros((n, dim), np.float32)
+
+    vectors = None
+    for scan, idx, pixels in scan_images(images.paths, spec, thumbs=thumbs):
         if scan is not None:
             break
         if embedder is not None and len(idx):
             got = embedder(pixels)
             if vectors is None:
-                vectors = np.zeros((n, got.shape[1]), np.float32)
+                vectors = new_vectors(got.shape[1])
             vectors[idx] = got
     if embedder is not None and vectors is None:
-        vectors = np.zeros((n, 1), np.float32)
-    if cache is not None:
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
+        vectors = new_vectors(1)
+    for mapped in (thumbs, vectors):
+        if isinstance(mapped, np.memmap):
+            mapped.flush()
+    return scan, vectors
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _scan(images: ImageSet, embedder, say: Callable[[str], None]) -> tuple[Scan, np.ndarray | None]:
+    """Scan (and embed) ``images``, or read both from the dataset's cache.
+
+    The scan and the embeddings are cached apart: embeddings made once (the costly
+    part) are reused when only the scan must be redone, and both are read back as
+    memory maps, so a 277,000-image audit does not hold 1.4 GB of features and
+    1.1 GB of thumbnails in memory.
+    """
+    ds = images.dataset
+    cache = None if ds is None else ds.root / CACHE_DIR
+    if cache is None or not _writable(cache):
+        if cache is not None:  # a read-only data set still gets audited, just not cached
+            say(f"cannot cache in {cache}")
+        return _pass(images, embedder, say)
+    scan_file = cache / f"audit-scan-{ds.hash}.npz"
+    thumbs_file = cache / f"audit-thumbs-{ds.hash}.npy"
+    emb_file = cache / f"embed-{embedder.name}-{ds.hash}.npy" if embedder else None
+    need_emb = emb_file is not None and not emb_file.is_file()
+    if need_emb or not (scan_file.is_file() and thumbs_file.is_file()):
+        with contextlib.ExitStack() as stack:
+            tmp_thumbs = stack.enter_context(atomic_path(thumbs_file))
+            tmp_emb = stack.enter_context(atomic_path(emb_file)) if need_emb else None
+            scan, vectors = _pass(images, embedder if need_emb else None, say, tmp_thumbs, tmp_emb)
+            if not len(images.paths):  # nothing to map: written as plain arrays
+                np.save(tmp_thumbs, scan.thumbs)
+                if need_emb:
+                    np.save(tmp_emb, vectors)
+            del vectors
+            scan.thumbs = None
             with atomic_path(scan_file) as tmp:
                 scan.save(tmp)
-            if emb_file is not None:
-                with atomic_path(emb_file) as tmp:
-                    np.save(tmp, vectors)
-        except OSError as e:  # a read-only data set still gets audited, just not cached
-            say(f"cannot cache in {cache} ({e.strerror or e})")
-    return scan, vectors
+    vectors = np.load(emb_file, mmap_mode="r") if emb_file else None
+    return Scan.load(scan_file, thumbs_file), vectors
 
 
 def _join(a: ImageSet, b: ImageSet | None, sa: Scan, sb: Scan | None, va, vb):
@@ -138,7 +199,7 @@ def run_audit(
         say: called with a line of progress now and then.
     """
     t = thresholds or Thresholds()
-    start = time.perf_counter()
+    clock = _Clock()
     ds = Dataset.load(data)
     d = data_images(ds)
     multi = ds.task == "multilabel"
@@ -151,20 +212,22 @@ def run_audit(
     # Bad predictions stop the audit before the long pass over the images, not after.
     aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
     embedder = make_embedder(features, weights, trust)
+    clock.lap("setup")  # reading the manifest and predictions, loading the network
     sd, vd = _scan(d, embedder, say)
     so, vo = _scan(o, embedder, say) if o is not None else (None, None)
     names, paths, splits, scan, vectors = _join(d, o, sd, so, vd, vo)
-    n_data, seconds = len(d.names), {"scan": round(time.perf_counter() - start, 2)}
+    n_data = len(d.names)
     data_only = np.arange(len(names)) < n_data
+    clock.lap("scan")
     say("searching for copies")
     nbr = neighbours.neighbours(vectors, scan.ok, t.neighbours) if vectors is not None else None
     cands = {k: c for k, c in duplicates.candidates(scan, nbr, t).items() if data_only[k[0]]}
-    seconds["search"] = round(time.perf_counter() - start - seconds["scan"], 2)
+    clock.lap("search")
     exact = [p for p in duplicates.exact_pairs(scan) if data_only[p.i]]
     say(f"checking {len(cands)} candidate pairs")
     pairs = exact + duplicates.confirm_pairs(scan, cands, paths, t)
-    seconds["confirm"] = round(time.perf_counter() - start - sum(seconds.values()), 2)
     rows = duplicates.pair_rows(pairs, names, splits)
+    clock.lap("confirm")
     z = None
     if vd is not None and nbr is not None:
         # A multi-label image belongs to no one class: only the data-wide outlier z.
@@ -172,12 +235,14 @@ def run_audit(
         z = outliers.embedding_z(vd, sd.ok, classes, nbr[1][:n_data])
     reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
     rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
+    clock.lap("outliers")
     if aligned is not None:
         rows += _label_findings(aligned, d, ds.classes, t)
     # Multi-label: each label counted once per image that carries it.
     counted = [c for v in d.labels for c in label_set(v)] if multi else d.labels
     imbalance, per_class = outliers.imbalance_rows(counted, t)
     rows += imbalance
+    clock.lap("labels")
     df = issues_frame(rows)
     inner = [p for p in pairs if p.j < n_data]
     ids = duplicates.clusters(n_data, inner)
@@ -190,7 +255,6 @@ def run_audit(
     rejects = [*d.rejects, *(o.rejects if o else [])]
     rejects += [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
     total, by_split = counts(df)
-    seconds["total"] = round(time.perf_counter() - start, 2)
     summary = {
         "data": str(data),
         "against": None if against is None else str(against),
@@ -205,9 +269,14 @@ def run_audit(
         "candidate_pairs": len(cands),
         "clusters": len(groups),
         "thresholds": t.to_dict(),
-        "seconds": seconds,
+        "seconds": clock.seconds,
     }
     located = {n: str(p) for n, p in zip(names, paths, strict=True)}
     given = dict(zip(d.names, d.labels, strict=True))
-    write_outputs(Path(output), df, summary, rejects, located.get, given)
+
+    def finish(_summary: dict) -> None:  # summary.json's own writing is not timed
+        clock.lap("write")
+        clock.seconds["total"] = round(clock.total(), 2)
+
+    write_outputs(Path(output), df, summary, rejects, located.get, given, finish)
     return AuditResult(df, summary, list(groups.values()), exact_map)

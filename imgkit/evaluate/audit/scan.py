@@ -3,7 +3,8 @@
 Each image is decoded once at full size (its exact-copy hash is over the decoded
 pixels, so a PNG and a BMP of one picture are the same image); everything else the
 audit needs is taken from small versions: a 64x64 grey thumbnail (alignment of
-candidate pairs), a 32x32 DCT hash, and a grey version of at most 128x128 for the statistics.
+candidate pairs; 4 KB an image, so kept in a memory-mapped file, not in memory), a
+32x32 DCT hash, and a grey version of at most 128x128 for the statistics.
 The caller gets each chunk's pixels for the embedding network as they are decoded,
 so memory stays flat at any data-set size.
 """
@@ -51,17 +52,19 @@ class Scan:
     thumbs: np.ndarray
 
     @classmethod
-    def empty(cls, n: int) -> Scan:
+    def empty(cls, n: int, thumbs: np.ndarray | None = None) -> Scan:
+        """A scan of ``n`` images not read yet; ``thumbs`` may be a memory map to fill."""
         return cls(
             ok=np.zeros(n, bool),
             reasons=[""] * n,
             sha=np.zeros((n, 32), np.uint8),
             phash=np.zeros(n, np.uint64),
             stats=np.zeros((n, len(STAT_NAMES)), np.float32),
-            thumbs=np.zeros((n, THUMB, THUMB), np.uint8),
+            thumbs=np.zeros((n, THUMB, THUMB), np.uint8) if thumbs is None else thumbs,
         )
 
     def save(self, path: Path) -> None:
+        """Everything but the thumbnails (a memory-mapped file of their own) into ``path``."""
         np.savez(
             path,
             ok=self.ok,
@@ -69,11 +72,11 @@ class Scan:
             sha=self.sha,
             phash=self.phash,
             stats=self.stats,
-            thumbs=self.thumbs,
         )
 
     @classmethod
-    def load(cls, path: Path) -> Scan:
+    def load(cls, path: Path, thumbs: Path) -> Scan:
+        """Read :meth:`save`'s file; the thumbnails stay on disk (memory-mapped)."""
         with np.load(path) as z:
             return cls(
                 z["ok"],
@@ -81,7 +84,7 @@ class Scan:
                 z["sha"],
                 z["phash"],
                 z["stats"],
-                z["thumbs"],
+                np.load(thumbs, mmap_mode="r"),
             )
 
 
@@ -149,6 +152,7 @@ def scan_images(
     embed: tuple | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    thumbs: np.ndarray | None = None,
 ) -> Iterator[tuple[Scan | None, np.ndarray, np.ndarray]]:
     """Decode ``paths`` in chunks; yield ``(None, index, pixels)`` per chunk, then the scan.
 
@@ -156,10 +160,11 @@ def scan_images(
     (m, h, w, c) uint8 arrays as ``embed`` = (size, channels, resize) asks (empty
     when it is None). The last item
     is ``(scan, empty, empty)``: unreadable images are marked there with the reason,
-    and the pass goes on.
+    and the pass goes on. ``thumbs``: an (n, 64, 64) uint8 array (a memory map) to
+    fill in place of one in memory (277,000 images: 1.1 GB).
     """
     n = len(paths)
-    scan = Scan.empty(n)
+    scan = Scan.empty(n, thumbs)
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 2)) as pool:
         for start in range(0, n, CHUNK):
             idx = range(start, min(n, start + CHUNK))

@@ -24,6 +24,8 @@ class Thresholds:
             as a possible copy.
         candidate_hamming: perceptual-hash bits (of 64) that may differ for a pair with
             a shared hash band to be checked.
+        hash_candidates: hash pairs kept per image (its closest), so the check's cost
+            per image does not grow with a data set's look-alikes.
         max_mismatch: share of pixels that may disagree once one image is aligned onto
             the other (ECC, or ORB + RANSAC) for the pair to be a near duplicate.
         orb_cosine: embedding cosine from which a pair ECC cannot align is tried with
@@ -49,6 +51,7 @@ class Thresholds:
     neighbours: int = 8
     candidate_cosine: float = 0.85
     candidate_hamming: int = 12
+    hash_candidates: int = 8
     max_mismatch: float = 0.2
     orb_cosine: float = 0.9
     min_overlap: float = 0.6
