@@ -13,7 +13,8 @@ changed:
   ov-head-fast, ov-nohead-fast ... with NNCF's fast bias correction (its default)
   ov-head-mixed                ... with NNCF's mixed preset (asymmetric activations)
 
-Each variant calibrates on the first ``--calibration`` val images, as export does.
+Each variant calibrates on ``--calibration`` images spread over the train split, as
+export does (``--calibrate-on val`` takes the first val images instead, as export did).
 
 Usage: python benchmarks/bench_int8_variants.py RUN [VARIANT,...] [--calibration 100]
 """
@@ -74,13 +75,17 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("variants", nargs="?", default=VARIANTS)
     parser.add_argument("--calibration", type=int, default=100)
+    parser.add_argument("--calibrate-on", choices=("train", "val"), default="train")
     args = parser.parse_args()
 
     from imgkit.bundle import load_bundle
-    from imgkit.export.parity import _labels, check_images, outputs
+    from imgkit.export.parity import _labels, calibration_images, check_images, outputs
 
     bundle = load_bundle(args.run)
     images = check_images(bundle)
+    calibration = images.arrays[: args.calibration]
+    if args.calibrate_on == "train":
+        calibration = calibration_images(bundle, args.calibration)
     keras_out = outputs(bundle.model.predict_on_batch, images.arrays)
     keras_labels = _labels(bundle, keras_out)
     keras_acc = np.mean(keras_labels == images.truth)
@@ -93,7 +98,7 @@ def main() -> None:
                 variant,
                 args.run / "model.onnx",
                 Path(work),
-                images.arrays[: args.calibration],
+                calibration,
                 images.arrays,
             )
             labels = _labels(bundle, out)

@@ -172,6 +172,19 @@ def _label_findings(aligned, data: ImageSet, classes: list[str], t: Thresholds) 
     return labels.label_rows(names, splits, classes, proba, given, t.label_margin)
 
 
+def _duplicate_groups(pairs, names: list[str]) -> tuple[dict[int, list[str]], dict]:
+    """The data set's duplicate clusters (a pair with an ``against`` image is a leak, not
+    a cluster) and each exact copy's twins, by name."""
+    n = len(names)
+    inner = [p for p in pairs if p.j < n]
+    ids = duplicates.clusters(n, inner)
+    groups: dict[int, list[str]] = {}
+    for i in np.flatnonzero(np.bincount(ids, minlength=n)[ids] > 1):
+        groups.setdefault(int(ids[i]), []).append(names[i])
+    exact = {names[i]: [names[j] for j in js] for i, js in duplicates.exact_groups(inner).items()}
+    return groups, exact
+
+
 def run_audit(
     data: str | os.PathLike,
     output: str | os.PathLike,
@@ -244,14 +257,7 @@ def run_audit(
     rows += imbalance
     clock.lap("labels")
     df = issues_frame(rows)
-    inner = [p for p in pairs if p.j < n_data]
-    ids = duplicates.clusters(n_data, inner)
-    groups: dict[int, list[str]] = {}
-    for i in np.flatnonzero(np.bincount(ids, minlength=n_data)[ids] > 1):
-        groups.setdefault(int(ids[i]), []).append(d.names[i])
-    exact_map = {
-        d.names[i]: [d.names[j] for j in js] for i, js in duplicates.exact_groups(inner).items()
-    }
+    groups, exact_map = _duplicate_groups(pairs, d.names)
     rejects = [*d.rejects, *(o.rejects if o else [])]
     rejects += [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
     total, by_split = counts(df)
