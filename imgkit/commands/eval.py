@@ -71,6 +71,7 @@ def command(preds, truth, output, fail_under):
         imgkit predict runs/cats data/cats | imgkit eval - --truth data/cats
         imgkit eval preds.csv tta.csv --truth data/dvc -o eval/
         imgkit eval masks_out/ --truth data/seg --fail-under iou=0.7
+        imgkit eval masks/ --truth data/scenes --fail-under mean_iou=0.6   # per class
         imgkit eval planet.csv --truth data/planet --fail-under mean_f2=0.85
     """
     from imgkit.errors import GateFailedError

@@ -67,6 +67,8 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
         imgkit segment runs/seg data/seg --split val -o val_masks/ --tta
         imgkit eval masks_out/ --truth data/seg
         imgkit segment runs/seg big/ -o masks/ --shard 3/8     # a job array
+        imgkit segment runs/scenes photos/ -o masks/ --overlay over/   # multi-class:
+                                                  # palette PNGs of the class values
 
     With --shard, the N shards may share one -o folder; an image name met twice
     (a/x.png, b/x.png) gets its -2 suffix only within one shard.
