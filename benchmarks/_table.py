@@ -29,3 +29,23 @@ def print_table(rows: list[tuple], headers: tuple[str, ...]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# Python source that a benchmark's child process runs first: a thread that keeps the
+# peak anonymous memory (RssAnon: what the process itself holds, not the page cache's
+# memory-mapped pages) seen every 50 ms, in ``peak[0]`` (KiB).
+PEAK_SAMPLER = """
+import resource, sys, threading, time
+peak = [0]
+def sample():
+    while True:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+        except OSError:
+            return
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+"""

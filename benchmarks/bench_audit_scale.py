@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _table import print_table
+from _table import PEAK_SAMPLER, print_table
 from audit_set import scale_set
 from bench_audit import _weights
 
@@ -60,25 +60,14 @@ STEPS = ("setup", "embed", "scan", "search", "confirm", "outliers", "labels", "w
 
 # The audit in a child process; prints its peak memory (KiB) last: the peak resident
 # set and the peak anonymous memory, sampled every 50 ms from /proc.
-CHILD = """
-import resource, sys, threading, time
-peak = [0]
-def sample():
-    while True:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-        except OSError:
-            return
-        time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
-from imgkit.evaluate.audit import run_audit
+CHILD = (
+    PEAK_SAMPLER
+    + """from imgkit.evaluate.audit import run_audit
 data, out, weights, preds = sys.argv[1:5]
 run_audit(data, out, weights=weights, predictions=preds)
 print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak[0], file=sys.stderr)
 """
+)
 
 # The embedding network alone on a sample of the set, after one warm-up batch.
 EMBED = """

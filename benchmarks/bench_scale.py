@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _table import print_table
+from _table import PEAK_SAMPLER, print_table
 
 BAR = 1.5
 DISTINCT = 2000
@@ -41,25 +41,14 @@ PER_PATIENT = 1000  # the real set has ~1,000 patches per patient
 # peak resident set (which counts the memory-mapped decode cache's pages, file-backed
 # and reclaimable) and the peak anonymous memory (what the process really holds),
 # sampled every 50 ms from /proc.
-CHILD = """
-import resource, sys, threading, time
-peak = [0]
-def sample():
-    while True:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-        except OSError:
-            return
-        time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
-from imgkit.commands import main
+CHILD = (
+    PEAK_SAMPLER
+    + """from imgkit.commands import main
 rc = main(sys.argv[1:])
 print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak[0], file=sys.stderr)
 sys.exit(rc)
 """
+)
 
 
 def patch_bytes(rng: np.random.Generator, label: int) -> bytes:
