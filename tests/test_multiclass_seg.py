@@ -147,7 +147,7 @@ def trained(tmp_path_factory):
     assert result.exit_code == 0, result.output
     result = run(
         "train", data, "-o", root / "run", "--model", "unet-mobilenetv2", "--weights", "none",
-        "--fine-tune-last", "all", "--size", "64", "--epochs", "12", "--batch-size", "4",
+        "--fine-tune-last", "all", "--size", "32", "--epochs", "12", "--batch-size", "4",
         "--lr", "3e-3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
