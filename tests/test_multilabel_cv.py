@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, one_line_error
 from test_multilabel import make_images, write_csv
 
 from imgkit.bundle import Ensemble, load_bundle
@@ -67,6 +67,10 @@ def test_prep_folds_a_multilabel_dataset_per_label(tmp_path):
     sets = [frozenset(label_set(s)) for s in m["label"]]
     units = [f"\0{i}" for i in range(len(sets))]
     assert m["fold"].astype(int).tolist() == iterative_folds(sets, 3, 0, units)
+    preds = tmp_path / "p.csv"
+    preds.write_text("path,labels,p_blue,p_green,p_red\nimg/x.png,red,0.1,0.1,0.9\n")
+    pseudo = invoke("prep", data, preds, "--pseudo", "-o", tmp_path / "ps")
+    one_line_error(pseudo, "multilabel", "pseudo-labels")
 
 
 @pytest.fixture(scope="module")
