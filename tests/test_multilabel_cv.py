@@ -148,3 +148,69 @@ def test_the_cv_folder_predicts_the_averaged_folds_once_tempered(cv, tmp_path):
     decided = [" ".join(c for c, on in zip(LABELS, row, strict=True) if on)
                for row in expected >= thresholds]  # fmt: skip
     assert got["labels"].tolist() == decided
+
+
+def _noisy(frame: pd.DataFrame, truth: np.ndarray, seed: int) -> pd.DataFrame:
+    """A second model's predictions of the same images: the truth, blurred by noise."""
+    rng = np.random.default_rng(seed)
+    p = np.clip(0.25 + 0.5 * truth + rng.normal(0, 0.2, truth.shape), 0.01, 0.99)
+    out = frame[["path", "labels"]].copy()
+    for j, c in enumerate(LABELS):
+        out[f"p_{c}"] = p[:, j]
+    return out
+
+
+def test_blend_of_multilabel_runs_fits_thresholds_on_the_oof_blend(cv, tmp_path):
+    from imgkit.evaluate.blend import read_table
+    from imgkit.evaluate.blend_multilabel import blend_probabilities, fit_multilabel_blend
+
+    data, out, _ = cv
+    ds = Dataset.load(data)
+    test_a = tmp_path / "test_a.csv"
+    assert invoke("predict", out, data, "--split", "test", "-o", test_a).exit_code == 0
+    oof_a = pd.read_csv(out / "oof.csv", keep_default_na=False)
+    index = {str(ds.abspath(p)): i for i, p in enumerate(ds.rows("train")["path"])}
+    y = ds.label_matrix("train")[[index[p] for p in oof_a["path"]]]
+    _noisy(oof_a, y, 1).to_csv(tmp_path / "oof_b.csv", index=False)
+    test = pd.read_csv(test_a, keep_default_na=False)
+    _noisy(test, ds.label_matrix("test"), 2).to_csv(tmp_path / "test_b.csv", index=False)
+    fit = f"{out / 'oof.csv'},{tmp_path / 'oof_b.csv'}"
+    args = [test_a, tmp_path / "test_b.csv", "-o", tmp_path / "blend.csv"]
+    result = invoke("blend", *args, "--fit", fit, "--truth", data, "--threshold", "f2")
+    assert result.exit_code == 0, result.output
+    assert "thresholds (f2, fitted on the OOF blend)" in result.stderr
+    got = pd.read_csv(tmp_path / "blend.csv", keep_default_na=False)
+    assert list(got.columns) == ["path", "labels", *(f"p_{c}" for c in LABELS)]
+    assert got["path"].tolist() == test["path"].tolist()
+    oof = [read_table(out / "oof.csv"), read_table(tmp_path / "oof_b.csv")]
+    fitted = fit_multilabel_blend(oof, y, "mean", "f2")
+    assert 0 < fitted["weights"][1] < 1  # the noisy second model earns a share
+    p_oof = mls.temper(blend_probabilities([t.proba for t in oof], fitted["weights"], "mean"),
+                       fitted["temperature"])  # fmt: skip
+    np.testing.assert_allclose(fitted["thresholds"], mls.fit_thresholds(p_oof, y, "f2"), atol=1e-6)
+    tables = [read_table(test_a), read_table(tmp_path / "test_b.csv")]
+    mean = sum(w * t.proba for w, t in zip(fitted["weights"], tables, strict=True))
+    p = mls.temper(mean, fitted["temperature"])
+    np.testing.assert_allclose(got[[f"p_{c}" for c in LABELS]].to_numpy(), p, atol=2e-6)
+    decided = [" ".join(c for c, on in zip(LABELS, row, strict=True) if on)
+               for row in p >= fitted["thresholds"]]  # fmt: skip
+    assert got["labels"].tolist() == decided
+    # Without the OOF predictions, with rank, or mixed with single-label files: one line.
+    one_line_error(invoke("blend", *args), "multi-label", "--fit")
+    one_line_error(invoke("blend", *args, "--fit", fit, "--truth", data, "--method", "rank"),
+                   "rank", "multi-label")  # fmt: skip
+    single = tmp_path / "single.csv"
+    single.write_text("path,label,confidence,p_a,p_b\nx.png,a,0.9,0.9,0.1\n")
+    one_line_error(invoke("blend", test_a, single), "single.csv", "single-label")
+
+
+def test_multilabel_blend_methods_are_the_binary_ones_per_label():
+    from imgkit.evaluate.blend_multilabel import blend_probabilities
+
+    p1 = np.array([[0.9, 0.2], [0.4, 0.7]])
+    p2 = np.array([[0.6, 0.1], [0.8, 0.5]])
+    w = np.array([0.75, 0.25])
+    np.testing.assert_allclose(blend_probabilities([p1, p2], w, "mean"), 0.75 * p1 + 0.25 * p2)
+    g = p1**0.75 * p2**0.25
+    expected = g / (g + (1 - p1) ** 0.75 * (1 - p2) ** 0.25)
+    np.testing.assert_allclose(blend_probabilities([p1, p2], w, "geometric"), expected)

@@ -208,7 +208,7 @@ def test_audit_counts_labels_not_label_sets(world, tmp_path):
                           "--predictions", preds), "multilabel", "--predictions")  # fmt: skip
 
 
-def test_blend_explain_and_class_weights_refuse_in_one_line(world, tmp_path):
+def test_blend_explain_and_class_weights_say_what_they_need_in_one_line(world, tmp_path):
     root, data, run = world
     args = ("--model", "small-cnn", "--size", "24", "--epochs", "1")
     one_line_error(invoke("train", data, "-o", tmp_path / "t", *args, "--class-weight",
@@ -218,7 +218,7 @@ def test_blend_explain_and_class_weights_refuse_in_one_line(world, tmp_path):
                    "a multilabel bundle", "--weights")  # fmt: skip
     preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")
     assert len(preds)
-    one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "blend")
+    one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "--fit")
     one_line_error(invoke("explain", run, data, "-o", tmp_path / "ex"), "multilabel")
 
 
