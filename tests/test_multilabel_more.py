@@ -208,7 +208,7 @@ def test_audit_counts_labels_not_label_sets(world, tmp_path):
                           "--predictions", preds), "multilabel", "--predictions")  # fmt: skip
 
 
-def test_cv_blend_explain_and_class_weights_refuse_in_one_line(world, tmp_path):
+def test_blend_explain_and_class_weights_say_what_they_need_in_one_line(world, tmp_path):
     root, data, run = world
     args = ("--model", "small-cnn", "--size", "24", "--epochs", "1")
     one_line_error(invoke("train", data, "-o", tmp_path / "t", *args, "--class-weight",
@@ -216,11 +216,9 @@ def test_cv_blend_explain_and_class_weights_refuse_in_one_line(world, tmp_path):
     # A multi-label bundle's model does not train further (yet): said so, not "no model".
     one_line_error(invoke("train", data, "-o", tmp_path / "w", "--weights", run / "model.keras"),
                    "a multilabel bundle", "--weights")  # fmt: skip
-    one_line_error(invoke("cv", data, "-o", tmp_path / "cv", "--folds", "2"), "multilabel", "cv")
-    assert not (tmp_path / "cv").exists()  # refused before any fold trained
     preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")
     assert len(preds)
-    one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "blend")
+    one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "--fit")
     one_line_error(invoke("explain", run, data, "-o", tmp_path / "ex"), "multilabel")
 
 

@@ -29,7 +29,8 @@ _SETTINGS = tuple(n for n in setting_names() if n != "fold")
     metavar="K",
     help="How many folds. DATA with folds (prep --folds): its own, which K must match if "
     "given. DATA without: required; DATA's images are given K folds in -o/data "
-    "(stratified by class, groups whole, seeded by --seed; DATA's test split stays out).",
+    "(stratified by class, or by every label at once for multi-label data; groups whole; "
+    "seeded by --seed; DATA's test split stays out).",
 )
 @settings_options(*_SETTINGS)
 @threshold_option
@@ -53,6 +54,11 @@ def command(data, output, folds, threshold, trust_code, overwrite, **settings):
     and imgkit.json: the folder is then a bundle that predict, tta and segment take,
     averaging the K models' probabilities and applying the OOF temperature once.
 
+    Multi-label data: oof.csv has predict's multi-label columns (path, labels,
+    p_<label>...), the scores are micro/macro F1 and F2, mean F2 and mAP, and the
+    ensemble's per-label thresholds (--threshold's metric, F1 by default) are fitted on
+    all the OOF predictions, with one temperature shared by the labels.
+
     Training options are imgkit train's, the same for every fold.
 
     \b
@@ -64,7 +70,6 @@ def command(data, output, folds, threshold, trust_code, overwrite, **settings):
     from imgkit.commands.train import _Progress
     from imgkit.evaluate.crossval import CvHooks, cross_validate
 
-    _refuse_multilabel(data)
     lock_output(output)
     progress = _Progress()
 
@@ -97,28 +102,12 @@ def command(data, output, folds, threshold, trust_code, overwrite, **settings):
     click.echo(output)
 
 
-def _refuse_multilabel(data: str) -> None:
-    """One line, before any fold trains, for the task cv does not score."""
-    from imgkit.data.dataset import Dataset
-    from imgkit.errors import BadDatasetError, BadInputError
-
-    try:
-        task = Dataset.load(data).task
-    except BadDatasetError:
-        return  # cross_validate says what is wrong with it
-    if task == "multilabel":
-        raise BadInputError(
-            f"{data}: a multilabel dataset; imgkit cv takes classification and segmentation "
-            "(train multi-label models with imgkit train)"
-        )
-
-
 def _table(report: dict) -> None:
     """Each fold's val metrics, their mean and standard deviation, OOF and test, on stderr."""
     from rich.table import Table
 
     rows = report["per_fold"]
-    keys = [k for k in report["mean"] if k.startswith("val_")][:5]
+    keys = [k for k in report["mean"] if k.startswith("val_") and k != "val_images"][:5]
     table = Table(title=f"{report['folds']}-fold cross-validation")
     for name in ("fold", "best epoch", *keys):
         table.add_column(name, justify="right")

@@ -175,9 +175,10 @@ def _summary(info: dict) -> None:
     type=click.IntRange(min=2),
     default=None,
     metavar="K",
-    help="Cross-validation: give every labelled image a fold 1..K (stratified by class, "
-    "each group whole) in place of a val split; a test split only with --test. Given an "
-    "existing dataset folder, its images are not read again (its val joins the folds).",
+    help="Cross-validation: give every labelled image a fold 1..K (stratified by class, or "
+    "by every label at once for multi-label data; each group whole) in place of a val "
+    "split; a test split only with --test. Given an existing dataset folder, its images "
+    "are not read again (its val joins the folds).",
 )
 @click.option(
     "--pseudo",

@@ -214,7 +214,10 @@ def write_dataset(
     if folds:
         info["folds"] = len(folds)
         info["fold_counts"] = {
-            str(k): dict(sorted(Counter(r.label or "" for r in records if r.fold == k).items()))
+            # Per label for multi-label data, as ``counts``: what the folds stratify.
+            str(k): dict(
+                sorted(Counter(n for r in records if r.fold == k for n in names(r)).items())
+            )
             for k in folds
         }
     if any(r.pseudo for r in records):

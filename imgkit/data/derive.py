@@ -165,6 +165,10 @@ def derive(
     if ds is not None and (ds.root / REJECTS).is_file():
         old = pd.read_csv(ds.root / REJECTS, dtype=str, keep_default_na=False)
         rejects = [Reject(p, r) for p, r in zip(old["path"], old["reason"], strict=True)]
+    if ds is not None and ds.task == "multilabel" and how.predictions:
+        raise BadInputError(
+            f"{base}: a multilabel dataset; pseudo-labels are for classification datasets"
+        )
     for csv_path in how.predictions:
         classes = ds.classes if ds is not None else None
         pseudo, skipped = pseudo_records(csv_path, how.min_confidence, classes)
@@ -172,7 +176,8 @@ def derive(
         rejects += skipped + duplicates
     if how.folds is not None:
         segmentation = ds is not None and ds.task == "segmentation"
-        records = fold_records(records, how.folds, how.seed, segmentation)
+        multilabel = ds is not None and ds.task == "multilabel"
+        records = fold_records(records, how.folds, how.seed, segmentation, multilabel)
     if not records:
         raise BadInputError(
             f"no images for {output}: no prediction reached --min-confidence {how.min_confidence}"
@@ -185,13 +190,22 @@ def derive(
         source=sources + list(how.predictions),
         seed=how.seed,
         final_folder=output,
-        extra={"derived_from": sources, **split_balance(records)},
+        extra={"derived_from": sources, **_balance(ds, records)},
     )
     if in_place:
         info = _write_in_place(ds, records, rejects, info_args)
     else:
         info = _write_new(output, records, rejects, info_args)
     return summarize(info, output, rejects, [], _notes(records))
+
+
+def _balance(ds: Dataset | None, records: list[Record]) -> dict:
+    """dataset.json's split (and label) counts, as prep writes them for the task."""
+    if ds is not None and ds.task == "multilabel":
+        from imgkit.data.multisplit import label_balance
+
+        return label_balance(records)
+    return split_balance(records)
 
 
 def _check_target(output: Path, overwrite: bool) -> None:

@@ -84,21 +84,42 @@ def assign_folds(
 
 
 def fold_records(
-    records: list[Record], k: int, seed: int, segmentation: bool = False
+    records: list[Record], k: int, seed: int, segmentation: bool = False, multilabel: bool = False
 ) -> list[Record]:
     """Records with folds: every labelled train or val record (every image+mask pair, for
-    segmentation) gets one and the train split; test, unlabeled and pseudo keep theirs."""
+    segmentation) gets one and the train split; test, unlabeled and pseudo keep theirs.
+    Multi-label records are stratified for all their labels at once
+    (:func:`imgkit.data.multisplit.iterative_folds`)."""
     take = [
         i
         for i, r in enumerate(records)
         if (r.label is not None or segmentation) and not r.pseudo and r.split in ("train", "val")
     ]
-    labels = [records[i].label or "object" for i in take]
-    folds = assign_folds(labels, k, seed, [records[i].group for i in take])
+    if multilabel:
+        folds = _multilabel_folds([records[i] for i in take], k, seed)
+    else:
+        labels = [records[i].label or "object" for i in take]
+        folds = assign_folds(labels, k, seed, [records[i].group for i in take])
     out = [r if r.pseudo else replace(r, fold=None) for r in records]
     for i, fold in zip(take, folds, strict=True):
         out[i] = replace(records[i], split=FOLDED_SPLIT, fold=fold)
     return out
+
+
+def _multilabel_folds(records: list[Record], k: int, seed: int) -> list[int | None]:
+    from imgkit.data.dataset import label_set
+    from imgkit.data.multisplit import iterative_folds
+
+    if k < 2:
+        raise BadInputError(f"--folds must be at least 2, got {k}")
+    # An image without a group is a group of its own.
+    groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
+    if len(set(groups)) < k:
+        raise BadInputError(
+            f"--folds {k}: only {len(set(groups))} labelled images or groups to spread over them"
+        )
+    sets = [frozenset(label_set(r.label)) for r in records]
+    return iterative_folds(sets, k, seed, groups)
 
 
 def fold_count(ds: Dataset) -> int:

@@ -57,9 +57,46 @@ def iterative_splits(
         The split name per item.
     """
     out = fixed_splits(label_sets, val, test, fixed)
-    n = len(label_sets)
-    units = _units(n, out, groups)
+    units = _units(len(label_sets), out, groups)
     fractions = np.array([1.0 - val - test, val, test])
+    for unit, split in zip(units, _deal(units, label_sets, fractions, seed), strict=True):
+        for i in unit:
+            out[i] = _ORDER[split]
+    return [s or "train" for s in out]
+
+
+def iterative_folds(
+    label_sets: Sequence[frozenset[str] | None],
+    k: int,
+    seed: int,
+    groups: Sequence[str | None] | None = None,
+) -> list[int | None]:
+    """A fold 1..k per labelled item, every label spread evenly over the folds.
+
+    The same dealing as :func:`iterative_splits`, into k equal parts; a group's images
+    stay in one fold. An item with no labels (``--allow-empty``) is placed like any
+    other, by how many images each fold still wants.
+
+    Args:
+        label_sets: the labels of each item (None: unlabeled, which gets no fold).
+        k: how many folds, at least 2.
+        seed: the same inputs and seed give the same folds.
+        groups: a group id per item, or None.
+
+    Returns:
+        The fold per item, None for unlabeled ones.
+    """
+    fixed = [None if s is not None else "unlabeled" for s in label_sets]
+    units = _units(len(label_sets), fixed, groups)
+    out: list[int | None] = [None] * len(label_sets)
+    for unit, fold in zip(units, _deal(units, label_sets, np.full(k, 1.0 / k), seed), strict=True):
+        for i in unit:
+            out[i] = fold + 1
+    return out
+
+
+def _deal(units, label_sets, fractions: np.ndarray, seed: int) -> list[int]:
+    """The part (an index into ``fractions``) each unit goes to, rarest label first."""
     unit_labels = [set().union(*(label_sets[i] for i in u)) for u in units]
     names = sorted(set().union(*unit_labels)) if unit_labels else []
     column = {name: j for j, name in enumerate(names)}
@@ -69,11 +106,12 @@ def iterative_splits(
             for name in label_sets[i]:
                 counts[k, column[name]] += 1
     sizes = np.array([len(u) for u in units], dtype=float)
-    # What each split still wants: per label, and in images.
+    # What each part still wants: per label, and in images.
     want_label = np.outer(fractions, counts.sum(axis=0))
     want_total = fractions * sizes.sum()
-    closed = np.where(fractions > 0, 0.0, -np.inf)  # a split of size 0 never takes a unit
+    closed = np.where(fractions > 0, 0.0, -np.inf)  # a part of size 0 never takes a unit
     rng = np.random.default_rng(seed)
+    placed = [0] * len(units)
     left = set(range(len(units)))
     while left:
         remaining = counts[sorted(left)].astype(bool).sum(axis=0)
@@ -87,14 +125,14 @@ def iterative_splits(
         for k in rng.permutation(todo):
             wants = want_label[:, rarest] if rarest is not None else want_total
             # Most wanted for the label, then most wanted overall, then chance.
-            key = np.lexsort((rng.random(3), -(want_total + closed), -(wants + closed)))
-            split = int(key[0])
-            want_label[split] -= counts[k]
-            want_total[split] -= sizes[k]
-            for i in units[k]:
-                out[i] = _ORDER[split]
+            chance = rng.random(len(fractions))
+            key = np.lexsort((chance, -(want_total + closed), -(wants + closed)))
+            part = int(key[0])
+            want_label[part] -= counts[k]
+            want_total[part] -= sizes[k]
+            placed[int(k)] = part
             left.discard(int(k))
-    return [s or "train" for s in out]
+    return placed
 
 
 def label_balance(records) -> dict:

@@ -423,7 +423,9 @@ def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit)
     else:
         records, val_used, test_used = _assign(records, val, test, seed, multilabel)
     if split.folds is not None:
-        records = fold_records(records, split.folds, seed, segmentation=masks is not None)
+        records = fold_records(
+            records, split.folds, seed, segmentation=masks is not None, multilabel=multilabel
+        )
     task = "segmentation" if masks is not None else "classification"
     # Any file not taken (a hidden file, a non-image, a refused name) may have a line
     # break in its name too: each gets one row.

@@ -20,7 +20,9 @@ belong to an older model.
 
 The ensemble averages the fold models' raw probabilities; one temperature, fitted on
 all the OOF predictions (every labelled image once), is applied to the average. The
-OOF predictions in oof.csv carry that temperature too.
+OOF predictions in oof.csv carry that temperature too. A multi-label ensemble's
+per-label thresholds are fitted on the tempered OOF predictions as well, as train
+fits a single model's on val.
 """
 
 from __future__ import annotations
@@ -218,6 +220,7 @@ def _predict_folds(data: Path, out: Path, n: int) -> tuple[_Predictions, list]:
     first = bundles[0]
     shape = (first.input_size, first.channels, first.resize)
     segment = first.task == "segmentation"
+    multi = first.task == "multilabel"
     train_rows = ds.manifest[ds.manifest["split"] == "train"]
     folded = train_rows[train_rows["fold"] != ""].copy()
     oof, truth = None, None
@@ -227,6 +230,8 @@ def _predict_folds(data: Path, out: Path, n: int) -> tuple[_Predictions, list]:
         where = np.flatnonzero((folded["fold"] == str(k)).to_numpy())
         if segment:
             labels = view.mask_arrays("val", first.input_size)[..., 0]
+        elif multi:
+            labels = view.label_matrix("val")
         else:
             labels = view.labels("val")
         if oof is None:
@@ -237,11 +242,10 @@ def _predict_folds(data: Path, out: Path, n: int) -> tuple[_Predictions, list]:
     if "test" in ds.splits():
         x = ds.arrays("test", *shape)
         preds.test = [_outputs(b, x) for b in bundles]
-        preds.test_truth = (
-            np.asarray(ds.mask_arrays("test", first.input_size))[..., 0]
-            if segment
-            else ds.labels("test")
-        )
+        if segment:
+            preds.test_truth = np.asarray(ds.mask_arrays("test", first.input_size))[..., 0]
+        else:
+            preds.test_truth = ds.label_matrix("test") if multi else ds.labels("test")
     return preds, bundles
 
 
@@ -252,16 +256,21 @@ def _assemble(data: Path, out: Path, n: int, threshold, say) -> dict:
     from imgkit.evaluate.crossval_scores import (
         classification_scores,
         fold_table,
+        multilabel_scores,
         segmentation_scores,
     )
 
     preds, bundles = _predict_folds(data, out, n)
     ds = Dataset.load(data)
     metas = [b.meta for b in bundles]
+    calibrate = bool(metas[0].get("train_args", {}).get("calibrate", True))
     if bundles[0].task == "segmentation":
         scores, oof_frame, extra = segmentation_scores(ds, preds)
+    elif bundles[0].task == "multilabel":
+        scores, oof_frame, extra = multilabel_scores(
+            ds, preds, bundles[0].classes, calibrate, threshold
+        )
     else:
-        calibrate = bool(metas[0].get("train_args", {}).get("calibrate", True))
         scores, oof_frame, extra = classification_scores(
             ds, preds, bundles[0].classes, calibrate, threshold
         )

@@ -4,6 +4,8 @@ Classification: one temperature fitted on every out-of-fold (OOF) prediction (ea
 labelled image once, by the model that did not train on it), applied to the OOF rows
 and to the ensemble's averaged probabilities; with a ``--threshold`` metric, a binary
 ensemble's threshold is chosen on the tempered OOF probabilities the same way.
+Multi-label: one shared temperature and per-label thresholds fitted on every OOF
+prediction, as ``train`` fits them on val, applied once to the averaged probabilities.
 Segmentation: per-image IoU, Dice and pixel accuracy of each fold model's masks on its
 own fold, and of the averaged maps on the test split (at 0.5, no temperature).
 """
@@ -151,3 +153,47 @@ def fold_table(metas: list[dict]) -> dict:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def multilabel_scores(ds: Dataset, preds, classes, calibrate: bool, threshold) -> tuple:
+    """Multi-label: one shared temperature and per-label thresholds fitted on every OOF
+    prediction (as train fits them on val), the OOF and test scores with them, the OOF
+    rows (predict's multi-label columns) and the ensemble's keys.
+
+    Returns:
+        (scores {"oof": ..., "test": ...}, the OOF DataFrame, {temperature, thresholds...}).
+    """
+    from imgkit.errors import BadInputError
+    from imgkit.infer.predict import multilabel_frame
+    from imgkit.train import multilabel_scores as mls
+
+    raw, y = preds.oof, preds.truth.astype(np.int64)
+    metric, value = parse_threshold(threshold)
+    if metric == "balanced":
+        raise BadInputError("--threshold balanced is for binary models; multi-label: f1, f2, P")
+    if metric is None and value is None:
+        metric = "f1"  # as train: each label's F1, here on the OOF predictions
+    temperature = mls.fit_shared_temperature(raw, y) if calibrate else 1.0
+    p = mls.temper(raw, temperature)
+    # Rounded as recorded, so the scores are those predict's decisions give.
+    thresholds = np.round(mls.fit_thresholds(p, y, metric, value), 6)
+    extra = {
+        **calibration_meta(temperature),
+        "thresholds": {c: float(t) for c, t in zip(classes, thresholds, strict=True)},
+        "threshold_metric": metric or "fixed",
+    }
+    scores = {"oof": mls.scores(p, y, thresholds, classes)}
+    if preds.test:
+        ty = preds.test_truth
+        mean = mls.temper(np.mean(preds.test, axis=0), temperature)
+        scores["test"] = {
+            **mls.scores(mean, ty, thresholds, classes),
+            # Each fold model alone, with the same temperature and thresholds: what the
+            # averaging itself gains.
+            "single_fold_mean_f2": [
+                mls.scores(mls.temper(t, temperature), ty, thresholds, classes)["mean_f2"]
+                for t in preds.test
+            ],
+        }
+    frame = multilabel_frame(_paths(ds, preds.rows), p, classes, thresholds)
+    return scores, frame, extra
