@@ -193,13 +193,12 @@ def write_dataset(
             return label_set(r.label) or ([""] if r.label is None else [])
         return [r.label or ""]
 
+    def tally(part: list[Record]) -> dict[str, int]:
+        c = Counter(name for r in part for name in names(r))
+        return {k: c[k] for k in sorted(c)}
+
     classes = sorted({name for r in records for name in names(r) if name})
-    counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        part = [r for r in records if r.split == split]
-        if part:
-            c = Counter(name for r in part for name in names(r))
-            counts[split] = {k: c[k] for k in sorted(c)}
+    counts = {s: tally(p) for s in SPLITS if (p := [r for r in records if r.split == s])}
     info = {
         "task": task,
         "classes": classes,
@@ -213,13 +212,8 @@ def write_dataset(
     folds = sorted({r.fold for r in records if r.fold is not None})
     if folds:
         info["folds"] = len(folds)
-        info["fold_counts"] = {
-            # Per label for multi-label data, as ``counts``: what the folds stratify.
-            str(k): dict(
-                sorted(Counter(n for r in records if r.fold == k for n in names(r)).items())
-            )
-            for k in folds
-        }
+        # Per label for multi-label data, as ``counts``: what the folds stratify.
+        info["fold_counts"] = {str(k): tally([r for r in records if r.fold == k]) for k in folds}
     if any(r.pseudo for r in records):
         info["pseudo"] = sum(1 for r in records if r.pseudo)
     if extra:

@@ -410,7 +410,7 @@ def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit)
     Returns:
         (the records with their splits, the dataset.json content).
     """
-    multilabel = got.task == "multilabel"
+    multilabel, segmentation = got.task == "multilabel", masks is not None
     val, test, seed = split.val, split.test, split.seed
     records = got.records
     if split.folds is not None:
@@ -423,9 +423,7 @@ def _split_and_write(workdir, output, got, sources, masks, split: _Split, limit)
     else:
         records, val_used, test_used = _assign(records, val, test, seed, multilabel)
     if split.folds is not None:
-        records = fold_records(
-            records, split.folds, seed, segmentation=masks is not None, multilabel=multilabel
-        )
+        records = fold_records(records, split.folds, seed, segmentation, multilabel)
     task = "segmentation" if masks is not None else "classification"
     # Any file not taken (a hidden file, a non-image, a refused name) may have a line
     # break in its name too: each gets one row.
