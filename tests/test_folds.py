@@ -162,3 +162,24 @@ def test_a_fold_streamed_from_the_cache_trains_as_one_held_in_memory(tmp_path, m
     monkeypatch.setattr(trainer, "IN_MEMORY_LIMIT", 0)
     streamed = trainer.train(ds.root, tmp_path / "mapped", fold=2, **args)
     assert streamed["metrics"]["val"] == pytest.approx(kept["metrics"]["val"], rel=1e-5)
+
+
+def test_a_fold_run_reads_its_own_fold_as_val_and_the_other_folds_as_train(tmp_path):
+    """predict/eval/export of fold 2's bundle: --split val is fold 2 (what it validated
+    on), train the other folds; a record of another dataset or no fold leaves ds as is."""
+    from types import SimpleNamespace
+
+    from imgkit.data.folds import as_trained
+    from imgkit.infer.plan import plan_inputs
+
+    ds = make_folded_dataset(tmp_path / "f", n=30, folds=3)
+    record = {"path": str(ds.root), "hash": fold_view(ds, 2).hash, "fold": 2}
+    record["base_hash"] = ds.hash
+    assert as_trained(ds, record).hash == record["hash"]
+    assert as_trained(ds, {**record, "base_hash": "other"}) is ds
+    assert as_trained(ds, {k: v for k, v in record.items() if k != "fold"}) is ds
+    bundle = SimpleNamespace(task="classification", meta={"dataset": record})
+    fold2 = {ds.abspath(p) for p in ds.rows("train").query("fold == '2'")["path"]}
+    val = {item.path for item in plan_inputs(bundle, [ds.root], split="val")}
+    train = {item.path for item in plan_inputs(bundle, [ds.root], split="train")}
+    assert val == fold2 and len(val) + len(train) == 30 and not val & train

@@ -206,3 +206,14 @@ class FoldView(Dataset):
 def fold_view(ds: Dataset, k: int | None) -> Dataset:
     """``ds`` as fold ``k``'s run sees it (:class:`FoldView`), or ``ds`` itself for None."""
     return ds if k is None else FoldView(ds, int(k))
+
+
+def as_trained(ds: Dataset, record: dict) -> Dataset:
+    """``ds`` as a run recorded with ``record`` (a bundle's ``dataset`` entry) saw it:
+    fold k's view (fold k its val split, the other folds its train split) when the run
+    was fold k of this very folded dataset; else ``ds`` itself.
+    """
+    k = record.get("fold")
+    if k and ds.info.get("folds") and record.get("base_hash") == ds.hash:
+        return fold_view(ds, int(k))
+    return ds

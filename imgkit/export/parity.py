@@ -21,6 +21,7 @@ import numpy as np
 
 from imgkit.data.classmasks import confusion, iou_summary
 from imgkit.data.dataset import Dataset
+from imgkit.data.folds import as_trained
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.infer.engine import Decoder, decoded_batches, local_batches
 from imgkit.infer.inputs import is_dataset_folder, iter_input_paths
@@ -57,7 +58,7 @@ def bundle_dataset(bundle) -> Dataset | None:
     if not path or not is_dataset_folder(path):
         return None
     try:
-        ds = Dataset.load(path)
+        ds = as_trained(Dataset.load(path), info)  # a fold's run: its fold is val
     except BadDatasetError:
         return None
     if not info.get("hash") or ds.hash != info["hash"] or "val" not in ds.splits():
@@ -82,21 +83,22 @@ def check_images(
             f"{bundle.path}: its dataset ({where}) is not at hand to check the export "
             "on its val split; name real images with --check IMAGES"
         )
-    n = min(limit, len(ds.rows("val")))
-    size, channels = tuple(bundle.input_size), bundle.channels
+    # Evenly spread, not the first rows: a manifest may list a split class by class.
+    pick = spread(len(ds.rows("val")), limit)
+    n, size, channels = len(pick), tuple(bundle.input_size), bundle.channels
     if bundle.task == "segmentation":
-        arrays = np.array(ds.arrays("val", size, channels, "stretch")[:n])
+        arrays = np.array(ds.arrays("val", size, channels, "stretch")[pick])
         try:
-            truth = np.array(ds.mask_arrays("val", size)[:n, ..., 0])
+            truth = np.asarray(ds.mask_arrays("val", size)[pick])[..., 0]
             truth = truth if len(bundle.classes) > 2 else truth.astype(bool)
         except BadDatasetError:
             truth = None
     else:
-        plan = plan_inputs(bundle, [ds.root], split="val")
-        arrays = _first(local_batches(Decoder(bundle), plan, BATCH), n)
+        items = [i for i in plan_inputs(bundle, [ds.root], split="val") if isinstance(i, Item)]
+        arrays = _first(local_batches(Decoder(bundle), (items[i] for i in pick), BATCH), n)
         try:
             multi = bundle.task == "multilabel"
-            truth = (ds.label_matrix("val") > 0 if multi else ds.labels("val"))[:n]
+            truth = (ds.label_matrix("val") > 0 if multi else ds.labels("val"))[pick]
         except BadDatasetError:
             truth = None
     return CheckImages(arrays, truth, f"val split of {ds.root} ({n} images)")
@@ -112,15 +114,18 @@ def calibration_images(bundle, limit: int) -> np.ndarray | None:
         return None
     if bundle.task == "segmentation":
         train = ds.arrays("train", tuple(bundle.input_size), bundle.channels, "stretch")
-        pick = np.unique(np.linspace(0, len(train) - 1, min(limit, len(train))).astype(int))
-        return np.array(train[pick])
+        return np.array(train[spread(len(train), limit)])
     items = [i for i in plan_inputs(bundle, [ds.root], split="train") if isinstance(i, Item)]
     if not items:
         return None
-    # Evenly spaced, not the first ones: a manifest may list its rows class by class.
-    pick = np.unique(np.linspace(0, len(items) - 1, min(limit, len(items))).astype(int))
+    pick = spread(len(items), limit)
     arrays = _first(local_batches(Decoder(bundle), (items[i] for i in pick), BATCH), limit)
     return arrays if len(arrays) else None
+
+
+def spread(total: int, limit: int) -> np.ndarray:
+    """At most ``limit`` row numbers of ``total``, evenly spaced, first and last included."""
+    return np.unique(np.linspace(0, total - 1, min(limit, total)).astype(int))
 
 
 def _first(batches, n: int) -> np.ndarray:

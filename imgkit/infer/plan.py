@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from imgkit.data.dataset import Dataset, Reject
+from imgkit.data.folds import as_trained
 from imgkit.errors import BadDatasetError
 from imgkit.infer.inputs import is_dataset_folder, iter_input_paths, shard_bounds
 
@@ -87,7 +88,8 @@ def default_split(dataset: Dataset, own: bool) -> str:
 
 
 def _dataset_items(bundle, folder, split: str | None) -> Iterator[Item]:
-    ds = Dataset.load(folder)
+    # A fold's run reads its folded dataset as it trained on it: --split val is its fold.
+    ds = as_trained(Dataset.load(folder), bundle.meta.get("dataset") or {})
     own = trained_on(bundle, ds)
     source = Source(ds, split if split is not None else default_split(ds, own))
     rows = ds.rows(source.split)
