@@ -99,33 +99,14 @@ def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskRe
     names = truth_classes(truth)
     if names:
         return evaluate_class_masks(preds, truth, names)
-    truths = mask_truth(truth)
-    files, _ = list_images(preds)
-    rows, unmatched, unreadable = [], [], []
-    for f in files:
-        stem = Path(f).stem
-        if stem not in truths:
-            unmatched.append(str(f))
-            continue
-        true_path, split = truths[stem]
-        try:
-            pred = read_mask_or_empty(f)
-            true = read_mask(true_path).mask
-        except BadImageError as e:
-            unreadable.append((e.path, e.reason))
-            continue
-        resized = pred.shape != true.shape
-        if resized:
-            pred = resize_mask(pred, true.shape).astype(bool)
-        rows.append(
-            {"path": str(f), "truth": str(true_path), "split": split,
-             **mask_scores(pred, true), "resized": resized}
-        )  # fmt: skip
-    if not rows:
-        raise BadInputError(
-            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
-            f"({len(files)} predicted, {len(truths)} true)"
-        )
+    read_true = lambda path: read_mask(path).mask  # noqa: E731
+    resize = lambda pred, shape: resize_mask(pred, shape).astype(bool)  # noqa: E731
+    pairs, unmatched, unreadable = _matched(preds, truth, read_mask_or_empty, read_true, resize)
+    rows = [
+        {"path": str(f), "truth": str(true_path), "split": split,
+         **mask_scores(pred, true), "resized": resized}
+        for f, true_path, split, pred, true, resized in pairs
+    ]  # fmt: skip
     per_image = pd.DataFrame(rows).sort_values("iou", kind="stable").reset_index(drop=True)
     summary = {
         "predictions": str(preds),
@@ -152,26 +133,12 @@ def evaluate_class_masks(
     """
     from imgkit.data.classmasks import confusion, iou_summary, read_index_png, resize_index
 
-    truths = mask_truth(truth)
-    files, _ = list_images(preds)
     k = len(names)
     total = np.zeros((k, k), dtype=np.int64)
-    rows, unmatched, unreadable = [], [], []
-    for f in files:
-        stem = Path(f).stem
-        if stem not in truths:
-            unmatched.append(str(f))
-            continue
-        true_path, split = truths[stem]
-        try:
-            pred = read_index_png(f, k)
-            true = read_index_png(true_path, k)
-        except BadImageError as e:
-            unreadable.append((e.path, e.reason))
-            continue
-        resized = pred.shape != true.shape
-        if resized:
-            pred = resize_index(pred, true.shape)
+    read = lambda path: read_index_png(path, k)  # noqa: E731
+    pairs, unmatched, unreadable = _matched(preds, truth, read, read, resize_index)
+    rows = []
+    for f, true_path, split, pred, true, resized in pairs:
         matrix = confusion(pred, true, k)
         total += matrix
         own = iou_summary(matrix, names)
@@ -180,11 +147,6 @@ def evaluate_class_masks(
              "mean_iou": own["mean_iou"], "pixel_accuracy": own["pixel_accuracy"],
              **{f"iou_{n}": v for n, v in own["per_class_iou"].items()}, "resized": resized}
         )  # fmt: skip
-    if not rows:
-        raise BadInputError(
-            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
-            f"({len(files)} predicted, {len(truths)} true)"
-        )
     per_image = pd.DataFrame(rows).sort_values("mean_iou", kind="stable").reset_index(drop=True)
     pooled = iou_summary(total, names)
     summary = {
@@ -202,6 +164,42 @@ def evaluate_class_masks(
         "resized": int(per_image["resized"].sum()),
     }
     return MaskReport(per_image, summary, unmatched, unreadable)
+
+
+def _matched(preds, truth, read_pred, read_true, resize):
+    """Each predicted mask in ``preds`` with the true mask of the same file name, both
+    read, the prediction resized (``resize(pred, shape)``) where its shape differs.
+
+    Returns:
+        ([(file, true path, split, pred, true, resized)], unmatched files,
+        unreadable (path, reason) pairs).
+
+    Raises:
+        BadInputError: no prediction could be matched and read.
+    """
+    truths = mask_truth(truth)
+    files, _ = list_images(preds)
+    pairs, unmatched, unreadable = [], [], []
+    for f in files:
+        stem = Path(f).stem
+        if stem not in truths:
+            unmatched.append(str(f))
+            continue
+        true_path, split = truths[stem]
+        try:
+            pred, true = read_pred(f), read_true(true_path)
+        except BadImageError as e:
+            unreadable.append((e.path, e.reason))
+            continue
+        resized = pred.shape != true.shape
+        pairs.append((f, true_path, split, resize(pred, true.shape) if resized else pred,
+                      true, resized))  # fmt: skip
+    if not pairs:
+        raise BadInputError(
+            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
+            f"({len(files)} predicted, {len(truths)} true)"
+        )
+    return pairs, unmatched, unreadable
 
 
 def read_mask_or_empty(path: str | os.PathLike) -> np.ndarray:
