@@ -75,7 +75,6 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
     """
     from imgkit.data.images import open_image
     from imgkit.data.masks import mask_scores, write_mask_png
-    from imgkit.errors import BadInputError
     from imgkit.infer.run import segment_inputs
     from imgkit.infer.segment import is_multiclass, overlay_panel
 
@@ -91,20 +90,12 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
         )
     out = Path(output)
     overlays = Path(overlay_dir) if overlay_dir else None
-    for folder in (out, overlays):
-        if folder is not None:
-            if folder.exists() and not folder.is_dir():
-                raise BadInputError(f"{folder}: exists and is not a folder")
-            folder.mkdir(parents=True, exist_ok=True)
+    _make_folders(out, overlays)
     rejects = []
     names: set[str] = set()
     count, fraction, ious = 0, 0.0, []
     started = time.perf_counter()
-    bar = None
-    if show_progress():
-        from tqdm import tqdm
-
-        bar = tqdm(desc="segmenting", unit="img", leave=False)
+    bar = _progress_bar()
 
     def finish(item, name: str) -> tuple[float, float | None]:
         # Thresholding and writing run in worker threads (PIL's encoder releases the
@@ -153,6 +144,24 @@ def command(run, inputs, output, threshold, overlay_dir, tta, options):
         ious = [classes.mean_iou()] if classes.scored else []
     info(_summary(out, count, seconds, tta, fraction, ious, len(rejects), classes is not None))
     click.echo(str(out))
+
+
+def _make_folders(*folders: Path | None) -> None:
+    from imgkit.errors import BadInputError
+
+    for folder in folders:
+        if folder is not None:
+            if folder.exists() and not folder.is_dir():
+                raise BadInputError(f"{folder}: exists and is not a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def _progress_bar():
+    if not show_progress():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc="segmenting", unit="img", leave=False)
 
 
 def _summary(out, count, seconds, tta, fraction, ious, skipped, multiclass=False) -> str:

@@ -260,11 +260,10 @@ def run_audit(
     groups, exact_map = _duplicate_groups(pairs, d.names)
     rejects = [*d.rejects, *(o.rejects if o else [])]
     rejects += [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
+    given = {"data": data, "against": against, "predictions": predictions}
     total, by_split = counts(df)
     summary = {
-        "data": str(data),
-        "against": None if against is None else str(against),
-        "predictions": None if predictions is None else str(predictions),
+        **{k: None if v is None else str(v) for k, v in given.items()},
         "images": n_data,
         "against_images": 0 if o is None else len(o.names),
         "rejected": len(rejects),
@@ -278,11 +277,11 @@ def run_audit(
         "seconds": clock.seconds,
     }
     located = {n: str(p) for n, p in zip(names, paths, strict=True)}
-    given = dict(zip(d.names, d.labels, strict=True))
+    labelled = dict(zip(d.names, d.labels, strict=True))
 
     def finish(_summary: dict) -> None:  # summary.json's own writing is not timed
         clock.lap("write")
         clock.seconds["total"] = round(clock.total(), 2)
 
-    write_outputs(Path(output), df, summary, rejects, located.get, given, finish)
+    write_outputs(Path(output), df, summary, rejects, located.get, labelled, finish)
     return AuditResult(df, summary, list(groups.values()), exact_map)
