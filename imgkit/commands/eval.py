@@ -79,34 +79,9 @@ def command(preds, truth, output, fail_under):
     from imgkit.evaluate.metrics import GATE_METRICS, check_gates
 
     bars = parse_key_values(fail_under, "--fail-under")
-    from imgkit.evaluate.multilabel_eval import is_multilabel_truth
-
-    if is_multilabel_truth(truth):
-        # Multi-label predictions (path,labels,p_<label>...): their own scores.
-        from imgkit.commands._multilabel_eval import eval_multilabel
-
-        if len(preds) > 1:
-            raise click.UsageError("multi-label predictions are scored one file at a time")
-        eval_multilabel(preds[0], truth, output, bars)
+    if _scored_elsewhere(preds, truth, output, bars):
         return
-    if len(preds) == 1 and preds[0] != "-":
-        from imgkit.evaluate.maskeval import is_mask_folder
-
-        if is_mask_folder(preds[0]):
-            # A folder of mask PNGs (imgkit segment): segmentation scores instead.
-            from imgkit.commands._mask_eval import eval_masks
-
-            eval_masks(preds[0], truth, output, bars)
-            return
-    for name in bars:
-        if name not in GATE_METRICS:
-            why = (
-                " (lower is better; it cannot be a --fail-under bar)" if name == "log_loss" else ""
-            )
-            raise click.BadParameter(
-                f"unknown metric {name!r}{why}; choose from {', '.join(GATE_METRICS)}",
-                param_hint="--fail-under",
-            )
+    _check_bars(bars, GATE_METRICS)
     if list(preds).count("-") > 1:
         raise click.BadParameter("- (stdin) can be given only once", param_hint="PREDS")
 
@@ -137,6 +112,43 @@ def command(preds, truth, output, fail_under):
         failures += [f"{name}: {f}" if several else f for f in failed]
     if failures:
         raise GateFailedError("quality gate failed: " + "; ".join(failures))
+
+
+def _scored_elsewhere(preds, truth, output, bars) -> bool:
+    """Multi-label predictions and folders of masks have scores of their own: score them
+    and say so; False for classification predictions."""
+    from imgkit.evaluate.multilabel_eval import is_multilabel_truth
+
+    if is_multilabel_truth(truth):
+        # Multi-label predictions (path,labels,p_<label>...): their own scores.
+        from imgkit.commands._multilabel_eval import eval_multilabel
+
+        if len(preds) > 1:
+            raise click.UsageError("multi-label predictions are scored one file at a time")
+        eval_multilabel(preds[0], truth, output, bars)
+        return True
+    if len(preds) == 1 and preds[0] != "-":
+        from imgkit.evaluate.maskeval import is_mask_folder
+
+        if is_mask_folder(preds[0]):
+            # A folder of mask PNGs (imgkit segment): segmentation scores instead.
+            from imgkit.commands._mask_eval import eval_masks
+
+            eval_masks(preds[0], truth, output, bars)
+            return True
+    return False
+
+
+def _check_bars(bars: dict, metrics) -> None:
+    for name in bars:
+        if name not in metrics:
+            why = (
+                " (lower is better; it cannot be a --fail-under bar)" if name == "log_loss" else ""
+            )
+            raise click.BadParameter(
+                f"unknown metric {name!r}{why}; choose from {', '.join(metrics)}",
+                param_hint="--fail-under",
+            )
 
 
 def _score(preds: str, truth: str, truth_set, prefix: str = "") -> tuple[dict, object]:
