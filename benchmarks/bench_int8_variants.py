@@ -48,6 +48,25 @@ def quantized_outputs(variant: str, source: Path, work: Path, calibration, array
         nncf_extra["fast_bias_correction"] = True
     if "mixed" in parts:
         nncf_extra["preset"] = nncf.QuantizationPreset.MIXED
+    advanced = {}
+    if "align" in parts:
+        advanced["disable_channel_alignment"] = False
+    if "nooverflow" in parts:
+        advanced["overflow_fix"] = nncf.quantization.advanced_parameters.OverflowFix.DISABLE
+    for name in ("histogram", "meanquantile", "medianminmax", "meanminmax"):
+        if name in parts:
+            from nncf.quantization.range_estimator import RangeEstimatorParametersSet as sets
+
+            advanced["activations_range_estimator_params"] = getattr(
+                sets, {"histogram": "HISTOGRAM", "meanquantile": "MEAN_QUANTILE",
+                       "medianminmax": "MEDIAN_MINMAX", "meanminmax": "MEAN_MINMAX"}[name]
+            )
+    if advanced:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+        nncf_extra["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
+    if "cpu" in parts:
+        nncf_extra["target_device"] = nncf.TargetDevice.CPU
     if "rr" in parts:
         ort_extra["reduce_range"] = True
     # One choice changed in imgkit's own writers: the rest is what export does.

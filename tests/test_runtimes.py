@@ -175,6 +175,14 @@ def test_auto_takes_the_fastest_recorded_export(classifier, photos, tmp_path):
         bundle = load_bundle(run)
         assert use_runtime(bundle, "auto") == fast
         assert type(bundle.model).__name__ == {"onnx": "OnnxModel"}.get(fast, "OpenVinoModel")
+    # The faster one's check kept under 99% of Keras's labels: auto passes it over.
+    meta["exports"]["onnx"]["parity"]["labels_agreeing"] = 0.985
+    (run / "imgkit.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert use_runtime(load_bundle(run), "auto") == "openvino"
+    meta["exports"]["openvino"]["parity"]["labels_agreeing"] = 0.989
+    (run / "imgkit.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert use_runtime(load_bundle(run), "auto") == "keras"
+    assert use_runtime(load_bundle(run), "onnx") == "onnx"
 
 
 def test_missing_openvino_is_one_line(classifier, photos, tmp_path, monkeypatch):

@@ -155,6 +155,7 @@ def _show(records: dict) -> None:
     from rich.table import Table
 
     from imgkit.export.info import human_bytes
+    from imgkit.infer.runtime import AUTO_MIN_AGREEMENT
 
     table = Table(
         "export", "file", "precision", "size", "max diff", "labels agree", "images/s",
@@ -173,6 +174,14 @@ def _show(records: dict) -> None:
             notes.append(
                 f"{key} ({precision}): {a.get('metric', 'accuracy')} against {a['against']} "
                 f"{a['keras']:.4f} -> {a['export']:.4f} ({100 * a['change']:+.2f} points)"
+            )
+        unit = "pixels" if "pixels_agreeing" in p else "labels"
+        share = p.get(f"{unit}_agreeing", 1.0)
+        if share < AUTO_MIN_AGREEMENT:
+            notes.append(
+                f"{key}: kept {100 * share:.1f}% of Keras's {unit}"
+                f" (under {100 * AUTO_MIN_AGREEMENT:.0f}%): --runtime auto will not choose it; "
+                f"--runtime {key} runs it by name"
             )
     stderr_console().print(table)
     for line in notes:

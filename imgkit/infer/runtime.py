@@ -146,6 +146,27 @@ def load_export(bundle, key: str, threads: int | None = None, precision: str | N
         raise MissingExtraError(f"--runtime {key} needs the {_ENGINES['openvino'][1]}") from e
 
 
+# `auto` takes a reduced-precision export only when its check kept at least this share
+# of Keras's labels (mask pixels): within --max-drop on accuracy is not enough when the
+# losses and gains cancel out over different images.
+AUTO_MIN_AGREEMENT = 0.99
+
+
+def agreement(bundle, key: str) -> float | None:
+    """The share of labels (mask pixels) export ``key``'s check found equal to Keras's,
+    or None when none was recorded."""
+    parity = ((bundle.meta.get("exports") or {}).get(key) or {}).get("parity") or {}
+    share = parity.get("labels_agreeing", parity.get("pixels_agreeing"))
+    return float(share) if isinstance(share, (int, float)) else None
+
+
+def _auto_may_take(bundle, key: str) -> bool:
+    share = agreement(bundle, key)
+    return export_problem(bundle, key) is None and (
+        share is None or share >= AUTO_MIN_AGREEMENT
+    )
+
+
 def _speed(bundle, key: str) -> float:
     """The images/s recorded for export ``key`` when its check ran (0 when none was)."""
     record = (bundle.meta.get("exports") or {}).get(key) or {}
@@ -161,8 +182,9 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
             members run on different engines).
         runtime: "keras"; one of :data:`EXPORT_RUNTIMES` (an error when the bundle has
             no usable export of that name or its runtime is missing); "auto": of the
-            exports that can run, the one whose check recorded the most images/s
-            (model.onnx first among equals), else Keras.
+            exports that can run and whose check kept at least 99% of Keras's labels
+            (:data:`AUTO_MIN_AGREEMENT`), the one whose check recorded the most
+            images/s (model.onnx first among equals), else Keras.
         threads: the runtime's intra-op threads (default :func:`default_threads`).
 
     Raises:
@@ -182,7 +204,7 @@ def use_runtime(bundle, runtime: str = "auto", threads: int | None = None) -> st
         bundle.model = load_export(bundle, runtime, threads)
         return runtime
     if runtime == "auto":
-        usable = [k for k in EXPORT_RUNTIMES if export_problem(bundle, k) is None]
+        usable = [k for k in EXPORT_RUNTIMES if _auto_may_take(bundle, k)]
         if usable:
             best = max(usable, key=lambda k: _speed(bundle, k))  # the first of equals
             bundle.model = load_export(bundle, best, threads)
