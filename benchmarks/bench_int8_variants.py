@@ -9,9 +9,14 @@ changed:
 
   ort-head, ort-nohead         ONNX Runtime int8, the head kept float32 or not
   ort-head-rr                  ... with 7-bit weights (``reduce_range``)
-  ov-head, ov-nohead           NNCF int8 with its full bias correction, head kept or not
+  ov-head, ov-nohead           NNCF int8 as export makes it (mixed preset: asymmetric
+                               activations; full bias correction), head kept or not
   ov-head-fast, ov-nohead-fast ... with NNCF's fast bias correction (its default)
-  ov-head-mixed                ... with NNCF's mixed preset (asymmetric activations)
+  ov-head-plain                ... with NNCF's default preset (symmetric activations)
+
+Any ov variant may add: -cpu (target device CPU), -align (channel alignment),
+-nooverflow (no 7-bit first layer), -histogram / -mean_quantile / -median_minmax /
+-mean_minmax (how activation ranges are estimated).
 
 Each variant calibrates on ``--calibration`` images spread over the train split, as
 export does (``--calibrate-on val`` takes the first val images instead, as export did).
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = "ort-nohead,ort-head,ov-nohead-fast,ov-head-fast,ov-head,ov-head-mixed"
+VARIANTS = "ort-nohead,ort-head,ov-nohead-fast,ov-head-fast,ov-head-plain,ov-head"
 
 
 def quantized_outputs(variant: str, source: Path, work: Path, calibration, arrays):
@@ -46,21 +51,19 @@ def quantized_outputs(variant: str, source: Path, work: Path, calibration, array
     nncf_extra, ort_extra = {}, {}
     if "fast" in parts:
         nncf_extra["fast_bias_correction"] = True
-    if "mixed" in parts:
-        nncf_extra["preset"] = nncf.QuantizationPreset.MIXED
+    if "plain" in parts:
+        nncf_extra["preset"] = nncf.QuantizationPreset.PERFORMANCE
     advanced = {}
     if "align" in parts:
         advanced["disable_channel_alignment"] = False
     if "nooverflow" in parts:
         advanced["overflow_fix"] = nncf.quantization.advanced_parameters.OverflowFix.DISABLE
-    for name in ("histogram", "meanquantile", "medianminmax", "meanminmax"):
-        if name in parts:
-            from nncf.quantization.range_estimator import RangeEstimatorParametersSet as sets
+    for name in parts & {"histogram", "mean_quantile", "median_minmax", "mean_minmax"}:
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-            advanced["activations_range_estimator_params"] = getattr(
-                sets, {"histogram": "HISTOGRAM", "meanquantile": "MEAN_QUANTILE",
-                       "medianminmax": "MEDIAN_MINMAX", "meanminmax": "MEAN_MINMAX"}[name]
-            )
+        advanced["activations_range_estimator_params"] = getattr(
+            RangeEstimatorParametersSet, name.upper()
+        )
     if advanced:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 

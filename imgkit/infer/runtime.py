@@ -162,9 +162,7 @@ def agreement(bundle, key: str) -> float | None:
 
 def _auto_may_take(bundle, key: str) -> bool:
     share = agreement(bundle, key)
-    return export_problem(bundle, key) is None and (
-        share is None or share >= AUTO_MIN_AGREEMENT
-    )
+    return export_problem(bundle, key) is None and (share is None or share >= AUTO_MIN_AGREEMENT)
 
 
 def _speed(bundle, key: str) -> float:
