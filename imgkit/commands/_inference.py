@@ -60,8 +60,8 @@ runtime_option = _auto_choice(
     "Run the model with Keras (model.keras) or an export `imgkit export` made: onnx "
     "(ONNX Runtime; same probabilities to ~1e-6, several times faster on a CPU), "
     "onnx-int8, openvino (at the precision it was checked at), openvino-int8. auto: of "
-    "the recorded exports whose runtime is installed, the one whose check ran fastest, "
-    "else Keras.",
+    "the recorded exports whose runtime is installed and whose check kept at least 99% "
+    "of Keras's labels, the one whose check ran fastest, else Keras.",
 )
 
 

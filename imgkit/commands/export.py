@@ -100,7 +100,8 @@ def command(run, formats, check, check_limit, tolerance, trust_code, **reduced):
     F1 of those decisions.
 
     Prints the written paths on stdout and a table on stderr. `imgkit predict`,
-    `tta` and `segment` run an export with --runtime (auto: the fastest recorded);
+    `tta` and `segment` run an export with --runtime (auto: the fastest recorded
+    one that kept at least 99% of Keras's labels);
     `imgkit bench` times them all. Needs the export extra: pip install -e ".[export]"
     (and for openvino the openvino extra: pip install -e ".[openvino]").
 
