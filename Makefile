@@ -49,4 +49,5 @@ bench:
 	python3 benchmarks/bench_recipes.py   # an hour: recipes on the hard benchmark
 	python3 benchmarks/bench_gpu.py || [ $$? -eq 4 ]   # 4: skipped, no GPU
 	python3 benchmarks/bench_audit.py     # needs the audit extra
+	python3 benchmarks/bench_audit_join.py
 	python3 benchmarks/bench_explain.py

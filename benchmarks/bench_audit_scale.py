@@ -104,7 +104,8 @@ def dataset(work: Path, n: int) -> Path:
     ds = Dataset.load(data)
     if not list((data / CACHE_DIR).glob(f"embed-mobilenetv2-*-{ds.hash}.npy")):
         print(f"embedding {n} images once (untimed) into {data / CACHE_DIR}", flush=True)
-        _scan(data_images(ds), make_embedder("mobilenetv2", _weights()), lambda m: None)
+        embedder = make_embedder("mobilenetv2", _weights())
+        _scan(data_images(ds), embedder, lambda m: None, work / "scratch")  # into the cache
     for stale in (data / CACHE_DIR).glob("audit-*"):  # the timed audit scans afresh
         stale.unlink()
     return data

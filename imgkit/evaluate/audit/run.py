@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from imgkit.data.dataset import CACHE_DIR, Dataset, label_set
 from imgkit.errors import BadInputError
 from imgkit.evaluate.audit import duplicates, labels, neighbours, outliers
 from imgkit.evaluate.audit.inputs import ImageSet, against_images, align_predictions, data_images
+from imgkit.evaluate.audit.join import join
 from imgkit.evaluate.audit.report import counts, issues_frame, write_outputs
 from imgkit.evaluate.audit.scan import THUMB, Scan, scan_images
 from imgkit.evaluate.audit.thresholds import Thresholds
@@ -111,20 +113,24 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def _scan(images: ImageSet, embedder, say: Callable[[str], None]) -> tuple[Scan, np.ndarray | None]:
+def _scan(
+    images: ImageSet, embedder, say: Callable[[str], None], scratch: Path
+) -> tuple[Scan, np.ndarray | None]:
     """Scan (and embed) ``images``, or read both from the dataset's cache.
 
     The scan and the embeddings are cached apart: embeddings made once (the costly
     part) are reused when only the scan must be redone, and both are read back as
     memory maps, so a 277,000-image audit does not hold 1.4 GB of features and
-    1.1 GB of thumbnails in memory.
+    1.1 GB of thumbnails in memory. Images with no cache (a folder of images, a
+    read-only data set) are scanned into memory maps in the folder ``scratch``.
     """
     ds = images.dataset
     cache = None if ds is None else ds.root / CACHE_DIR
     if cache is None or not _writable(cache):
         if cache is not None:  # a read-only data set still gets audited, just not cached
             say(f"cannot cache in {cache}")
-        return _pass(images, embedder, say)
+        scratch.mkdir(parents=True, exist_ok=True)
+        return _pass(images, embedder, say, scratch / "thumbs.npy", scratch / "vectors.npy")
     scan_file = cache / f"audit-scan-{ds.hash}.npz"
     thumbs_file = cache / f"audit-thumbs-{ds.hash}.npy"
     emb_file = cache / f"embed-{embedder.name}-{ds.hash}.npy" if embedder else None
@@ -144,23 +150,6 @@ def _scan(images: ImageSet, embedder, say: Callable[[str], None]) -> tuple[Scan,
                 scan.save(tmp)
     vectors = np.load(emb_file, mmap_mode="r") if emb_file else None
     return Scan.load(scan_file, thumbs_file), vectors
-
-
-def _join(a: ImageSet, b: ImageSet | None, sa: Scan, sb: Scan | None, va, vb):
-    if b is None:
-        return a.names, a.paths, a.splits, sa, va
-    scan = Scan(
-        np.concatenate([sa.ok, sb.ok]),
-        sa.reasons + sb.reasons,
-        np.concatenate([sa.sha, sb.sha]),
-        np.concatenate([sa.phash, sb.phash]),
-        np.concatenate([sa.stats, sb.stats]),
-        np.concatenate([sa.thumbs, sb.thumbs]),
-    )
-    vectors = None
-    if va is not None and vb is not None and va.shape[1] == vb.shape[1]:
-        vectors = np.concatenate([va, vb])
-    return a.names + b.names, a.paths + b.paths, a.splits + b.splits, scan, vectors
 
 
 def _label_findings(aligned, data: ImageSet, classes: list[str], t: Thresholds) -> list[dict]:
@@ -183,6 +172,48 @@ def _duplicate_groups(pairs, names: list[str]) -> tuple[dict[int, list[str]], di
         groups.setdefault(int(ids[i]), []).append(names[i])
     exact = {names[i]: [names[j] for j in js] for i, js in duplicates.exact_groups(inner).items()}
     return groups, exact
+
+
+@dataclass
+class _Found:
+    """What the pass over the images found (the large arrays are gone with the scratch)."""
+
+    names: list[str]
+    paths: list
+    rows: list[dict]  # issues.csv's rows for copies, leaks and outliers
+    pairs: list[duplicates.Pair]
+    candidates: int
+    unread: list[tuple[str, str]]  # (path, why) of the images that could not be decoded
+
+
+def _find(d: ImageSet, o, embedder, t: Thresholds, multi: bool, say, clock, scratch: Path):
+    """Scan both sets, join them (on disk, in ``scratch``), find copies, leaks, outliers."""
+    sd, vd = _scan(d, embedder, say, scratch / "data")
+    so, vo = _scan(o, embedder, say, scratch / "against") if o is not None else (None, None)
+    names, paths, splits, scan, vectors = join(d, o, sd, so, vd, vo, scratch)
+    del so, vo  # the joined copies are read from here on
+    n_data = len(d.names)
+    data_only = np.arange(len(names)) < n_data
+    clock.lap("scan")
+    say("searching for copies")
+    nbr = neighbours.neighbours(vectors, scan.ok, t.neighbours) if vectors is not None else None
+    cands = {k: c for k, c in duplicates.candidates(scan, nbr, t).items() if data_only[k[0]]}
+    clock.lap("search")
+    exact = [p for p in duplicates.exact_pairs(scan) if data_only[p.i]]
+    say(f"checking {len(cands)} candidate pairs")
+    pairs = exact + duplicates.confirm_pairs(scan, cands, paths, t)
+    rows = duplicates.pair_rows(pairs, names, splits)
+    clock.lap("confirm")
+    z = None
+    if vd is not None and nbr is not None:
+        # A multi-label image belongs to no one class: only the data-wide outlier z.
+        classes = [""] * n_data if multi else d.labels
+        z = outliers.embedding_z(vd, sd.ok, classes, nbr[1][:n_data])
+    reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
+    rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
+    clock.lap("outliers")
+    unread = [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
+    return _Found(names, paths, rows, pairs, len(cands), unread)
 
 
 def run_audit(
@@ -226,29 +257,13 @@ def run_audit(
     aligned = None if predictions is None else align_predictions(predictions, d, ds.classes)
     embedder = make_embedder(features, weights, trust)
     clock.lap("setup")  # reading the manifest and predictions, loading the network
-    sd, vd = _scan(d, embedder, say)
-    so, vo = _scan(o, embedder, say) if o is not None else (None, None)
-    names, paths, splits, scan, vectors = _join(d, o, sd, so, vd, vo)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    # The scans with no cache and the joined arrays: memory maps, removed at the end.
+    with tempfile.TemporaryDirectory(prefix=".audit-scratch-", dir=out) as scratch:
+        found = _find(d, o, embedder, t, multi, say, clock, Path(scratch))
+    names, paths, rows, pairs = found.names, found.paths, found.rows, found.pairs
     n_data = len(d.names)
-    data_only = np.arange(len(names)) < n_data
-    clock.lap("scan")
-    say("searching for copies")
-    nbr = neighbours.neighbours(vectors, scan.ok, t.neighbours) if vectors is not None else None
-    cands = {k: c for k, c in duplicates.candidates(scan, nbr, t).items() if data_only[k[0]]}
-    clock.lap("search")
-    exact = [p for p in duplicates.exact_pairs(scan) if data_only[p.i]]
-    say(f"checking {len(cands)} candidate pairs")
-    pairs = exact + duplicates.confirm_pairs(scan, cands, paths, t)
-    rows = duplicates.pair_rows(pairs, names, splits)
-    clock.lap("confirm")
-    z = None
-    if vd is not None and nbr is not None:
-        # A multi-label image belongs to no one class: only the data-wide outlier z.
-        classes = [""] * n_data if multi else d.labels
-        z = outliers.embedding_z(vd, sd.ok, classes, nbr[1][:n_data])
-    reasons = outliers.rule_reasons(sd.stats, sd.ok, t)
-    rows += outliers.outlier_rows(d.names, d.splits, reasons, z, t)
-    clock.lap("outliers")
     if aligned is not None:
         rows += _label_findings(aligned, d, ds.classes, t)
     # Multi-label: each label counted once per image that carries it.
@@ -259,7 +274,7 @@ def run_audit(
     df = issues_frame(rows)
     groups, exact_map = _duplicate_groups(pairs, d.names)
     rejects = [*d.rejects, *(o.rejects if o else [])]
-    rejects += [(str(paths[i]), scan.reasons[i]) for i in np.flatnonzero(~scan.ok)]
+    rejects += found.unread
     given = {"data": data, "against": against, "predictions": predictions}
     total, by_split = counts(df)
     summary = {
@@ -271,7 +286,7 @@ def run_audit(
         "issues": total,
         "by_split": by_split,
         "class_counts": per_class,
-        "candidate_pairs": len(cands),
+        "candidate_pairs": found.candidates,
         "clusters": len(groups),
         "thresholds": t.to_dict(),
         "seconds": clock.seconds,
@@ -283,5 +298,5 @@ def run_audit(
         clock.lap("write")
         clock.seconds["total"] = round(clock.total(), 2)
 
-    write_outputs(Path(output), df, summary, rejects, located.get, labelled, finish)
+    write_outputs(out, df, summary, rejects, located.get, labelled, finish)
     return AuditResult(df, summary, list(groups.values()), exact_map)
