@@ -274,3 +274,21 @@ def test_training_and_segment_with_ignored_pixels(tmp_path):
     assert "mean IoU against the dataset's masks" in result.output
     for path in out.glob("*.png"):
         assert np.asarray(Image.open(path)).max() < 3  # never the ignore value
+
+
+def test_folds_of_a_dataset_keep_its_classes_and_ignore_value(tmp_path):
+    """prep DATA --folds K: the new dataset reads the same masks the same way."""
+    images, masks, _ = _write_set(tmp_path / "src", 6, size=(12, 12))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("background\ndisc\nsquare\n255 ignore\n")
+    data, folded = tmp_path / "data", tmp_path / "folded"
+    result = run("prep", images, "--masks", masks, "--mask-classes", classes,
+                 "-o", data, "--test", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run("prep", data, "--folds", "2", "-o", folded)
+    assert result.exit_code == 0, result.output
+    before, after = Dataset.load(data).info, Dataset.load(folded).info
+    for key in ("mask_classes", "mask_colors", "mask_ignore", "mask_ignore_values"):
+        assert after[key] == before[key], key
+    values = Dataset.load(folded).mask_arrays("train", (12, 12))
+    assert set(np.unique(values)) == {0, 1, 2, IGNORE}

@@ -42,6 +42,9 @@ IGNORE = 255
 IGNORE_COLOR = (224, 224, 192)
 IGNORE_NAME = "ignore"  # the word that declares an ignored value or colour
 _SHOW = 3  # how many stray values or colours a reject reason names
+# dataset.json's keys that say how to read its multi-class masks (MaskClasses.info()).
+MASK_INFO_KEYS = ("mask_classes", "mask_colors", "mask_ignore", "mask_ignore_values",
+                  "mask_ignore_colors")  # fmt: skip
 
 
 @dataclass(frozen=True)
