@@ -176,6 +176,18 @@ def test_loss_without_ignored_pixels_is_unchanged():
     plain = ops.mean(keras.losses.sparse_categorical_crossentropy(y, p), axis=(1, 2))
     np.testing.assert_allclose(np.asarray(class_ce(y, p)), np.asarray(plain), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(class_dice_loss(y, p)), 1 - _dice(y, p), rtol=1e-5)
+    # The metrics too: the same figures as Keras's own.
+    from imgkit.train.segloss import ClassAccuracy, ClassMeanIoU
+
+    ours = [ClassAccuracy(), ClassMeanIoU(3, sparse_y_true=True, sparse_y_pred=False)]
+    theirs = [
+        keras.metrics.SparseCategoricalAccuracy(),
+        keras.metrics.MeanIoU(3, sparse_y_true=True, sparse_y_pred=False),
+    ]
+    for a, b in zip(ours, theirs, strict=True):
+        a.update_state(y, p)
+        b.update_state(y, p)
+        assert float(a.result()) == pytest.approx(float(b.result()), rel=1e-7)
 
 
 def _dice(y, p):
