@@ -14,13 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from imgkit.commands import cli
-from imgkit.data.classmasks import (
-    class_ious,
-    confusion,
-    default_colors,
-    iou_summary,
-    read_color_table,
-)
+from imgkit.data.classfiles import read_color_table
+from imgkit.data.classmasks import class_ious, confusion, default_colors, iou_summary
 from imgkit.data.dataset import Dataset
 from imgkit.errors import BadInputError
 

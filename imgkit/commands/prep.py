@@ -139,7 +139,17 @@ def _summary(info: dict) -> None:
     metavar="FILE",
     help="Multi-class masks in colour: a text file of lines 'NAME R G B', one per class, "
     "the background first (value 0). RGB and palette masks are read by colour; a colour "
-    "not in the file sends the image to rejects.csv.",
+    "not in the file sends the image to rejects.csv. A line 'ignore R G B' gives a colour "
+    "of pixels to ignore.",
+)
+@click.option(
+    "--mask-ignore",
+    type=click.IntRange(0, 255),
+    default=None,
+    metavar="VALUE",
+    help="Multi-class masks: the mask value of pixels nobody labelled (PASCAL VOC's and "
+    "Cityscapes' 255), above the classes' values: kept, but left out of training's loss "
+    "and of every score. Also a line 'VALUE ignore' in the --mask-classes file.",
 )
 @click.option(
     "--group-by",
@@ -195,9 +205,8 @@ def _summary(info: dict) -> None:
     help="With --pseudo: the least confidence a prediction needs to be taken  [default: 0.9].",
 )
 def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit, name_labels,
-            masks, mask_classes, mask_colors, group_by, label_sep, images_dir, allow_empty,
-            folds, pseudo,
-            min_confidence):  # fmt: skip
+            masks, mask_classes, mask_colors, mask_ignore, group_by, label_sep, images_dir,
+            allow_empty, folds, pseudo, min_confidence):  # fmt: skip
     """Make a dataset folder from images, CSVs, archives or the built-in fashion-mnist.
 
     SOURCES are any of: a folder with one subfolder of images per class (the label is
@@ -288,6 +297,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
             allow_empty=allow_empty,
             mask_classes=mask_classes,
             mask_colors=mask_colors,
+            mask_ignore=mask_ignore,
         )
     finally:
         if bars is not None:

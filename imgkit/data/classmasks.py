@@ -1,4 +1,4 @@
-"""Multi-class masks: class tables, reading each encoding, palette PNGs, per-class IoU.
+"""Multi-class masks: the class table, reading each encoding, palette PNGs, per-class IoU.
 
 A multi-class mask gives each pixel a class value: 0 the background, 1..C the named
 classes (``imgkit prep --mask-classes FILE``, one name per line for the values 0..C).
@@ -8,7 +8,15 @@ the classes (lines ``NAME R G B``, the first line value 0). :func:`read_class_ma
 turns each into a uint8 (height, width) array of values, or says why it cannot: a
 value outside the named classes, a colour not in the table. Datasets and ``segment``
 store them as palette PNGs whose indices are the values and whose palette is the
-classes' colours, so any image viewer shows them in colour. No TensorFlow here.
+classes' colours, so any image viewer shows them in colour. The class files are read
+by :mod:`imgkit.data.classfiles`. No TensorFlow here.
+
+Pixels nobody labelled (PASCAL VOC's object borders, Cityscapes' void regions) can be
+declared ignored: a line ``255 ignore`` in the class file (or ``prep --mask-ignore
+255``) names a mask value, a line ``ignore R G B`` in the colour file a colour. A
+dataset stores every ignored pixel as :data:`IGNORE` (255; so at most 255 classes);
+any true value of C+1 or more is an ignored pixel to the losses and the scores, which
+leave it out (:func:`confusion`). Predictions never hold it.
 """
 
 from __future__ import annotations
@@ -21,14 +29,22 @@ import numpy as np
 from PIL import Image
 
 from imgkit.data.tiff_quiet import quiet_libtiff
-from imgkit.errors import BadImageError, BadInputError
+from imgkit.errors import BadImageError
 from imgkit.fileio import atomic_path
 
 # At least background and two classes: one foreground class is a binary mask, which
 # imgkit reads without a class table (0/255, palette or two-colour masks).
 MIN_CLASSES = 3
 MAX_CLASSES = 256  # a palette PNG's indices
+# What an ignored pixel holds in a dataset's stored masks, and its colour there: the
+# value and colour of PASCAL VOC's void borders (torchvision and mmseg use 255 too).
+IGNORE = 255
+IGNORE_COLOR = (224, 224, 192)
+IGNORE_NAME = "ignore"  # the word that declares an ignored value or colour
 _SHOW = 3  # how many stray values or colours a reject reason names
+# dataset.json's keys that say how to read its multi-class masks (MaskClasses.info()).
+MASK_INFO_KEYS = ("mask_classes", "mask_colors", "mask_ignore", "mask_ignore_values",
+                  "mask_ignore_colors")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,15 +56,41 @@ class MaskClasses:
         colors: an (R, G, B) per class: from --mask-colors, else a default palette.
         by_colour: masks are keyed by colour (--mask-colors was given): RGB and palette
             masks are read by their pixels' colours, not by palette index.
+        ignore_values: mask values (above C) of pixels to ignore, read as :data:`IGNORE`.
+        ignore_colors: colours of pixels to ignore (masks read by colour).
     """
 
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     by_colour: bool = False
+    ignore_values: tuple[int, ...] = ()
+    ignore_colors: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def ignores(self) -> bool:
+        """Whether some pixels are declared ignored."""
+        return bool(self.ignore_values or self.ignore_colors)
 
     def info(self) -> dict:
-        """What dataset.json and imgkit.json record."""
-        return {"mask_classes": list(self.names), "mask_colors": [list(c) for c in self.colors]}
+        """What dataset.json and imgkit.json record: the classes, their colours and, when
+        some pixels are ignored, ``mask_ignore`` (their value in the stored masks) and
+        what marked them in the source masks."""
+        out = {"mask_classes": list(self.names), "mask_colors": [list(c) for c in self.colors]}
+        if self.ignores:
+            out["mask_ignore"] = IGNORE
+            if self.ignore_values:
+                out["mask_ignore_values"] = list(self.ignore_values)
+            if self.ignore_colors:
+                out["mask_ignore_colors"] = [list(c) for c in self.ignore_colors]
+        return out
+
+    def palette(self) -> list[tuple[int, int, int]]:
+        """The stored masks' 256 palette colours: the classes', then black, and at
+        :data:`IGNORE` the ignored pixels' colour."""
+        out = list(self.colors) + [(0, 0, 0)] * (MAX_CLASSES - len(self.colors))
+        if self.ignores:
+            out[IGNORE] = self.ignore_colors[0] if self.ignore_colors else IGNORE_COLOR
+        return out
 
 
 def default_colors(n: int) -> list[tuple[int, int, int]]:
@@ -67,107 +109,14 @@ def default_colors(n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _lines(path: Path, what: str) -> list[tuple[int, str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{what} {path}: cannot read it ({e})") from e
-    return [
-        (n, line.strip())
-        for n, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.strip().startswith("#")
-    ]
-
-
-def _check_names(names: list[str], path: Path, what: str) -> None:
-    if len(names) < MIN_CLASSES:
-        raise BadInputError(
-            f"{what} {path}: {len(names)} class(es); a multi-class mask needs the background "
-            "and at least two classes (binary masks need no class table)"
-        )
-    if len(names) > MAX_CLASSES:
-        raise BadInputError(f"{what} {path}: {len(names)} classes, at most {MAX_CLASSES}")
-    seen = set()
-    for name in names:
-        if name in seen:
-            raise BadInputError(f"{what} {path}: class {name!r} is named twice")
-        seen.add(name)
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names from a --mask-classes file: one per line, for the values 0, 1, ...
-
-    Blank lines and lines starting with # are skipped.
-    """
-    path = Path(path)
-    names = [line for _, line in _lines(path, "--mask-classes")]
-    _check_names(names, path, "--mask-classes")
-    return names
-
-
-def read_color_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """(names, colours) from a --mask-colors file: lines ``NAME R G B``, value 0 first.
-
-    A name may hold spaces (the last three fields are the colour); blank lines and
-    lines starting with # are skipped.
-    """
-    path = Path(path)
-    names, colors = [], []
-    for n, line in _lines(path, "--mask-colors"):
-        fields = line.replace(",", " ").split()
-        try:
-            rgb = tuple(int(v) for v in fields[-3:])
-        except ValueError:
-            rgb = ()
-        if len(fields) < 4 or len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise BadInputError(
-                f"--mask-colors {path}:{n}: expected 'NAME R G B' with R, G, B in 0..255, "
-                f"got {line!r}"
-            )
-        if rgb in colors:
-            raise BadInputError(f"--mask-colors {path}:{n}: colour {rgb} is given twice")
-        names.append(" ".join(fields[:-3]))
-        colors.append(rgb)
-    _check_names(names, path, "--mask-colors")
-    return names, colors
-
-
-def mask_classes_from(
-    classes_file: str | os.PathLike | None, colors_file: str | os.PathLike | None
-) -> MaskClasses | None:
-    """The class table prep's --mask-classes and --mask-colors give (None: binary)."""
-    if classes_file is None and colors_file is None:
-        return None
-    if colors_file is None:
-        names = read_class_names(classes_file)
-        return MaskClasses(tuple(names), tuple(default_colors(len(names))))
-    names, colors = read_color_table(colors_file)
-    if classes_file is not None:
-        listed = read_class_names(classes_file)
-        if listed != names:
-            raise BadInputError(
-                f"--mask-classes {classes_file} and --mask-colors {colors_file} name other "
-                f"classes ({', '.join(listed)} vs {', '.join(names)}); give the names once"
-            )
-    return MaskClasses(tuple(names), tuple(colors), by_colour=True)
-
-
-def class_table(masks, classes_file, colors_file) -> MaskClasses | None:
-    """prep's class table, read before any image is: None for binary masks.
-
-    Raises:
-        BadInputError: a class file without --masks, or a bad class file.
-    """
-    if masks is None:
-        if classes_file is not None or colors_file is not None:
-            raise BadInputError("--mask-classes and --mask-colors describe --masks; give --masks")
-        return None
-    return mask_classes_from(classes_file, colors_file)
-
-
 def _by_colour(rgb: np.ndarray, table: MaskClasses, path: Path) -> np.ndarray:
     key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    known = np.array([(r << 16) | (g << 8) | b for r, g, b in table.colors], dtype=np.int64)
+    colours = list(table.colors) + list(table.ignore_colors)
+    known = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], dtype=np.int64)
+    # What each colour reads as: its class, or IGNORE for an ignored colour.
+    value_of = np.array(
+        list(range(len(table.colors))) + [IGNORE] * len(table.ignore_colors), dtype=np.uint8
+    )
     order = np.argsort(known)
     at = np.clip(np.searchsorted(known[order], key), 0, len(known) - 1)
     found = known[order][at] == key
@@ -179,7 +128,7 @@ def _by_colour(rgb: np.ndarray, table: MaskClasses, path: Path) -> np.ndarray:
             str(path),
             f"colour not in --mask-colors: {shown} ({int((~found).sum())} pixels)",
         )
-    return order[at].astype(np.uint8)
+    return value_of[order[at]]
 
 
 def read_class_mask(path: str | os.PathLike, table: MaskClasses) -> np.ndarray:
@@ -187,10 +136,11 @@ def read_class_mask(path: str | os.PathLike, table: MaskClasses) -> np.ndarray:
 
     Index (grayscale) files give their values; palette files their palette indices,
     or, with a colour table, their pixels' colours; RGB files need the colour table.
+    An ignored value or colour reads as :data:`IGNORE`.
 
     Raises:
         BadImageError: unreadable, an RGB mask without --mask-colors, a colour not in
-            the table, or a value outside 0..C; the reason says which.
+            the table, or a value outside 0..C (and not ignored); the reason says which.
     """
     path = Path(path)
     quiet_libtiff()
@@ -217,35 +167,52 @@ def read_class_mask(path: str | os.PathLike, table: MaskClasses) -> np.ndarray:
     if values.ndim != 2:
         raise BadImageError(str(path), f"unreadable mask (shape {values.shape})")
     top = len(table.names) - 1
-    if values.size and (values.max() > top or values.min() < 0):
-        stray = np.unique(values[(values > top) | (values < 0)])[:_SHOW].tolist()
+    ignored = np.isin(values, table.ignore_values) if table.ignore_values else None
+    stray = (values > top) | (values < 0)
+    if ignored is not None:
+        stray &= ~ignored
+    if stray.any():
+        shown = np.unique(values[stray])[:_SHOW].tolist()
+        also = (
+            f", ignoring {', '.join(map(str, table.ignore_values))}" if ignored is not None else ""
+        )
         raise BadImageError(
             str(path),
-            f"mask value {', '.join(map(str, stray))} outside the {top + 1} named classes "
-            f"(0..{top})",
+            f"mask value {', '.join(map(str, shown))} outside the {top + 1} named classes "
+            f"(0..{top}{also})",
         )
+    if ignored is not None:
+        values[ignored] = IGNORE
     return values.astype(np.uint8)
 
 
-def read_index_png(path: str | os.PathLike, num_classes: int) -> np.ndarray:
+def read_index_png(path: str | os.PathLike, num_classes: int, ignore: bool = False) -> np.ndarray:
     """A stored or predicted index mask (palette or grayscale PNG) as uint8 values.
+
+    Args:
+        path: the PNG.
+        num_classes: how many classes its values may name.
+        ignore: a dataset's true mask: :data:`IGNORE` is an ignored pixel (when it is
+            not a class), not a stray value. Predicted masks never hold it.
 
     Raises:
         BadImageError: unreadable, not single-channel, or a value of ``num_classes``
-            or more.
+            or more (other than an ignored one).
     """
-    table = MaskClasses(tuple(str(i) for i in range(num_classes)), ())
+    ignored = (IGNORE,) if ignore and num_classes <= IGNORE else ()
+    table = MaskClasses(tuple(str(i) for i in range(num_classes)), (), ignore_values=ignored)
     return read_class_mask(path, table)
 
 
 def mask_loader(k: int):
     """``fn(path, size)``: a dataset's stored mask as uint8 (height, width, 1) at ``size``:
-    class values for ``k`` classes (multi-class masks), else 0/1 (``k`` 0: binary)."""
+    class values for ``k`` classes (multi-class masks; :data:`IGNORE` at ignored pixels),
+    else 0/1 (``k`` 0: binary)."""
     if not k:
         from imgkit.data.masks import load_mask_array
 
         return load_mask_array
-    return lambda path, size: resize_index(read_index_png(path, k), size)[..., None]
+    return lambda path, size: resize_index(read_index_png(path, k, ignore=True), size)[..., None]
 
 
 def resize_index(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -284,9 +251,16 @@ def class_colors(meta: dict) -> list[tuple[int, int, int]]:
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
-    """The k x k pixel counts: row the true class, column the predicted one."""
+    """The k x k pixel counts: row the true class, column the predicted one.
+
+    A true value of ``k`` or more is an ignored pixel (:data:`IGNORE`): not counted, so
+    neither IoU nor pixel accuracy sees it, whatever was predicted there.
+    """
     t = np.asarray(truth, dtype=np.int64).reshape(-1)
     p = np.asarray(pred, dtype=np.int64).reshape(-1)
+    kept = t < k
+    if not kept.all():
+        t, p = t[kept], p[kept]
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 

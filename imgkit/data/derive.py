@@ -190,13 +190,23 @@ def derive(
         source=sources + list(how.predictions),
         seed=how.seed,
         final_folder=output,
-        extra={"derived_from": sources, **_balance(ds, records)},
+        extra={"derived_from": sources, **_balance(ds, records), **_mask_info(ds)},
     )
     if in_place:
         info = _write_in_place(ds, records, rejects, info_args)
     else:
         info = _write_new(output, records, rejects, info_args)
     return summarize(info, output, rejects, [], _notes(records))
+
+
+def _mask_info(ds: Dataset | None) -> dict:
+    """DATA's multi-class mask classes, colours and ignore value: the masks are the same
+    files, read the same way (without them they would be read as binary masks)."""
+    from imgkit.data.classmasks import MASK_INFO_KEYS
+
+    if ds is None:
+        return {}
+    return {key: ds.info[key] for key in MASK_INFO_KEYS if key in ds.info}
 
 
 def _balance(ds: Dataset | None, records: list[Record]) -> dict:

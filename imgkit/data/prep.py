@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgkit.data.bad_inputs import BadCounter, reason_kind
-from imgkit.data.classmasks import class_table
+from imgkit.data.classfiles import class_table
 from imgkit.data.dataset import (
     Dataset,
     Record,
@@ -305,6 +305,7 @@ def prepare(
     allow_empty: bool = False,
     mask_classes: str | os.PathLike | None = None,
     mask_colors: str | os.PathLike | None = None,
+    mask_ignore: int | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -340,7 +341,8 @@ def prepare(
         mask_classes: with ``masks``, a file naming the classes of multi-class masks,
             one per line for the values 0..C (the background first).
         mask_colors: with ``masks``, a file of lines ``NAME R G B`` mapping RGB mask
-            colours to the classes 0..C (see :mod:`imgkit.data.classmasks`).
+            colours to the classes 0..C (see :mod:`imgkit.data.classfiles`).
+        mask_ignore: with a class file, a mask value (above C) of pixels to ignore.
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -358,7 +360,7 @@ def prepare(
     output = Path(output)
     counter = BadCounter(max_bad)  # parses max_bad before any work
     group_pattern = compile_group_by(group_by) if group_by else None
-    mask_table = class_table(masks, mask_classes, mask_colors)
+    mask_table = class_table(masks, mask_classes, mask_colors, mask_ignore)
     _check_output(output, sources, overwrite)
     replacing = output.exists()
     staging = (

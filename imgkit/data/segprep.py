@@ -9,8 +9,8 @@ written as one under the dataset's ``images/masks/``, else the original is refer
 
 With a class table (``--mask-classes``/``--mask-colors``, :mod:`imgkit.data.classmasks`)
 masks are multi-class: a value outside the named classes or a colour not in the table
-is a reject, and every mask is written as a palette PNG of class values under
-``images/masks/``.
+is a reject (unless declared ignored), and every mask is written as a palette PNG of
+class values under ``images/masks/``, ignored pixels as 255.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def attach_masks(
         if classes is not None:
             # One encoding downstream: class values in a palette PNG of the classes' colours.
             rel = Path(MASK_DIR) / f"{len(out):06d}-{Path(r.path).stem}.png"
-            write_class_png(workdir / rel, info, classes.colors)
+            write_class_png(workdir / rel, info, classes.palette())
             mask_ref = rel.as_posix()
         elif info.plain:
             mask_ref = absolute(mask_path)

@@ -52,7 +52,7 @@ CURVES_FILE = "curves.png"
 DATA_DIR = "data"
 # What the ensemble's imgkit.json copies from its first fold: how its model reads images.
 _FROM_FOLD = ("task", "model", "classes", "input_size", "channels", "resize", "pixels",
-              "polarity", "output", "mask_colors")  # fmt: skip
+              "polarity", "output", "mask_colors", "mask_ignore")  # fmt: skip
 
 
 def fold_dir(output: str | os.PathLike, k: int) -> Path:

@@ -8,6 +8,8 @@ Against a dataset of multi-class masks (dataset.json's ``mask_classes``) the
 predictions are read as class values (``segment``'s palette PNGs, or grayscale index
 PNGs) and scored by class: each class's IoU and the mean IoU over the classes from
 the pixels of all images pooled, with each image's own mean IoU and pixel accuracy.
+A true mask's ignored pixels (dataset.json's ``mask_ignore``, stored as 255) are left
+out of every score, whatever was predicted there.
 """
 
 from __future__ import annotations
@@ -129,18 +131,22 @@ def evaluate_class_masks(
 
     The summary's ``mean_iou``, ``pixel_accuracy`` and ``per_class_iou`` come from
     every scored pixel at once (a class neither true nor predicted anywhere is None and
-    left out of the mean); ``median_iou`` is the median of the images' own mean IoUs.
+    left out of the mean); ``median_iou`` is the median of the images' own mean IoUs;
+    ``ignored_pixels`` counts the true masks' ignored pixels, scored nowhere.
     """
     from imgkit.data.classmasks import confusion, iou_summary, read_index_png, resize_index
 
     k = len(names)
     total = np.zeros((k, k), dtype=np.int64)
-    read = lambda path: read_index_png(path, k)  # noqa: E731
-    pairs, unmatched, unreadable = _matched(preds, truth, read, read, resize_index)
+    read_pred = lambda path: read_index_png(path, k)  # noqa: E731
+    read_true = lambda path: read_index_png(path, k, ignore=True)  # noqa: E731
+    pairs, unmatched, unreadable = _matched(preds, truth, read_pred, read_true, resize_index)
     rows = []
+    ignored = 0
     for f, true_path, split, pred, true, resized in pairs:
         matrix = confusion(pred, true, k)
         total += matrix
+        ignored += int(true.size - matrix.sum())
         own = iou_summary(matrix, names)
         rows.append(
             {"path": str(f), "truth": str(true_path), "split": split,
@@ -157,8 +163,10 @@ def evaluate_class_masks(
         "n": len(rows),
         "mean_iou": pooled["mean_iou"],
         "pixel_accuracy": pooled["pixel_accuracy"],
-        "median_iou": float(np.median(per_image["mean_iou"])),
+        # An image all ignored has no IoU of its own (NaN): the median skips it.
+        "median_iou": float(per_image["mean_iou"].median()),
         "per_class_iou": pooled["per_class_iou"],
+        "ignored_pixels": ignored,
         "unmatched": len(unmatched),
         "unreadable": len(unreadable),
         "resized": int(per_image["resized"].sum()),

@@ -81,7 +81,7 @@ def segmented(item: Item, model_map: np.ndarray, own_size, num_classes: int = 2)
     if item.truth is not None:
         try:
             if num_classes > 2:
-                truth = read_index_png(item.truth, num_classes)
+                truth = read_index_png(item.truth, num_classes, ignore=True)
             else:
                 truth = read_mask(item.truth).mask
         except BadImageError as e:
@@ -104,7 +104,11 @@ def overlay_panel(
         table = np.array([[0, 0, 0], [255, 255, 255]], dtype=np.uint8)
         tint = np.array([[0, 0, 0], [255, 0, 0]], dtype=np.float32)
     else:
+        from imgkit.data.classmasks import IGNORE, IGNORE_COLOR
+
         table = np.zeros((256, 3), dtype=np.uint8)
+        if len(colors) <= IGNORE:  # a true mask's ignored pixels, as the dataset shows them
+            table[IGNORE] = IGNORE_COLOR
         table[: len(colors)] = np.asarray(colors, dtype=np.uint8)
         tint = table.astype(np.float32)
 

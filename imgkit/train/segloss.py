@@ -4,6 +4,9 @@ Multi-class masks (a softmax output of C+1 channels, the true masks class values
 (n, h, w, 1)) take the same --loss names: ``bce`` is then the categorical
 cross-entropy, ``dice`` the soft Dice of each class averaged over the classes, and
 ``bce+dice`` their sum; the metrics are pixel accuracy and the mean IoU of the classes.
+A true value of C+1 or more is an ignored pixel (a dataset's ``mask_ignore``, 255): it
+adds nothing to the loss (the cross-entropy is the mean over the other pixels, the
+Dice counts only them) nor to the metrics.
 
 Registered as Keras serializables, so a checkpoint's compiled model loads back with
 its loss when a run is resumed.
@@ -71,25 +74,40 @@ class Dice(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+def _labelled(y_true, k: int, dtype):
+    """(class values (n, h, w) with ignored pixels as 0, weights 1 where a pixel has a
+    class and 0 where it is ignored) of true masks ``y_true`` (n, h, w, 1)."""
+    values = ops.squeeze(ops.cast(y_true, "int32"), axis=-1)
+    labelled = ops.less(values, k)
+    return ops.where(labelled, values, ops.zeros_like(values)), ops.cast(labelled, dtype)
+
+
 @keras.saving.register_keras_serializable(package="imgkit")
 def class_dice_loss(y_true, y_pred):
     """1 - soft Dice of each class, averaged over the classes, per image.
 
     A class neither in the image nor predicted scores 1 (the smoothing), so a rare
-    class counts as much as the background once it is there.
+    class counts as much as the background once it is there. Ignored pixels count in
+    neither the overlap nor the sizes.
     """
     k = y_pred.shape[-1]
-    values = ops.cast(ops.squeeze(ops.cast(y_true, "int32"), axis=-1), "int32")
-    t = ops.one_hot(values, k, dtype=y_pred.dtype)
-    inter = ops.sum(t * y_pred, axis=(1, 2))
-    total = ops.sum(t, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    values, weight = _labelled(y_true, k, y_pred.dtype)
+    weight = ops.expand_dims(weight, -1)
+    t = ops.one_hot(values, k, dtype=y_pred.dtype) * weight
+    p = y_pred * weight
+    inter = ops.sum(t * p, axis=(1, 2))
+    total = ops.sum(t, axis=(1, 2)) + ops.sum(p, axis=(1, 2))
     return 1.0 - ops.mean((2.0 * inter + _SMOOTH) / (total + _SMOOTH), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="imgkit")
 def class_ce(y_true, y_pred):
-    """Pixel-mean categorical cross-entropy per image (true masks as class values)."""
-    return ops.mean(keras.losses.sparse_categorical_crossentropy(y_true, y_pred), axis=(1, 2))
+    """Categorical cross-entropy per image: the mean over its labelled pixels (true
+    masks as class values; an image all ignored scores 0)."""
+    values, weight = _labelled(y_true, y_pred.shape[-1], y_pred.dtype)
+    ce = keras.losses.sparse_categorical_crossentropy(values, y_pred)
+    count = ops.maximum(ops.sum(weight, axis=(1, 2)), 1.0)
+    return ops.sum(ce * weight, axis=(1, 2)) / count
 
 
 @keras.saving.register_keras_serializable(package="imgkit")
@@ -97,6 +115,30 @@ def class_ce_dice_loss(y_true, y_pred):
     """Cross-entropy plus per-class Dice loss, per image: every pixel has a gradient,
     and each class weighs as a whole however few pixels it covers."""
     return class_ce(y_true, y_pred) + class_dice_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="imgkit")
+class ClassAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Pixel accuracy of the most probable classes over the labelled pixels (an
+    ignored pixel, true value C+1 or more, is not counted)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values, weight = _labelled(y_true, y_pred.shape[-1], "float32")
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, "float32")
+        return super().update_state(values, y_pred, sample_weight=weight)
+
+
+@keras.saving.register_keras_serializable(package="imgkit")
+class ClassMeanIoU(keras.metrics.MeanIoU):
+    """Mean IoU of the classes over the labelled pixels (ignored pixels not counted)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values, weight = _labelled(y_true, y_pred.shape[-1], "float32")
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, "float32")
+        # The confusion matrix counts in the metric's own dtype (int by default).
+        return super().update_state(values, y_pred, sample_weight=ops.cast(weight, self.dtype))
 
 
 def segmentation_loss(name: str, multiclass: bool = False):
@@ -121,7 +163,8 @@ def compile_segmentation(
     ``schedule`` "cosine" decays the rate to 0 over ``total_steps`` (keyed on the
     optimizer's step counter, which checkpoints keep, so a resumed run goes on along
     the same curve). A model of several output channels (multi-class masks) gets the
-    multi-class loss, pixel accuracy and mean IoU over the classes.
+    multi-class loss, pixel accuracy and mean IoU over the classes, all blind to
+    ignored pixels.
     """
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(lr, schedule, total_steps))
     k = int(model.output_shape[-1])
@@ -130,10 +173,8 @@ def compile_segmentation(
             optimizer=optimizer,
             loss=segmentation_loss(loss, multiclass=True),
             metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                keras.metrics.MeanIoU(
-                    num_classes=k, sparse_y_true=True, sparse_y_pred=False, name="iou"
-                ),
+                ClassAccuracy(name="accuracy"),
+                ClassMeanIoU(num_classes=k, sparse_y_true=True, sparse_y_pred=False, name="iou"),
             ],
         )
         return

@@ -10,7 +10,8 @@ IoU and Dice per image, averaged). No temperature: a mask is thresholded at 0.5.
 A dataset of multi-class masks (dataset.json's ``mask_classes``, values 0..C) trains a
 softmax U-Net of C+1 channels with cross-entropy + per-class Dice; each pixel's class
 is the most probable one, and the scores are the mean IoU over the classes, pixel
-accuracy and each class's IoU, all from the split's pooled pixel counts.
+accuracy and each class's IoU, all from the split's pooled pixel counts. Ignored pixels
+(true value 255, dataset.json's ``mask_ignore``) count in neither the loss nor a score.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def train_segmentation(run, report) -> dict:
         }
         if names:
             meta["mask_colors"] = ds.info.get("mask_colors") or []
+            if ds.info.get("mask_ignore") is not None:
+                # The true masks' ignored pixels: left out of the loss and the metrics.
+                meta["mask_ignore"] = ds.info["mask_ignore"]
         if spec.takes_weights:
             meta["transfer"] = transfer_info(fit.net, s, False)
         return write_bundle(run.out, fit, meta, title=f"{s.model} on {ds.root.name}")
