@@ -260,6 +260,7 @@ def test_eval_scores_only_labelled_pixels(tmp_path):
     assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["unreadable"] == 1
 
 
+@pytest.mark.slow  # a U-Net trains (about 30 s); the loss and metrics tests above are fast
 def test_training_and_segment_with_ignored_pixels(tmp_path):
     """A U-Net trains on masks with 255 borders (finite losses, the bundle records the
     ignore value) and segment scores and draws them against the dataset's masks."""
