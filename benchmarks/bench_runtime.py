@@ -38,7 +38,9 @@ BAR = 2.0
 
 def mobilenet_bundle(tmp: Path, n_test: int) -> tuple[Path, Path]:
     """A 224x224x3 dataset (cache filled) and a mobilenetv2 bundle trained on it."""
-    from imgkit.data.dataset import Dataset, Record, write_dataset
+    from imgkit.data.dataset import Dataset
+    from imgkit.data.dataset_write import write_dataset
+    from imgkit.data.records import Record
     from imgkit.train.trainer import train
 
     rng = np.random.default_rng(0)

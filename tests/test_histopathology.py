@@ -16,11 +16,12 @@ from test_pipelines import run_script
 from tiny_data import make_dataset
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Dataset, assign_splits
+from imgkit.data.dataset import Dataset
 from imgkit.data.grouping import compile_group_by, regroup, relative_name, split_balance
 from imgkit.data.prep import prepare
 from imgkit.data.records import Record
 from imgkit.data.sources import find_reader
+from imgkit.data.splits import assign_splits
 from imgkit.errors import BadInputError
 from imgkit.infer.predict import prediction_frame
 from imgkit.train.thresholds import (

@@ -18,21 +18,17 @@ import numpy as np
 
 from imgkit.data.bad_inputs import BadCounter, reason_kind
 from imgkit.data.classmasks import class_table
-from imgkit.data.dataset import (
-    Dataset,
-    Record,
-    Reject,
-    assign_splits,
-    label_set,
-    write_dataset,
-)
+from imgkit.data.dataset import Dataset, label_set
+from imgkit.data.dataset_write import write_dataset
 from imgkit.data.folds import fold_records
 from imgkit.data.grouping import compile_group_by, regroup, split_balance
 from imgkit.data.images import DEFAULT_MAX_PIXELS, check_image, is_skipped
 from imgkit.data.multisplit import label_balance
 from imgkit.data.prep_output import _check_output, _replace_folder, summarize
 from imgkit.data.record_checks import dedupe, refuse_line_breaks, shown_name
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
+from imgkit.data.splits import assign_splits
 from imgkit.errors import BadImageError, BadInputError
 from imgkit.fileio import atomic_dir
 

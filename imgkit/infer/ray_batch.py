@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.errors import BadImageError, ImgkitError
 from imgkit.infer.engine import Batch, Runner
 from imgkit.infer.inputs import decode_reason
