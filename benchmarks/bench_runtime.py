@@ -63,10 +63,11 @@ def fashion_bundle(tmp: Path, n_test: int) -> tuple[Path, Path]:
     from synthetic import write_idx
 
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
     from imgkit.train.trainer import train
 
     idx = write_idx(tmp / "idx", train=600, test=n_test)
-    prepare(["fashion-mnist"], tmp / "fdata", idx_dir=str(idx))
+    prepare(["fashion-mnist"], tmp / "fdata", PrepOptions(idx_dir=str(idx)))
     train(tmp / "fdata", tmp / "frun", model="fashion-cnn", epochs=1, batch_size=128)
     return tmp / "frun", tmp / "fdata"
 

@@ -23,10 +23,10 @@ from imgkit.data.bad_inputs import BadCounter
 from imgkit.data.classmasks import class_table
 from imgkit.data.dataset import Dataset, label_set
 from imgkit.data.grouping import compile_group_by
-from imgkit.data.images import DEFAULT_MAX_PIXELS
 from imgkit.data.prep_gather import filter_records, read_sources, require_usable
+from imgkit.data.prep_options import PrepOptions
 from imgkit.data.prep_output import _check_output, _replace_folder, summarize
-from imgkit.data.prep_splits import Split, split_and_write
+from imgkit.data.prep_splits import split_and_write
 from imgkit.data.records import Record
 from imgkit.data.sources import Progress, SourceContext
 from imgkit.errors import BadInputError
@@ -62,38 +62,37 @@ def _warnings(records: list[Record], multilabel: bool = False) -> list[str]:
     return out
 
 
-def _check_arguments(sources: list[str], limit, folds, val) -> None:
+def _check_arguments(sources: list[str], options: PrepOptions) -> None:
     """Refuse what no source can make right, before anything is read."""
     if not sources:
         raise BadInputError("no sources given (folders, CSV files or fashion-mnist)")
-    if limit is not None and limit < 1:
-        raise BadInputError(f"--limit must be at least 1, got {limit}")
-    if folds is not None and val:
+    if options.limit is not None and options.limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {options.limit}")
+    if options.folds is not None and options.val:
         raise BadInputError("--folds and --val: each fold is in turn the validation; drop --val")
+
+
+def _source_context(workdir: Path, options: PrepOptions, progress) -> SourceContext:
+    """What every source reader is told: the options that concern reading."""
+    return SourceContext(
+        workdir=workdir,
+        idx_dir=Path(options.idx_dir) if options.idx_dir else None,
+        limit=options.limit,
+        seed=options.seed,
+        progress=progress,
+        name_labels=options.name_labels,
+        label_sep=options.label_sep or " ",
+        images=Path(options.images) if options.images else None,
+        allow_empty=options.allow_empty,
+    )
 
 
 def prepare(
     sources: list[str],
     output: str | os.PathLike,
+    options: PrepOptions | None = None,
     *,
-    val: float | None = None,
-    test: float | None = None,
-    seed: int = 0,
-    max_bad: str | int | float | None = None,
-    overwrite: bool = False,
-    idx_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
     progress: Progress | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    name_labels: bool | None = None,
-    masks: str | os.PathLike | None = None,
-    group_by: str | None = None,
-    label_sep: str = " ",
-    images: str | os.PathLike | None = None,
-    folds: int | None = None,
-    allow_empty: bool = False,
-    mask_classes: str | os.PathLike | None = None,
-    mask_colors: str | os.PathLike | None = None,
 ) -> dict:
     """Read image sources, check every image, assign splits, write a dataset folder.
 
@@ -101,35 +100,9 @@ def prepare(
         sources: folders, CSV files, zip/tar archives, IDX folders or "fashion-mnist"
             (see :mod:`imgkit.data.sources`).
         output: the dataset folder to make.
-        val: fraction for validation (default 0.1, or 0 when a source fixes val).
-        test: fraction for test (default 0.1, or 0 when a source has its own test set).
-        seed: seed for the splits and ``limit`` subsets.
-        max_bad: stop when more inputs than this are unreadable: a count (10) or a
-            fraction (0.05); hidden files and non-image files do not count.
-        overwrite: replace an existing dataset folder (only once the new one is done).
-        idx_dir: where the fashion-mnist IDX files are.
-        limit: at most this many images per split of the sources, stratified by class.
+        options: how (:class:`~imgkit.data.prep_options.PrepOptions`, each field
+            documented there); None: ``imgkit prep``'s defaults.
         progress: called as ``progress(task, advance, total)``.
-        max_pixels: images with more pixels are rejected as possible decompression bombs.
-        name_labels: label folders by Kaggle-style file names (``cat.12.jpg``): None
-            decides from the names, True whenever any name fits, False never (see
-            :mod:`imgkit.data.sources.kaggle_names`).
-        masks: a folder of masks matched to the images by file stem, or a CSV with
-            path,mask columns: makes a segmentation dataset (see :mod:`imgkit.data.segprep`).
-        group_by: a regular expression searched in each image's path relative to its
-            source; its first group (or the whole match) is the image's group, kept in
-            one split. Images it does not match are groups of their own (counted in a
-            warning). See :mod:`imgkit.data.grouping`.
-        label_sep: what separates a multi-label CSV's labels (default a space).
-        images: the folder a Planet-style multi-label CSV's image names are in.
-        folds: give every labelled image but the test split a cross-validation fold
-            1..K (stratified, groups whole; :mod:`imgkit.data.folds`) in place of a val
-            split; the test split is then 0 unless ``test`` asks for one.
-        allow_empty: keep a multi-label CSV's rows with no label, as images with none.
-        mask_classes: with ``masks``, a file naming the classes of multi-class masks,
-            one per line for the values 0..C (the background first).
-        mask_colors: with ``masks``, a file of lines ``NAME R G B`` mapping RGB mask
-            colours to the classes 0..C (see :mod:`imgkit.data.classmasks`).
 
     Returns:
         The dataset.json content, plus ``path``, ``rejects_file``, ``bad`` (count),
@@ -137,42 +110,30 @@ def prepare(
         ``cached_splits`` and ``warnings``.
 
     Raises:
-        OutputExistsError: ``output`` exists and ``overwrite`` is off.
+        OutputExistsError: ``output`` exists and ``options.overwrite`` is off.
         BadInputError: a source cannot be read, or no usable image is left.
         OfflineError: fashion-mnist is not here and cannot be downloaded.
-        ImgkitError: more bad images than ``max_bad``.
+        ImgkitError: more bad images than ``options.max_bad``.
     """
+    options = options if options is not None else PrepOptions()
     sources = [str(s) for s in sources]
-    _check_arguments(sources, limit, folds, val)
+    _check_arguments(sources, options)
     output = Path(output)
-    counter = BadCounter(max_bad)  # parses max_bad before any work
-    group_pattern = compile_group_by(group_by) if group_by else None
-    mask_table = class_table(masks, mask_classes, mask_colors)
-    _check_output(output, sources, overwrite)
+    counter = BadCounter(options.max_bad)  # parses max_bad before any work
+    group_pattern = compile_group_by(options.group_by) if options.group_by else None
+    mask_table = class_table(options.masks, options.mask_classes, options.mask_colors)
+    _check_output(output, sources, options.overwrite)
     replacing = output.exists()
     staging = (
         output.with_name(f".{output.name}.new-{secrets.token_hex(4)}") if replacing else output
     )
 
     with atomic_dir(staging) as workdir:
-        ctx = SourceContext(
-            workdir=workdir,
-            idx_dir=Path(idx_dir) if idx_dir else None,
-            limit=limit,
-            seed=seed,
-            progress=progress,
-            name_labels=name_labels,
-            label_sep=label_sep or " ",
-            images=Path(images) if images else None,
-            allow_empty=allow_empty,
-        )
-        got = read_sources(sources, ctx, group_pattern)
-        filter_records(got, workdir, counter, limit, seed, masks, progress, max_pixels, mask_table)
+        got = read_sources(sources, _source_context(workdir, options, progress), group_pattern)
+        filter_records(got, workdir, counter, options, progress, mask_table)
         records, rejects, notes = got.records, got.rejects, got.notes
-        require_usable(records, rejects, sources, masks)
-
-        split = Split(val, test, seed, folds, mask_table)
-        records, info = split_and_write(workdir, output, got, sources, masks, split, limit)
+        require_usable(records, rejects, sources, options.masks)
+        records, info = split_and_write(workdir, output, got, sources, options, mask_table)
         cached = _store_cache(workdir, got.arrays) if got.arrays else []
 
     if replacing:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from imgkit.data.bad_inputs import reason_kind
+from imgkit.data.bad_inputs import BadCounter, reason_kind
 from imgkit.data.grouping import regroup
 from imgkit.data.image_checks import check_images
 from imgkit.data.images import is_skipped
+from imgkit.data.prep_options import PrepOptions
 from imgkit.data.record_checks import dedupe, refuse_line_breaks
 from imgkit.data.records import Record, Reject
-from imgkit.data.sources import SourceContext, read_source, stratified_subset
+from imgkit.data.sources import Progress, SourceContext, read_source, stratified_subset
 from imgkit.errors import BadInputError
 
 
@@ -65,21 +67,29 @@ def read_sources(sources: list[str], ctx: SourceContext, group_pattern) -> Gathe
 
 
 def filter_records(
-    got: Gathered, workdir, counter, limit, seed, masks, progress, max_pixels, mask_table=None
+    got: Gathered,
+    workdir: Path,
+    counter: BadCounter,
+    options: PrepOptions,
+    progress: Progress | None,
+    mask_table=None,
 ) -> None:
-    """Drop duplicates, apply ``limit``, pair masks, and open every unchecked image once."""
+    """Drop duplicates, apply ``options.limit``, pair ``options.masks``, and open every
+    unchecked image once."""
     got.records, duplicates = dedupe(got.records)
     got.rejects.extend(duplicates)
-    got.records = limit_records(got.records, limit, seed)
+    got.records = limit_records(got.records, options.limit, options.seed)
     bad_so_far = [r for r in got.rejects if not is_skipped(r.reason)]
     counter.total = len(got.records) + len(bad_so_far)
     for r in bad_so_far:
         counter.add(r)
-    if masks is not None:
+    if options.masks is not None:
         # Pairs are checked together (image and mask, and their sizes) right here.
         from imgkit.data.segprep import attach_masks
 
-        got.records, bad_pairs, mask_notes = attach_masks(got.records, masks, workdir, mask_table)
+        got.records, bad_pairs, mask_notes = attach_masks(
+            got.records, options.masks, workdir, mask_table
+        )
         got.notes.extend(mask_notes)
         for r in bad_pairs:
             got.rejects.append(r)
@@ -91,7 +101,7 @@ def filter_records(
         got.rejects.append(r)
         counter.add(r)
     unchecked = [r for r in got.records if r.path not in got.trusted]
-    good, broken = check_images(unchecked, workdir, counter, progress, max_pixels)
+    good, broken = check_images(unchecked, workdir, counter, progress, options.max_pixels)
     good_paths = {r.path for r in good}
     got.records = [r for r in got.records if r.path in got.trusted or r.path in good_paths]
     got.rejects.extend(broken)

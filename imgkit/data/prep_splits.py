@@ -7,19 +7,17 @@ kept whole in all three.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from imgkit.data.dataset import label_set
 from imgkit.data.dataset_write import write_dataset
 from imgkit.data.folds import fold_records
 from imgkit.data.grouping import split_balance
 from imgkit.data.multisplit import label_balance
+from imgkit.data.prep_options import DEFAULT_TEST, DEFAULT_VAL, PrepOptions
 from imgkit.data.record_checks import shown_name
 from imgkit.data.records import Record
 from imgkit.data.splits import assign_splits
-
-DEFAULT_VAL = 0.1
-DEFAULT_TEST = 0.1
 
 
 def _assign(
@@ -60,38 +58,27 @@ def _assign_pairs(
     return [replace(r, split=s) for r, s in zip(records, splits, strict=True)], val, test
 
 
-@dataclass(frozen=True)
-class Split:
-    """How to split: val and test fractions (None: the defaults), seed, folds."""
-
-    val: float | None
-    test: float | None
-    seed: int
-    folds: int | None = None
-    mask_table: object = None  # multi-class masks' MaskClasses
-
-
-def split_and_write(workdir, output, got, sources, masks, split: Split, limit):
+def split_and_write(workdir, output, got, sources, options: PrepOptions, mask_table=None):
     """Assign the splits (and folds) and write manifest, rejects and dataset.json.
 
     Returns:
         (the records with their splits, the dataset.json content).
     """
-    multilabel, segmentation = got.task == "multilabel", masks is not None
-    val, test, seed = split.val, split.test, split.seed
+    multilabel, segmentation = got.task == "multilabel", options.masks is not None
+    val, test, seed = options.val, options.test, options.seed
     records = got.records
-    if split.folds is not None:
+    if options.folds is not None:
         # Every labelled image is in a fold: a source's own val split joins them, and a
         # held-out test split is made only when asked for.
         val, test = 0.0, test or 0.0
         records = [replace(r, split=None) if r.split == "val" else r for r in records]
-    if masks is not None:
+    if segmentation:
         records, val_used, test_used = _assign_pairs(records, val, test, seed)
     else:
         records, val_used, test_used = _assign(records, val, test, seed, multilabel)
-    if split.folds is not None:
-        records = fold_records(records, split.folds, seed, segmentation, multilabel)
-    task = "segmentation" if masks is not None else "classification"
+    if options.folds is not None:
+        records = fold_records(records, options.folds, seed, segmentation, multilabel)
+    task = "segmentation" if segmentation else "classification"
     # Any file not taken (a hidden file, a non-image, a refused name) may have a line
     # break in its name too: each gets one row.
     rejects = [
@@ -108,10 +95,10 @@ def split_and_write(workdir, output, got, sources, masks, split: Split, limit):
         extra={
             "val": val_used,
             "test": test_used,
-            "limit": limit,
+            "limit": options.limit,
             "sources": got.details,
             **(label_balance(records) if multilabel else split_balance(records)),
-            **(split.mask_table.info() if split.mask_table is not None else {}),
+            **(mask_table.info() if mask_table is not None else {}),
         },
     )
     return records, info
