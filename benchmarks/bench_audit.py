@@ -150,10 +150,11 @@ def _audit(data, out, **kw):
 
 def quality(work: Path) -> None:
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
 
     truth = build(work / "set")
     data, against = work / "data", work / "set" / "against"
-    prepare([str(work / "set" / "src")], data, seed=0)
+    prepare([str(work / "set" / "src")], data, PrepOptions(seed=0))
     _audit(data, work / "audit0", against=against)  # fills the embedding cache
     preds = oof_predictions(data, work / "oof.csv")
     res = _audit(data, work / "audit", against=against, predictions=preds)

@@ -94,13 +94,14 @@ def dataset(work: Path, n: int) -> Path:
     """The prepared set of ``n`` images, with its embeddings cached (made once)."""
     from imgkit.data.dataset import CACHE_DIR, Dataset
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
     from imgkit.evaluate.audit.inputs import data_images
     from imgkit.evaluate.audit.run import _scan, make_embedder
 
     data = work / f"data{n}"
     if not (data / "manifest.csv").is_file():
         src = scale_set(work / f"set{n}", n, side=112)
-        prepare([str(src)], data, seed=0)
+        prepare([str(src)], data, PrepOptions(seed=0))
     ds = Dataset.load(data)
     if not list((data / CACHE_DIR).glob(f"embed-mobilenetv2-*-{ds.hash}.npy")):
         print(f"embedding {n} images once (untimed) into {data / CACHE_DIR}", flush=True)

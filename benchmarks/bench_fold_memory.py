@@ -67,7 +67,8 @@ print(json.dumps({"setup_mb": setup_hwm, "anon_mb": peak_anon, "train": len(x),
 
 def make_dataset(folder: Path, n: int, folds: int) -> None:
     """A folded dataset of ``n`` images whose train-split cache is filled in chunks."""
-    from imgkit.data.dataset import Dataset, write_dataset
+    from imgkit.data.dataset import Dataset
+    from imgkit.data.dataset_write import write_dataset
     from imgkit.data.folds import assign_folds
     from imgkit.data.records import Record
 

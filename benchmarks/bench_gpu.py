@@ -40,7 +40,9 @@ SKIPPED = 4  # exit status without a GPU: the bars were not checked
 
 def make_dataset(folder: Path, n: int, size: int):
     """A two-class dataset folder whose decode cache holds ``n`` RGB images."""
-    from imgkit.data.dataset import Dataset, Record, write_dataset
+    from imgkit.data.dataset import Dataset
+    from imgkit.data.dataset_write import write_dataset
+    from imgkit.data.records import Record
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, n)

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _cli import imgkit
 from _table import print_table
 from PIL import Image
 
@@ -113,17 +112,6 @@ def most_common_baseline(train: pd.DataFrame, truth: list[set]) -> tuple[float, 
 
 
 def run(root: Path, model: str, size: int, epochs: int, extra: list[str]) -> dict[str, float]:
-    from click.testing import CliRunner
-
-    from imgkit.commands import cli
-
-    def imgkit(*args) -> float:
-        t0 = time.perf_counter()
-        result = CliRunner().invoke(cli, [str(a) for a in args])
-        if result.exit_code != 0:
-            sys.exit(f"imgkit {' '.join(map(str, args))} failed:\n{result.output}")
-        return time.perf_counter() - t0
-
     seconds = {
         "prep": imgkit("prep", root / "train_v2.csv", "--images", root / "train-jpg",
                        "-o", root / "data"),

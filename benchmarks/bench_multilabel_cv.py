@@ -15,27 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+from _cli import imgkit
 from _table import print_table
 from bench_multilabel import CELL, build, mean_f2, tag_sets
-
-
-def imgkit(*args) -> float:
-    """Run one imgkit command in-process; its wall-clock seconds."""
-    from click.testing import CliRunner
-
-    from imgkit.commands import cli
-
-    t0 = time.perf_counter()
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exit_code != 0:
-        sys.exit(f"imgkit {' '.join(map(str, args))} failed:\n{result.output}")
-    return time.perf_counter() - t0
 
 
 def score(root: Path, bundle: Path, name: str) -> float:

@@ -38,7 +38,9 @@ BAR = 2.0
 
 def mobilenet_bundle(tmp: Path, n_test: int) -> tuple[Path, Path]:
     """A 224x224x3 dataset (cache filled) and a mobilenetv2 bundle trained on it."""
-    from imgkit.data.dataset import Dataset, Record, write_dataset
+    from imgkit.data.dataset import Dataset
+    from imgkit.data.dataset_write import write_dataset
+    from imgkit.data.records import Record
     from imgkit.train.trainer import train
 
     rng = np.random.default_rng(0)
@@ -61,10 +63,11 @@ def fashion_bundle(tmp: Path, n_test: int) -> tuple[Path, Path]:
     from synthetic import write_idx
 
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
     from imgkit.train.trainer import train
 
     idx = write_idx(tmp / "idx", train=600, test=n_test)
-    prepare(["fashion-mnist"], tmp / "fdata", idx_dir=str(idx))
+    prepare(["fashion-mnist"], tmp / "fdata", PrepOptions(idx_dir=str(idx)))
     train(tmp / "fdata", tmp / "frun", model="fashion-cnn", epochs=1, batch_size=128)
     return tmp / "frun", tmp / "fdata"
 

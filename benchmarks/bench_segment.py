@@ -26,10 +26,11 @@ def make_bundle(tmp: Path, size: int) -> Path:
     from seg_data import write_disc_pairs
 
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
     from imgkit.train.trainer import train
 
     images, masks = write_disc_pairs(tmp / "pairs", 24, size=(size, size))
-    prepare([str(images)], tmp / "data", masks=str(masks), val=0.25, test=0)
+    prepare([str(images)], tmp / "data", PrepOptions(masks=str(masks), val=0.25, test=0))
     train(tmp / "data", tmp / "run", model="unet-mobilenetv2", input_size=(size, size),
           weights="none", epochs=1, batch_size=8)  # fmt: skip
     return tmp / "run"

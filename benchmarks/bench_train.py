@@ -35,6 +35,7 @@ BAR_PERCENT = 3.0
 
 def make_dataset(folder: Path, limit: int) -> str:
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
 
     idx = DEBIAN_FASHION
     source = "real Fashion-MNIST"
@@ -43,7 +44,7 @@ def make_dataset(folder: Path, limit: int) -> str:
 
         idx = write_idx(folder / "idx", train=limit, test=max(100, limit // 6))
         source = "synthetic bars"
-    prepare(["fashion-mnist"], folder / "data", idx_dir=str(idx), limit=limit)
+    prepare(["fashion-mnist"], folder / "data", PrepOptions(idx_dir=str(idx), limit=limit))
     return source
 
 

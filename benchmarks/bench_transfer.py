@@ -52,7 +52,8 @@ def _photos() -> tuple[list[np.ndarray], list[np.ndarray], str]:
 
 def make_dataset(folder: Path, n_train: int, n_val: int, size: int) -> str:
     """Write PNG crops and a dataset folder (no cache yet) for them."""
-    from imgkit.data.dataset import Record, write_dataset
+    from imgkit.data.dataset_write import write_dataset
+    from imgkit.data.records import Record
 
     cats, others, source = _photos()
     rng = np.random.default_rng(0)

@@ -43,10 +43,11 @@ def make_bundle(tmp: Path) -> Path:
     from synthetic import write_idx
 
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
     from imgkit.train.trainer import train
 
     idx = write_idx(tmp / "idx", train=200, test=50)
-    prepare(["fashion-mnist"], tmp / "data", idx_dir=str(idx))
+    prepare(["fashion-mnist"], tmp / "data", PrepOptions(idx_dir=str(idx)))
     train(tmp / "data", tmp / "run", model="fashion-cnn", epochs=1, batch_size=64)
     return tmp / "run"
 

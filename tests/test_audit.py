@@ -19,7 +19,8 @@ from conftest import need_module
 from PIL import Image, ImageEnhance
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Record, write_dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.evaluate.audit import Thresholds, run_audit
 from imgkit.evaluate.audit.labels import suspects
 

@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Record, write_dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.evaluate.metrics import (
     average_precision,
     check_gates,

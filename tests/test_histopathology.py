@@ -16,11 +16,13 @@ from test_pipelines import run_script
 from tiny_data import make_dataset
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Dataset, assign_splits
+from imgkit.data.dataset import Dataset
 from imgkit.data.grouping import compile_group_by, regroup, relative_name, split_balance
 from imgkit.data.prep import prepare
+from imgkit.data.prep_options import PrepOptions
 from imgkit.data.records import Record
 from imgkit.data.sources import find_reader
+from imgkit.data.splits import assign_splits
 from imgkit.errors import BadInputError
 from imgkit.infer.predict import prediction_frame
 from imgkit.train.thresholds import (
@@ -51,7 +53,7 @@ def test_idc_layout_labels_groups_and_strays(tmp_path):
     (src / "README.txt").write_text("a stray at the top")
     assert find_reader(str(src)).NAME == "idc"
 
-    info = prepare([str(src)], tmp_path / "data", val=0.2, test=0.2, seed=0)
+    info = prepare([str(src)], tmp_path / "data", PrepOptions(val=0.2, test=0.2, seed=0))
     rejects = pd.read_csv(tmp_path / "data" / "rejects.csv")
     names = rejects["path"].map(lambda p: p.split("/")[-1])
     reasons = dict(zip(names, rejects["reason"], strict=True))
@@ -81,7 +83,7 @@ def test_idc_layout_labels_groups_and_strays(tmp_path):
 
 def test_a_patch_level_random_split_leaks_patients_but_prep_does_not(tmp_path):
     src = make_idc(tmp_path / "IDC")
-    prepare([str(src)], tmp_path / "data", val=0.2, test=0.2, seed=0)
+    prepare([str(src)], tmp_path / "data", PrepOptions(val=0.2, test=0.2, seed=0))
     m = Dataset.load(tmp_path / "data").manifest
     groups = m["group"].astype(str).tolist()
     # What a patch-level split (no groups) does with the same patches and seed.

@@ -14,7 +14,9 @@ from PIL import Image
 from tiny_bundles import save_classifier, save_segmenter
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Dataset, Record, Reject, write_dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record, Reject
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.infer.inputs import Tally
 from imgkit.infer.plan import Item, default_split, plan_inputs

@@ -20,7 +20,9 @@ from PIL import Image
 from tiny_bundles import SIZE, save_classifier
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.infer.inputs import iter_input_paths
 from imgkit.infer.inversion import border_mean, should_invert
 from imgkit.infer.options import InferOptions

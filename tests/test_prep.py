@@ -19,6 +19,7 @@ from synthetic import write_idx
 from imgkit.data.bad_inputs import parse_max_bad
 from imgkit.data.dataset import Dataset
 from imgkit.data.prep import prepare
+from imgkit.data.prep_options import PrepOptions
 from imgkit.data.sources import fashion_mnist
 from imgkit.errors import BadInputError, ImgkitError, OfflineError, OutputExistsError
 
@@ -262,7 +263,7 @@ def test_fashion_mnist_offline_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fashion_mnist, "_load_with_keras", no_network)
     with pytest.raises(OfflineError) as info:
-        prepare(["fashion-mnist"], tmp_path / "data", idx_dir=empty)
+        prepare(["fashion-mnist"], tmp_path / "data", PrepOptions(idx_dir=empty))
     message = str(info.value)
     assert "apt-get install dataset-fashion-mnist" in message
     assert "t10k-labels-idx1-ubyte.gz" in message and str(empty) in message

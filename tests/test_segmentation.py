@@ -89,6 +89,25 @@ def test_mask_scores():
     assert s["iou"] == 0 and s["dice"] == 0
 
 
+def test_eval_brings_a_smaller_prediction_to_its_truth_by_nearest_neighbour(tmp_path):
+    """A mask predicted at half size is scored at the truth's size, and flagged."""
+    from imgkit.evaluate.maskeval import evaluate_masks
+
+    truth, preds = tmp_path / "truth", tmp_path / "preds"
+    truth.mkdir()
+    preds.mkdir()
+    true = np.zeros((8, 8), np.uint8)
+    true[:, :4] = 255  # the left half
+    Image.fromarray(true).save(truth / "m.png")
+    pred = np.zeros((4, 4), np.uint8)
+    pred[:, :1] = 255  # the left quarter: columns 0-1 of 8 once doubled, no blur
+    Image.fromarray(pred).save(preds / "m.png")
+    report = evaluate_masks(preds, truth)
+    row = report.per_image.iloc[0]
+    assert bool(row["resized"]) and report.summary["resized"] == 1
+    assert row["iou"] == pytest.approx(0.5) and row["pixel_accuracy"] == pytest.approx(0.75)
+
+
 # --- prep --------------------------------------------------------------------------
 
 

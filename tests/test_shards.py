@@ -13,7 +13,8 @@ from PIL import Image
 from tiny_bundles import save_classifier, save_segmenter
 
 from imgkit.commands import cli
-from imgkit.data.dataset import Record, write_dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.infer.inputs import parse_shard, shard_bounds
 
 

@@ -18,7 +18,9 @@ from cli_helpers import invoke, one_line_error
 from tiny_data import SIZE, make_dataset, squares
 
 from imgkit.bundle import TRUST_ENV, load_bundle
-from imgkit.data.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.train import trainer as training
 from imgkit.train.importing import import_model
 

@@ -20,7 +20,9 @@ from tiny_data import make_dataset
 
 from imgkit.bundle import load_bundle, read_meta
 from imgkit.commands import cli
-from imgkit.data.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 from imgkit.errors import BadInputError, OfflineError
 from imgkit.models import create_model, get_spec
 from imgkit.models.backbones import (

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.data.dataset import Dataset, Record, write_dataset
+from imgkit.data.dataset import Dataset
+from imgkit.data.dataset_write import write_dataset
+from imgkit.data.records import Record
 
 SIZE = 12
 

@@ -264,6 +264,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     """
     from imgkit.data.bad_inputs import parse_max_bad
     from imgkit.data.prep import prepare
+    from imgkit.data.prep_options import PrepOptions
 
     try:
         parse_max_bad(max_bad)
@@ -275,30 +276,28 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
         _summary(derived)
         click.echo(derived["path"])
         return
+    options = PrepOptions(
+        val=val,
+        test=test,
+        seed=seed,
+        max_bad=max_bad,
+        overwrite=overwrite,
+        idx_dir=idx_dir,
+        limit=limit,
+        name_labels=name_labels,
+        masks=masks,
+        mask_classes=mask_classes,
+        mask_colors=mask_colors,
+        mask_ignore=mask_ignore,
+        group_by=group_by,
+        label_sep=label_sep,
+        images=images_dir,
+        folds=folds,
+        allow_empty=allow_empty,
+    )
     bars = _Bars() if show_progress() else None
     try:
-        info = prepare(
-            list(sources),
-            output,
-            val=val,
-            test=test,
-            seed=seed,
-            max_bad=max_bad,
-            overwrite=overwrite,
-            idx_dir=idx_dir,
-            limit=limit,
-            progress=bars,
-            name_labels=name_labels,
-            masks=masks,
-            group_by=group_by,
-            label_sep=label_sep,
-            images=images_dir,
-            folds=folds,
-            allow_empty=allow_empty,
-            mask_classes=mask_classes,
-            mask_colors=mask_colors,
-            mask_ignore=mask_ignore,
-        )
+        info = prepare(list(sources), output, options, progress=bars)
     finally:
         if bars is not None:
             bars.close()

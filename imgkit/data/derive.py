@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgkit.data.dataset import CACHE_DIR, INFO, MANIFEST, REJECTS, Dataset, write_dataset
+from imgkit.data.dataset import CACHE_DIR, INFO, MANIFEST, REJECTS, Dataset
+from imgkit.data.dataset_write import write_dataset
 from imgkit.data.folds import FOLDED_SPLIT, fold_records
 from imgkit.data.grouping import split_balance
 from imgkit.data.prep_output import summarize

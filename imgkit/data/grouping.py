@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from imgkit.data.dataset import Record
+from imgkit.data.records import Record
 from imgkit.errors import BadInputError
 
 

@@ -415,7 +415,7 @@ def list_images(root: str | os.PathLike) -> tuple[list[Path], list]:
 
     Returns:
         ``(paths, rejects)``: image paths (``root`` joined with the relative path),
-        sorted by their path below ``root``; and one :class:`imgkit.data.dataset.Reject` per
+        sorted by their path below ``root``; and one :class:`imgkit.data.records.Reject` per
         hidden or system file or folder, non-image file and broken symbolic link.
 
     Raises:

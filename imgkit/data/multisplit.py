@@ -9,7 +9,7 @@ while every split still has room for them, so a label with five images gets its 
 val and one test image rather than whatever a random draw leaves. Written here (a few
 dozen lines) rather than taken from the ``iterative-stratification`` package, so that
 groups (whole units of several images) and fixed splits work as in
-:func:`imgkit.data.dataset.assign_splits`.
+:func:`imgkit.data.splits.assign_splits`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from imgkit.data.dataset import fixed_splits
+from imgkit.data.splits import fixed_splits
 
 _ORDER = ("train", "val", "test")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imgkit.data.dataset import Record, Reject
+from imgkit.data.records import Record, Reject
 
 LINE_BREAKS = ("\r", "\n")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from imgkit.data.classmasks import MaskClasses, read_class_mask, write_class_png
-from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import check_image, list_images
 from imgkit.data.masks import mask_image_size, read_mask, write_mask_png
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import absolute
 from imgkit.errors import BadImageError, BadInputError
 

@@ -41,13 +41,18 @@ def binary_rows(proba: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - p, p], axis=1)
 
 
-def blend_probabilities(probas: list[np.ndarray], weights, method: str) -> np.ndarray:
-    """Aligned (n, labels) probabilities blended per label; (n, labels) out."""
+def _refuse_rank(method: str) -> None:
+    """Raise the one error for ``--method rank``, which multi-label blends do not offer."""
     if method == "rank":
         raise BadInputError(
             "--method rank: not for multi-label predictions (ranks of different labels "
             "are not comparable); use mean or geometric"
         )
+
+
+def blend_probabilities(probas: list[np.ndarray], weights, method: str) -> np.ndarray:
+    """Aligned (n, labels) probabilities blended per label; (n, labels) out."""
+    _refuse_rank(method)
     shape = np.shape(probas[0])
     rows = combine([binary_rows(p) for p in probas], weights, method)
     return rows[:, 1].reshape(shape)
@@ -87,7 +92,7 @@ def fit_multilabel_blend(oof: list[Table], y: np.ndarray, method: str, metric: s
     Returns:
         {"weights", "temperature", "thresholds" (labels,), "oof" (the blend's scores)}.
     """
-    blend_probabilities([t.proba for t in oof], np.ones(len(oof)), method)  # refuses rank
+    _refuse_rank(method)  # before any fitting
     flat = y.reshape(-1)
     w, temperature = fit_blend([binary_rows(t.proba) for t in oof], flat, method)
     p = mls.temper(blend_probabilities([t.proba for t in oof], w, method), temperature)

@@ -101,9 +101,9 @@ def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskRe
     names = truth_classes(truth)
     if names:
         return evaluate_class_masks(preds, truth, names)
-    read_true = lambda path: read_mask(path).mask  # noqa: E731
-    resize = lambda pred, shape: resize_mask(pred, shape).astype(bool)  # noqa: E731
-    pairs, unmatched, unreadable = _matched(preds, truth, read_mask_or_empty, read_true, resize)
+    pairs, unmatched, unreadable = _matched(
+        preds, truth, read_mask_or_empty, _read_true_mask, _resize_binary
+    )
     rows = [
         {"path": str(f), "truth": str(true_path), "split": split,
          **mask_scores(pred, true), "resized": resized}
@@ -138,8 +138,15 @@ def evaluate_class_masks(
 
     k = len(names)
     total = np.zeros((k, k), dtype=np.int64)
-    read_pred = lambda path: read_index_png(path, k)  # noqa: E731
-    read_true = lambda path: read_index_png(path, k, ignore=True)  # noqa: E731
+
+    def read_pred(path) -> np.ndarray:
+        """A predicted mask's class values, each checked to be under ``k``."""
+        return read_index_png(path, k)
+
+    def read_true(path) -> np.ndarray:
+        """A true mask's class values, under ``k`` or the ignore value."""
+        return read_index_png(path, k, ignore=True)
+
     pairs, unmatched, unreadable = _matched(preds, truth, read_pred, read_true, resize_index)
     rows = []
     ignored = 0
@@ -208,6 +215,16 @@ def _matched(preds, truth, read_pred, read_true, resize):
             f"({len(files)} predicted, {len(truths)} true)"
         )
     return pairs, unmatched, unreadable
+
+
+def _read_true_mask(path: str | os.PathLike) -> np.ndarray:
+    """A true binary mask's pixels, bool."""
+    return read_mask(path).mask
+
+
+def _resize_binary(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A binary prediction brought to its truth's shape by nearest neighbour, bool."""
+    return resize_mask(pred, shape).astype(bool)
 
 
 def read_mask_or_empty(path: str | os.PathLike) -> np.ndarray:

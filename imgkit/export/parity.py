@@ -27,6 +27,7 @@ from imgkit.infer.engine import Decoder, decoded_batches, local_batches
 from imgkit.infer.inputs import is_dataset_folder, iter_input_paths
 from imgkit.infer.plan import Item, plan_inputs
 from imgkit.infer.predict import apply_temperature, prediction_frame, to_probabilities
+from imgkit.infer.segment import is_multiclass
 
 DEFAULT_LIMIT = 500
 BATCH = 32
@@ -90,7 +91,7 @@ def check_images(
         arrays = np.array(ds.arrays("val", size, channels, "stretch")[pick])
         try:
             truth = np.asarray(ds.mask_arrays("val", size)[pick])[..., 0]
-            truth = truth if len(bundle.classes) > 2 else truth.astype(bool)
+            truth = truth if is_multiclass(bundle) else truth.astype(bool)
         except BadDatasetError:
             truth = None
     else:
@@ -197,7 +198,7 @@ def compare(
     accuracy (a segmenter's IoU) of both sides against ``truth`` (or, without it,
     against Keras's labels); a multi-class segmenter's pixels are its most probable
     classes and its accuracy their mean IoU."""
-    if bundle.task == "segmentation" and len(bundle.classes) > 2:
+    if is_multiclass(bundle):
         # Multi-class masks: each pixel's most probable class; accuracy the mean IoU.
         pk, pe = keras_out, export_out
         lk, le = pk.argmax(-1), pe.argmax(-1)

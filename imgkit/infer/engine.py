@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.errors import BadImageError
 from imgkit.infer.inputs import decode_reason
 from imgkit.infer.inversion import should_invert

@@ -25,7 +25,7 @@ from typing import TextIO
 
 import numpy as np
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.errors import BadInputError
 from imgkit.infer.engine import Decoder, local_batches
 from imgkit.infer.inputs import Tally

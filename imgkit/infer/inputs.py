@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from imgkit.data.dataset import INFO, MANIFEST, Reject
+from imgkit.data.dataset import INFO, MANIFEST
+from imgkit.data.records import Reject
 from imgkit.errors import BadImageError
 
 

@@ -2,7 +2,7 @@
 
 Every inference path (local, sharded, on Ray, classification or masks) lists its inputs
 here and nowhere else: :func:`plan_inputs` turns the command line's inputs into
-:class:`Item` s and :class:`~imgkit.data.dataset.Reject` s in input order, with one rule
+:class:`Item` s and :class:`~imgkit.data.records.Reject` s in input order, with one rule
 for a dataset folder's split (:func:`default_split`) and one for a shard (contiguous
 slices of the whole stream, rejects included, :func:`imgkit.infer.inputs.shard_bounds`).
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from imgkit.data.dataset import Dataset, Reject
+from imgkit.data.dataset import Dataset
 from imgkit.data.folds import as_trained
+from imgkit.data.records import Reject
 from imgkit.errors import BadDatasetError
 from imgkit.infer.inputs import is_dataset_folder, iter_input_paths, shard_bounds
 

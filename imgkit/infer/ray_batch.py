@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.errors import BadImageError, ImgkitError
 from imgkit.infer.engine import Batch, Runner
 from imgkit.infer.inputs import decode_reason
 from imgkit.infer.options import InferOptions, RayOptions, Work
 from imgkit.infer.plan import Item
+from imgkit.infer.segment import is_multiclass
 
 RAY_HINT = 'pip install -e ".[ray]" (or pip install "imgkit[ray]")'
 
@@ -85,7 +86,7 @@ class BatchRunner:
         # read, so Ray can hand batches on without ragged tensors.
         segment = bundle.task == "segmentation"
         self.out_shape = tuple(bundle.input_size) if segment else (len(bundle.classes),)
-        if segment and len(bundle.classes) > 2:  # multi-class: a map per class
+        if is_multiclass(bundle):  # a map per class
             self.out_shape += (len(bundle.classes),)
 
     def __call__(self, batch: dict) -> dict:

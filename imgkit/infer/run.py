@@ -15,7 +15,7 @@ from typing import TextIO
 
 import pandas as pd
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.infer.engine import Batch, Runner, local_batches
 from imgkit.infer.inputs import Tally
 from imgkit.infer.options import InferOptions, Work

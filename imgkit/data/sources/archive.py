@@ -16,7 +16,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from imgkit.data.dataset import Reject
+from imgkit.data.records import Reject
 from imgkit.data.sources import class_folders, idc, kaggle_names, plain_folder
 from imgkit.data.sources.archive_names import archive_stem, archive_suffix
 from imgkit.data.sources.base import SourceContext, SourceResult

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgkit.data.dataset import Record, Reject
+from imgkit.data.records import Record, Reject
 
 # progress(task, advance, total): ``advance`` more items of ``total`` are done.
 Progress = Callable[[str, int, int], None]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import (
     HIDDEN_FOLDER_REASON,
     HIDDEN_REASON,
@@ -19,6 +18,7 @@ from imgkit.data.images import (
     list_images,
     not_image_reason,
 )
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 
 NAME = "class-folders"

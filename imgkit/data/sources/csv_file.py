@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgkit.data.dataset import SPLITS, Record, Reject
+from imgkit.data.dataset import SPLITS
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 from imgkit.errors import BadInputError
 

@@ -4,7 +4,7 @@ An archive is untrusted input: a member may try to land outside the extraction f
 (``../x``, ``/etc/x``), be a link or a device, or expand to far more bytes than its
 header says (a zip bomb). :func:`extract_images` writes only regular image files, only
 below the folder it is given, and counts the bytes it writes instead of believing the
-header. What it does not take is returned as :class:`~imgkit.data.dataset.Reject` rows,
+header. What it does not take is returned as :class:`~imgkit.data.records.Reject` rows,
 named ``<archive>:<member>``; the archive itself is only ever read.
 
 The limits are module constants, so a caller (or a test) can change them:
@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from imgkit.data.dataset import Reject
 from imgkit.data.images import (
     HIDDEN_FOLDER_REASON,
     HIDDEN_REASON,
@@ -37,6 +36,7 @@ from imgkit.data.images import (
     is_hidden,
     not_image_reason,
 )
+from imgkit.data.records import Reject
 from imgkit.data.sources.archive_members import _BrokenStream, _Member, _tar_members, _zip_members
 from imgkit.data.sources.archive_names import (
     _EMPTY,

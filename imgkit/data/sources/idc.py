@@ -20,7 +20,6 @@ import os
 import re
 from pathlib import Path
 
-from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import (
     HIDDEN_FOLDER_REASON,
     HIDDEN_REASON,
@@ -29,6 +28,7 @@ from imgkit.data.images import (
     list_images,
     not_image_reason,
 )
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 
 NAME = "idc"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgkit.data.dataset import Record
+from imgkit.data.records import Record
 from imgkit.data.sources.base import SourceContext, SourceResult, stratified_subset
 from imgkit.errors import BadInputError
 

@@ -29,8 +29,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import SKIPPED, has_image_extension, is_hidden, list_images
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources import plain_folder
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 

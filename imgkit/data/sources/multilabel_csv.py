@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgkit.data.dataset import LABEL_SEP, Record, Reject
+from imgkit.data.dataset import LABEL_SEP
 from imgkit.data.images import IMAGE_EXTENSIONS
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 from imgkit.data.sources.csv_file import _read_table
 from imgkit.errors import BadInputError

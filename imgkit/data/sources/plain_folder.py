@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgkit.data.dataset import Record, Reject
 from imgkit.data.images import list_images
+from imgkit.data.records import Record, Reject
 from imgkit.data.sources.base import SourceContext, SourceResult, absolute
 
 NAME = "unlabeled-folder"
