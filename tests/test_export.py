@@ -308,12 +308,18 @@ def test_predict_and_tta_through_onnx_match_keras(exported, world):
 
 
 @pytest.mark.tensorflow
-def test_auto_takes_onnx_only_when_export_recorded_it(exported, tmp_path):
+def test_auto_takes_onnx_only_when_export_recorded_it(world, exported, tmp_path):
     from imgkit.bundle import load_bundle
     from imgkit.infer.runtime import use_runtime
 
     assert use_runtime(load_bundle(exported), "auto") == "onnx"
     assert use_runtime(load_bundle(exported), "keras") == "keras"
+    # The command says which runtime auto took, on stderr; the CSV on stdout is clean.
+    result = _run("predict", exported, world["photos"], "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert "runtime onnx (auto" in result.stderr and "runtime" not in result.stdout
+    result = _run("predict", exported, world["photos"], "-o", "-", "--runtime", "onnx")
+    assert "runtime onnx (auto" not in result.stderr
     # A model.onnx imgkit.json does not vouch for (left from an earlier model).
     stale = Path(shutil.copytree(exported, tmp_path / "stale"))
     meta = _meta(stale)

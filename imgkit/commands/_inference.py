@@ -12,7 +12,7 @@ from typing import TextIO
 
 import click
 
-from imgkit.commands._common import batch_size_option, trust_code_option
+from imgkit.commands._common import batch_size_option, info, trust_code_option
 from imgkit.infer.options import INVERT_MODES, RUNTIMES, InferOptions, RayOptions
 
 split_option = click.option(
@@ -153,10 +153,16 @@ def _options(kwargs: dict) -> InferOptions:
 
 
 def open_run(run: str, task: str, options: InferOptions):
-    """The bundle RUN, checked for ``task``, with the runtime ``options`` choose."""
-    from imgkit.infer.runtime import open_bundle
+    """The bundle RUN, checked for ``task``, with the runtime ``options`` choose; when
+    auto chose an export, stderr says which."""
+    from imgkit.bundle import load_bundle
+    from imgkit.infer.runtime import use_runtime
 
-    return open_bundle(run, task=task, trust=options.trust, runtime=options.runtime)
+    bundle = load_bundle(run, task=task, trust=options.trust)
+    chosen = use_runtime(bundle, options.runtime)
+    if options.runtime == "auto" and chosen != "keras":
+        info(f"runtime {chosen} (auto: the fastest checked export; --runtime keras for Keras)")
+    return bundle
 
 
 def stdin_for(inputs) -> TextIO | None:
