@@ -114,8 +114,11 @@ class _Weights:
         """Whether ``node``'s inputs 1..count-1 are initializers no other node reads."""
         names = node.input[1:count]
         return len(names) == count - 1 and all(
-            n in self._protos and self._uses.get(n) == 1 for n in names
+            self.constant(n) and self._uses.get(n) == 1 for n in names
         )
+
+    def constant(self, name: str) -> bool:
+        return name in self._protos
 
     def get(self, name: str) -> np.ndarray:
         return self._numpy.to_array(self._protos[name]).astype(np.float64)
@@ -128,7 +131,7 @@ def _is_relu(node, weights: _Weights) -> bool:
     """ReLU, or a Clip from exactly 0 (ReLU6): scaling by s > 0 passes through it."""
     if node.op_type == "Relu":
         return True
-    if node.op_type != "Clip" or len(node.input) < 2 or node.input[1] not in weights._protos:
+    if node.op_type != "Clip" or len(node.input) < 2 or not weights.constant(node.input[1]):
         return False
     return float(weights.get(node.input[1])) == 0.0
 
