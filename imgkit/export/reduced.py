@@ -115,8 +115,10 @@ def write_onnx_int8(
         quant_pre_process(str(source), str(prepared))
         model = onnx.load(str(prepared))
         # Per-tensor activation grids wipe out the narrow channels of MobileNetV2's
-        # early layers: on a fine-tuned 224 px bundle int8 lost 1.9 points and changed
-        # 14 of 420 val labels with neither step, none with both (docs/benchmarks.md).
+        # early layers: on a fine-tuned 224 px bundle int8 lost 1.90 points and changed
+        # 14 of 420 val labels without these two steps, gained 0.24 and changed 1 with
+        # them; on a weaker one -14.52 points and 87 labels became -0.24 and 5
+        # (docs/benchmarks.md). Neither step costs anything at run time.
         equalized = ort_int8.equalize_channels(model, images)
         onnx.save(model, str(prepared))
         head = onnx_head_nodes(model.graph) if keep_head else []
