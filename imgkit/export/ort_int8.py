@@ -35,6 +35,10 @@ _BATCH = 8
 # A channel whose calibrated range is below this share of its tensor's is left alone
 # (a dead channel has nothing to scale up).
 _DEAD = 1e-6
+# The largest factor a channel is scaled up by: the next convolution's weights shrink by
+# as much, and its int32 bias, quantized with the weights' scale, must not overflow.
+# (On MobileNetV2 the largest needed was 139.)
+_MAX_SCALE = 1000.0
 
 
 def _attr(node, name: str, default):
@@ -201,7 +205,8 @@ def equalize_channels(model, images: np.ndarray) -> int:
 
     def scaled(width: np.ndarray) -> np.ndarray:
         alive = width > _DEAD * width.max()
-        return np.where(alive, width.max() / np.where(alive, width, 1.0), 1.0)
+        ratio = np.minimum(width.max() / np.where(alive, width, 1.0), _MAX_SCALE)
+        return np.where(alive, ratio, 1.0)
 
     for first, relu, conv in depthwise:
         scale = scaled(stats[relu.output[0]][1])
