@@ -7,7 +7,10 @@ that differ from Keras's, and the largest and mean probability differences. The
 variants are imgkit's own writers (:mod:`imgkit.export.reduced`) with one choice
 changed:
 
-  ort-head, ort-nohead         ONNX Runtime int8, the head kept float32 or not
+  ort-head, ort-nohead         ONNX Runtime int8 as export makes it (channels equalized,
+                               biases corrected), the head kept float32 or not
+  ort-head-noeq, ort-head-nobc ... without the equalization, or the bias correction
+  ort-head-noeq-nobc           ... with neither (ONNX Runtime's quantization alone)
   ort-head-rr                  ... with 7-bit weights (``reduce_range``)
   ov-head, ov-nohead           NNCF int8 as export makes it (mixed preset: asymmetric
                                activations; full bias correction), head kept or not
@@ -41,13 +44,14 @@ def quantized_outputs(variant: str, source: Path, work: Path, calibration, array
     import nncf
     import onnxruntime.quantization as ortq
 
-    from imgkit.export import reduced
+    from imgkit.export import ort_int8, reduced
     from imgkit.export.parity import outputs
     from imgkit.infer.openvino_model import OpenVinoModel
 
     parts = set(variant.split("-"))
     keep = "head" in parts
     real_nncf, real_ort = nncf.quantize, ortq.quantize_static
+    real_steps = ort_int8.equalize_channels, ort_int8.correct_biases
     nncf_extra, ort_extra = {}, {}
     if "fast" in parts:
         nncf_extra["fast_bias_correction"] = True
@@ -75,6 +79,10 @@ def quantized_outputs(variant: str, source: Path, work: Path, calibration, array
     # One choice changed in imgkit's own writers: the rest is what export does.
     nncf.quantize = lambda *a, **k: real_nncf(*a, **{**k, **nncf_extra})
     ortq.quantize_static = lambda *a, **k: real_ort(*a, **{**k, **ort_extra})
+    if "noeq" in parts:
+        ort_int8.equalize_channels = lambda *a: 0
+    if "nobc" in parts:
+        ort_int8.correct_biases = lambda *a: 0
     try:
         if variant.startswith("ort"):
             import onnxruntime as ort
@@ -90,6 +98,7 @@ def quantized_outputs(variant: str, source: Path, work: Path, calibration, array
         return outputs(OpenVinoModel(folder, "int8", 2).predict_on_batch, arrays)
     finally:
         nncf.quantize, ortq.quantize_static = real_nncf, real_ort
+        ort_int8.equalize_channels, ort_int8.correct_biases = real_steps
 
 
 def main() -> None:
