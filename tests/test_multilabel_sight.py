@@ -313,3 +313,17 @@ def test_report_streams_predictions_and_keeps_only_the_worst(
     bad.write_text("path,label,confidence,p_b&r,p_tl\n", encoding="utf-8")
     one_line_error(invoke("report", corner_run, "-o", tmp_path / "c", "--truth", data,
                           "--predictions", bad), "labels column")  # fmt: skip
+
+
+def test_the_worst_wrong_label_is_the_wrong_one_with_the_largest_loss():
+    from imgkit.evaluate.report_multilabel import _worst_label, label_losses
+
+    y = np.array([True, True, False, False])
+    proba = np.array([0.3, 0.05, 0.6, 0.1])
+    loss = label_losses(y, proba)
+    assert loss == pytest.approx(-np.log([0.3, 0.05, 0.4, 0.9]))
+    # Label 1 is right (its threshold is low) but has the largest loss; of the wrong
+    # ones (0 missed, 2 extra), the missed 0 is the worse.
+    assert _worst_label(y, np.array([False, True, True, False]), loss) == 0
+    assert _worst_label(y, np.array([True, True, True, False]), loss) == 2
+    assert _worst_label(y, y, loss) == 1  # nothing wrong: the least sure label
