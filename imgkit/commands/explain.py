@@ -52,7 +52,7 @@ COLUMNS = ["path", "label", "confidence", "explained", "p_explained", "peak_x", 
 )
 @inference_options(batch_size=16, ray=False)
 def command(run, inputs, output, method, target, layer, save_maps, options):
-    """Show where the classification bundle RUN found each image's class.
+    """Show where the classification bundle RUN found each image's class (or labels).
 
     For every image in INPUTS (files, folders, dataset folders with --split, or - for
     paths on stdin) an overlay PNG is written into -o: the image beside its heatmap
