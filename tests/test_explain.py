@@ -190,21 +190,6 @@ def test_occlusion_geometry_scales_with_the_side():
     assert sides == (37, 56) and stride == 19 and sigma == pytest.approx(224 / 12)
 
 
-def test_a_multilabel_bundle_is_refused_in_one_line(tmp_path, make_image):
-    run = save_classifier(
-        tmp_path / "run",
-        output="multilabel",
-        task="multilabel",
-        classes=["dim", "lit"],
-        thresholds={"dim": 0.5, "lit": 0.5},
-    )
-    image = make_image(tmp_path / "a.png", size=(8, 8), mode="L")
-    result = invoke("explain", run, image, "-o", tmp_path / "o")
-    assert result.exit_code == 1
-    assert "multilabel" in result.output and "classification" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-
-
 def test_occlusion_peaks_where_the_hiding_squares_overlap():
     """Only hiding one pixel near the corner matters: the squares that lower the class
     all cover it, so their summed drops peak on it. (The mean over the covering

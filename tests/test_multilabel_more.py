@@ -208,7 +208,7 @@ def test_audit_counts_labels_not_label_sets(world, tmp_path):
                           "--predictions", preds), "multilabel", "--predictions")  # fmt: skip
 
 
-def test_blend_explain_and_class_weights_say_what_they_need_in_one_line(world, tmp_path):
+def test_blend_and_class_weights_say_what_they_need_in_one_line(world, tmp_path):
     root, data, run = world
     args = ("--model", "small-cnn", "--size", "24", "--epochs", "1")
     one_line_error(invoke("train", data, "-o", tmp_path / "t", *args, "--class-weight",
@@ -219,7 +219,6 @@ def test_blend_explain_and_class_weights_say_what_they_need_in_one_line(world, t
     preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")
     assert len(preds)
     one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "--fit")
-    one_line_error(invoke("explain", run, data, "-o", tmp_path / "ex"), "multilabel")
 
 
 def test_report_counts_per_label_and_shows_each_split(world, tmp_path):
@@ -245,7 +244,6 @@ def test_report_counts_per_label_and_shows_each_split(world, tmp_path):
         assert counts == [int(labels.apply(lambda s, c=c: c in s).sum()) for c in CLASSES] + [
             len(part)
         ]
-    one_line_error(invoke("report", run, "-o", tmp_path / "r2", "--truth", data), "imgkit eval")
 
 
 def test_bench_times_a_multilabel_bundle(world):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import click
@@ -30,9 +31,11 @@ COLUMNS = ["path", "label", "confidence", "explained", "p_explained", "peak_x", 
 @click.option(
     "--class",
     "target",
-    default=None,
+    multiple=True,
     metavar="NAME",
-    help="Explain this class for every image  [default: each image's predicted class].",
+    help="Explain this class (a multi-label bundle's label) for every image, whatever its "
+    "probability; repeat it for several, one overlay each  [default: each image's "
+    "predicted class; a multi-label bundle's decided labels, or its most probable].",
 )
 @click.option(
     "--layer",
@@ -49,7 +52,7 @@ COLUMNS = ["path", "label", "confidence", "explained", "p_explained", "peak_x", 
 )
 @inference_options(batch_size=16, ray=False)
 def command(run, inputs, output, method, target, layer, save_maps, options):
-    """Show where the classification bundle RUN found each image's class.
+    """Show where the classification bundle RUN found each image's class (or labels).
 
     For every image in INPUTS (files, folders, dataset folders with --split, or - for
     paths on stdin) an overlay PNG is written into -o: the image beside its heatmap
@@ -60,12 +63,21 @@ def command(run, inputs, output, method, target, layer, save_maps, options):
     pixel, in the image's own pixels). Unreadable files are reported on stderr and
     skipped.
 
+    A multi-label bundle gets one heatmap per label it decides present (as predict
+    decides: the tempered probability at or above the label's threshold; the most
+    probable label when none is), or per --class: overlays and maps are named after
+    the image and the label (cat.12.haze.png), and there is one CSV row per image and
+    label: label holds the image's decided labels, space-separated, confidence the
+    probability of exactly that set, explained the label the map is for and
+    p_explained its probability. So are several --class of a classifier.
+
     \b
     Example:
         imgkit explain runs/garments photos/ -o explained/
         imgkit explain runs/garments data/garments --split val -o why/ --save-maps
         imgkit explain runs/garments shoe.jpg -o why/ --method gradcam --class Sneaker
         imgkit explain runs/garments big/ -o why/ --shard 2/8 > why.2.csv
+        imgkit explain runs/planet chips/ -o why/ --class haze --class cloudy
     """
     from imgkit.errors import BadInputError
     from imgkit.infer.explain import ExplainOptions, explain_inputs
@@ -76,33 +88,43 @@ def command(run, inputs, output, method, target, layer, save_maps, options):
         options = dataclasses.replace(options, runtime="keras")
     shard = options.shard
     lock_output(output if shard is None else f"{output.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}")
-    bundle = open_run(run, "classification", options)
+    bundle = open_run(run, ("classification", "multilabel"), options)
     out = Path(output)
     for folder in (out, out / "maps") if save_maps else (out,):
         if folder.exists() and not folder.is_dir():
             raise BadInputError(f"{folder}: exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-    how = ExplainOptions(method, target, layer)
+    how = ExplainOptions(method, tuple(target), layer)
+    # One overlay per image and class when an image can have several: named after both.
+    per_label = bundle.task == "multilabel" or len(set(target)) > 1
     rejects = []
     results = explain_inputs(bundle, inputs, stdin_for(inputs), options, how, rejects.append)
     header = shard is None or shard[0] == 1
-    count = 0
+    count, maps, last = 0, 0, None
     try:
         if header:
             click.echo(",".join(COLUMNS))
         names: set[str] = set()
         for explained in results:
-            name = unique_png_name(explained.item.path.stem, names)
-            row = _write(explained, out, name, bundle.resize, save_maps, method)
+            stem = explained.item.path.stem
+            if per_label:
+                stem += "." + re.sub(r"[^\w.+-]", "_", explained.target)
+            name = unique_png_name(stem, names)
+            row = _write(explained, out, name, bundle.resize, save_maps, method, per_label)
             click.echo(row)
-            count += 1
+            maps += 1
+            count += explained.item is not last  # an image's rows come one after another
+            last = explained.item
     finally:
         for r in rejects:
             warn(f"{r.path}: {r.reason} (skipped)")
-    info(f"{count} image{'s' if count != 1 else ''} explained ({method}) in {out}")
+    several = f", {maps} maps" if per_label else ""
+    info(f"{count} image{'s' if count != 1 else ''} explained ({method}{several}) in {out}")
 
 
-def _write(explained, out: Path, name: str, resize: str, save_maps: bool, method: str) -> str:
+def _write(
+    explained, out: Path, name: str, resize: str, save_maps: bool, method: str, per_label: bool
+) -> str:
     """Write one image's overlay (and map); return its CSV row."""
     import csv
     import io
@@ -116,7 +138,10 @@ def _write(explained, out: Path, name: str, resize: str, save_maps: bool, method
     # Scaled again after the resize: resampling shaves a sharp peak below 1.
     heat = normalise(to_own_size(explained.heat, image.size, resize))
     caption = f"{explained.label} {explained.confidence:.2f}"
-    if explained.target != explained.label:
+    if per_label:
+        caption = f"{explained.label or '(no label)'} | {explained.target}"
+        caption += f" {explained.target_proba:.2f}"
+    elif explained.target != explained.label:
         caption += f" | {explained.target} {explained.target_proba:.2f}"
     panel = overlay_panel(image, heat, f"{caption} | {method}")
     with atomic_path(out / name) as tmp:

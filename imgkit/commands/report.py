@@ -14,8 +14,9 @@ from imgkit.commands._common import info, lock_output, output_option, trust_code
     "--predictions",
     default=None,
     metavar="CSV",
-    help="A predictions CSV of RUN (imgkit predict, with its default --calibrated) to show "
-    "against --truth  [default: RUN predicts the --truth dataset's split itself].",
+    help="A predictions CSV of RUN (imgkit predict, with its default --calibrated; a "
+    "multi-label bundle's path,labels,p_<label>...) to show against --truth  [default: RUN "
+    "predicts the --truth dataset's split itself].",
 )
 @click.option(
     "--truth",
@@ -39,8 +40,11 @@ def command(run, output, predictions, truth, split, trust_code):
     to its images), the top losses (most confident mistakes) with heatmaps of where
     the model looked (imgkit explain's default method), the most confused class pairs
     side by side, a reliability diagram before and after the temperature and, for two
-    classes, precision and recall against the decision threshold; for a segmenter
-    the worst images as image / true mask / predicted mask / overlay panels.
+    classes, precision and recall against the decision threshold; for a multi-label
+    classifier a per-label precision/recall/F1 table, the top losses (largest summed
+    per-label log loss) with their missed and extra labels and a heatmap of the worst
+    wrong one, and the most confused label pairs; for a segmenter the worst images as
+    image / true mask / predicted mask / overlay panels.
 
     The page needs no server, no network and no JavaScript: open it from the file, or
     send the folder. Every path and class name from your files is shown as text.
@@ -51,6 +55,7 @@ def command(run, output, predictions, truth, split, trust_code):
         imgkit report runs/garments -o report/ --truth data/garments
         imgkit report runs/garments -o report/ --predictions preds.csv --truth data/garments
         imgkit report runs/nuclei -o report/ --truth data/nuclei --split val
+        imgkit report runs/planet -o report/ --truth data/planet
     """
     from imgkit.commands._inference import open_run
     from imgkit.evaluate.report import build_report

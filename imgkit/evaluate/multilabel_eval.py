@@ -10,6 +10,7 @@ for single-label predictions (:mod:`imgkit.evaluate.matching`).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,42 +52,105 @@ def evaluate_multilabel(preds: pd.DataFrame, truth: Truth, name: str = "predicti
         BadInputError: no labels column, p_<label> columns other than the truth's labels,
             or no row matched.
     """
-    classes = truth.classes
-    if "labels" not in preds.columns:
-        raise BadInputError(f"{name}: multi-label predictions need a labels column")
-    want = [f"p_{c}" for c in classes]
-    have = prob_columns(preds)
-    if sorted(have) != sorted(want):
-        raise BadInputError(
-            f"{name}: p_ columns {have[:6]} are not the truth's labels {classes[:6]} "
-            "(a bundle trained on another dataset?)"
-        )
-    index = {c: j for j, c in enumerate(classes)}
-    rows, unmatched, seen = [], [], set()
-    for k, path in enumerate(preds["path"]):
-        i = truth.find(path)
-        if i is None:
-            unmatched.append(path)
-        elif i not in seen:
-            seen.add(i)
-            rows.append((k, i))
-    if not rows:
-        raise BadInputError(f"{name}: no predicted path is in the truth {truth.source}")
-    n, c = len(rows), len(classes)
-    y, pred = np.zeros((n, c), bool), np.zeros((n, c), bool)
-    for r, (k, i) in enumerate(rows):
-        for label in label_set(truth.labels[i]):
-            y[r, index[label]] = True
-        for label in label_set(preds["labels"].iloc[k]):
-            if label not in index:
-                raise BadInputError(f"{name} row {k + 2}: unknown label {label!r}")
-            pred[r, index[label]] = True
-    try:
-        proba = preds[want].iloc[[k for k, _ in rows]].to_numpy(dtype=np.float64)
-    except ValueError as e:
-        raise BadInputError(f"{name}: a p_ column holds something not a number ({e})") from None
-    result = scores(proba, y, None, classes, pred=pred)
-    per_label = pd.DataFrame(
-        [{"label": label, **values} for label, values in result.pop("per_label").items()]
-    ).drop(columns=["threshold"])
-    return result, per_label, unmatched
+    tally = MultilabelTally(truth, name)
+    tally.add(preds)
+    return tally.result()
+
+
+@dataclass
+class MatchedRows:
+    """One chunk's prediction rows that matched the truth.
+
+    Attributes:
+        rows: their positions in the chunk.
+        truth_rows: their truth rows (:attr:`Truth.labels`, :attr:`Truth.files`).
+        y, pred: (n, labels) true and decided labels.
+        proba: (n, labels) the rows' probabilities, in the truth's label order.
+    """
+
+    rows: list[int]
+    truth_rows: list[int]
+    y: np.ndarray
+    pred: np.ndarray
+    proba: np.ndarray
+
+
+class MultilabelTally:
+    """Multi-label prediction rows matched to the truth a chunk at a time, then scored.
+
+    Only each matched image's true and decided labels and probabilities are kept (a
+    few numbers per label), never the rows themselves: predictions stream through.
+    A path met again (in any chunk) is scored once, as its first row.
+    """
+
+    def __init__(self, truth: Truth, name: str = "predictions"):
+        self.truth, self.name = truth, name
+        self.classes = truth.classes
+        self.index = {c: j for j, c in enumerate(self.classes)}
+        self.want = [f"p_{c}" for c in self.classes]
+        self.unmatched: list[str] = []
+        self.seen: set[int] = set()
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.offset = 0  # rows read before this chunk, for messages
+
+    def _check(self, preds: pd.DataFrame) -> None:
+        if "path" not in preds.columns:
+            raise BadInputError(f"{self.name}: predictions need a path column")
+        if "labels" not in preds.columns:
+            raise BadInputError(f"{self.name}: multi-label predictions need a labels column")
+        have = prob_columns(preds)
+        if sorted(have) != sorted(self.want):
+            raise BadInputError(
+                f"{self.name}: p_ columns {have[:6]} are not the truth's labels "
+                f"{self.classes[:6]} (a bundle trained on another dataset?)"
+            )
+
+    def add(self, preds: pd.DataFrame) -> MatchedRows:
+        """Match one chunk of rows (columns path, labels, p_<label>...); what matched."""
+        self._check(preds)
+        rows, truth_rows = [], []
+        for k, path in enumerate(preds["path"]):
+            i = self.truth.find(path)
+            if i is None:
+                self.unmatched.append(path)
+            elif i not in self.seen:
+                self.seen.add(i)
+                rows.append(k)
+                truth_rows.append(i)
+        n, c = len(rows), len(self.classes)
+        y, pred = np.zeros((n, c), bool), np.zeros((n, c), bool)
+        for r, (k, i) in enumerate(zip(rows, truth_rows, strict=True)):
+            for label in label_set(self.truth.labels[i]):
+                y[r, self.index[label]] = True
+            for label in label_set(preds["labels"].iloc[k]):
+                if label not in self.index:
+                    raise BadInputError(
+                        f"{self.name} row {self.offset + k + 2}: unknown label {label!r}"
+                    )
+                pred[r, self.index[label]] = True
+        try:
+            proba = preds[self.want].iloc[rows].to_numpy(dtype=np.float64)
+        except ValueError as e:
+            raise BadInputError(
+                f"{self.name}: a p_ column holds something not a number ({e})"
+            ) from None
+        self.offset += len(preds)
+        self.parts.append((y, pred, proba))
+        return MatchedRows(rows, truth_rows, y, pred, proba)
+
+    def result(self):
+        """(summary dict, per-label DataFrame, unmatched paths) of every chunk added.
+
+        Raises:
+            BadInputError: no row matched the truth.
+        """
+        if not self.seen:
+            raise BadInputError(
+                f"{self.name}: no predicted path is in the truth {self.truth.source}"
+            )
+        y, pred, proba = (np.concatenate(part) for part in zip(*self.parts, strict=True))
+        result = scores(proba, y, None, self.classes, pred=pred)
+        per_label = pd.DataFrame(
+            [{"label": label, **values} for label, values in result.pop("per_label").items()]
+        ).drop(columns=["threshold"])
+        return result, per_label, self.unmatched

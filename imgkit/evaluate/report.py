@@ -5,9 +5,11 @@ metrics) and, given the truth, what its predictions show: for a classifier the
 confusion matrix with each cell's images, the top losses with their heatmaps
 (:mod:`imgkit.infer.explain`), the most confused pairs, a reliability diagram before
 and after the temperature and, for two classes, the threshold's precision/recall
-curve; for a segmenter its worst images as image / true mask / predicted mask /
-overlay panels. The page (``index.html``) and its images go into one folder; the
-template escapes every text (:mod:`imgkit.evaluate.gallery`).
+curve; for a multi-label classifier the per-label scores, top losses and most
+confused labels (:mod:`imgkit.evaluate.report_multilabel`); for a segmenter its worst
+images as image / true mask / predicted mask / overlay panels. The page
+(``index.html``) and its images go into one folder; the template escapes every text
+(:mod:`imgkit.evaluate.gallery`).
 """
 
 from __future__ import annotations
@@ -221,7 +223,8 @@ def build_report(
     Args:
         bundle: a loaded Bundle.
         out: the folder (made if missing; its images/ is replaced).
-        predictions: a classification predictions CSV to show (needs ``truth``).
+        predictions: a classification (or multi-label) predictions CSV to show (needs
+            ``truth``).
         truth: a dataset folder (or, for classification, a path,label CSV); without
             ``predictions`` the bundle predicts or segments its ``split`` first.
         split: the split of ``truth`` to run on (default as predict chooses).
@@ -231,11 +234,6 @@ def build_report(
     """
     if predictions and not truth:
         raise BadInputError("--predictions needs --truth: the page compares them")
-    if truth and bundle.task == "multilabel":
-        raise BadInputError(
-            "--truth: a multilabel bundle's page has its settings, data and metrics only; "
-            "score its predictions with imgkit eval PREDS --truth DATA (a per-label table)"
-        )
     if predictions and bundle.task == "segmentation":
         raise BadInputError("--predictions is for classification bundles; give --truth DATA")
     folder = Path(out)
@@ -250,9 +248,14 @@ def build_report(
         shutil.copyfile(curves, folder / "images/curves.png")
     context["curves"] = "images/curves.png" if curves.is_file() else None
     context.update(g=None, evaluation=None, calibration=None, threshold=None, panels=None)
+    context.update(ml=None)
     context.update(predictions=predictions, truth=truth)
     if truth and bundle.task == "segmentation":
         context.update(_segmentation(bundle, truth, split, gallery))
+    elif truth and bundle.task == "multilabel":
+        from imgkit.evaluate.report_multilabel import multilabel_sections
+
+        context.update(multilabel_sections(bundle, predictions, truth, split, gallery))
     elif truth:
         context.update(_classification(bundle, predictions, truth, split, gallery))
     return write_page(folder, "report.html", **context)

@@ -94,11 +94,15 @@ def class_score(preds, onehot, output: str):
     A logit, not a probability: a probability near 1 has almost no gradient. For a
     sigmoid unit it is the logit of the chosen class (``-logit`` for ``classes[0]``);
     for a softmax, ``log p_c - mean_j log p_j``, which equals the centred logit
-    ``z_c - mean_j z_j`` exactly, whatever the softmax did with it.
+    ``z_c - mean_j z_j`` exactly, whatever the softmax did with it; for a multi-label
+    head (one sigmoid per label), each chosen label's own logit ``log p - log(1 - p)``.
     """
     from keras import ops
 
     p = ops.clip(ops.cast(preds, "float32"), _TINY, 1.0)
+    if output == "multilabel":
+        logit = ops.log(p) - ops.log(ops.clip(1.0 - p, _TINY, 1.0))
+        return ops.sum(logit * onehot)
     if output == "sigmoid":
         logit = ops.log(p[:, 0]) - ops.log(ops.clip(1.0 - p[:, 0], _TINY, 1.0))
         return ops.sum(logit * (2.0 * onehot[:, 1] - 1.0))

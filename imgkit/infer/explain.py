@@ -4,8 +4,11 @@ Images are read and batched by the same input plan and engine as ``predict``
 (:func:`imgkit.infer.plan.plan_inputs`, :func:`imgkit.infer.engine.local_batches`): a
 shard, a dataset's split, rejects and the bundle's preprocessing are the same rules.
 Each batch is classified as ``predict`` would (calibrated, with the bundle's threshold)
-and a heatmap is made for the chosen class (or the one asked for) by one of
-:data:`METHODS`:
+and a heatmap is made for the chosen class (or the ones asked for) by one of
+:data:`METHODS`. A multi-label bundle gets one heatmap per label it decides present
+(each label's tempered probability at or above that label's threshold, as ``predict``
+decides; the most probable label when none is), each measuring that label's own
+logit, the sigmoid's pre-activation.
 
 - occlusion: squares of the image blurred, slid over it; a pixel matters as much as
   hiding it lowers the class's logit, summed over the squares that hid it. Needs only
@@ -19,7 +22,7 @@ and a heatmap is made for the chosen class (or the one asked for) by one of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -47,12 +50,13 @@ class ExplainOptions:
 
     Attributes:
         method: one of :data:`METHODS`.
-        target: the class to explain for every image; None: each image's predicted class.
+        targets: the classes (labels) to explain for every image; empty: each image's
+            predicted class, or a multi-label bundle's decided labels.
         layer: the layer gradient methods read; None: the last spatial feature map.
     """
 
     method: str = DEFAULT_METHOD
-    target: str | None = None
+    targets: tuple[str, ...] = ()
     layer: str | None = None
 
     def __post_init__(self):
@@ -62,11 +66,13 @@ class ExplainOptions:
 
 @dataclass
 class Explained:
-    """One image's explanation.
+    """One image's explanation (of one of its labels, for a multi-label bundle).
 
     Attributes:
         item: the planned image.
-        label: the predicted class; ``confidence`` its probability.
+        label: the predicted class; ``confidence`` its probability. Multi-label: the
+            decided labels, space-separated (maybe none), and the probability of exactly
+            that set, the labels taken as independent.
         target: the class the map is for; ``target_proba`` its probability.
         heat: the map at the model's input size, (h, w) in [0, 1], 1 = most important.
     """
@@ -110,11 +116,32 @@ def class_logit(proba: np.ndarray, target: int) -> np.ndarray:
     return logp[:, target] - logp.mean(axis=1)
 
 
+def label_logit(proba: np.ndarray, target: int) -> np.ndarray:
+    """Label ``target``'s own logit from (n, k) multi-label probabilities (one sigmoid
+    per label): ``log p_t - log(1 - p_t)``, the sigmoid's pre-activation. The other
+    labels do not enter: each label is its own yes/no question."""
+    p = np.asarray(proba, dtype=np.float64)[:, target]
+    return np.log(np.clip(p, 1e-300, 1.0)) - np.log(np.clip(1.0 - p, 1e-300, 1.0))
+
+
 def occlusion_map(
     proba: Callable[[np.ndarray], np.ndarray], image: np.ndarray, target: int, base: float
 ) -> np.ndarray:
     """How much hiding each part of ``image`` lowers class ``target``'s logit from
-    ``base`` (:func:`class_logit`).
+    ``base`` (:func:`class_logit`); :func:`occlusion_maps` for one class."""
+    return occlusion_maps(proba, image, [target], [base])[0]
+
+
+def occlusion_maps(
+    proba: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    targets: Sequence[int],
+    bases: Sequence[float],
+    logit: Callable[[np.ndarray, int], np.ndarray] = class_logit,
+) -> np.ndarray:
+    """(len(targets), h, w): how much hiding each part of ``image`` lowers each class
+    ``targets[j]``'s ``logit`` from ``bases[j]``. The occluded copies are made and run
+    once, whatever the number of classes.
 
     Every position of a square (:func:`occlusion_geometry`) is one copy of the image
     with that square replaced by the same place of a blurred copy: the local colour
@@ -135,7 +162,7 @@ def occlusion_map(
     h, w = image.shape[:2]
     sides, stride, sigma = occlusion_geometry((h, w))
     fill = np.round(gaussian_blur(image, sigma)).astype(image.dtype)
-    total = np.zeros((h, w), dtype=np.float64)
+    total = np.zeros((len(targets), h, w), dtype=np.float64)
     for patch in sides:
         boxes = [(t, le) for t in _starts(h, patch, stride) for le in _starts(w, patch, stride)]
         drops = []
@@ -144,22 +171,26 @@ def occlusion_map(
             copies = np.repeat(image[None], len(chunk), axis=0)
             for k, (t, le) in enumerate(chunk):
                 copies[k, t : t + patch, le : le + patch] = fill[t : t + patch, le : le + patch]
-            drops.append(base - class_logit(proba(copies), target))
+            p = proba(copies)
+            lowered = [b - logit(p, c) for c, b in zip(targets, bases, strict=True)]
+            drops.append(np.stack(lowered, axis=1))
         for (t, le), drop in zip(boxes, np.concatenate(drops), strict=True):
-            total[t : t + patch, le : le + patch] += max(float(drop), 0.0)
-    return gaussian_blur(total, stride / 2)
+            for j, d in enumerate(drop):
+                total[j, t : t + patch, le : le + patch] += max(float(d), 0.0)
+    return np.stack([gaussian_blur(m, stride / 2) for m in total])
 
 
 class Explainer:
     """A classification bundle's predictions and heatmaps for batches of images.
 
     Args:
-        bundle: a loaded classification Bundle (its Keras model for gradient methods).
-        how: the method, class and layer.
+        bundle: a loaded classification (or multi-label) Bundle (its Keras model for
+            gradient methods).
+        how: the method, classes and layer.
         calibrated: labels and confidences with the bundle's temperature.
 
     Raises:
-        BadInputError: ``how.target`` is not one of the bundle's classes.
+        BadInputError: a class of ``how.targets`` is not one of the bundle's classes.
         BadBundleError: a gradient method and no spatial layer (or no such ``layer``).
     """
 
@@ -168,11 +199,16 @@ class Explainer:
         self.how = how
         self.predictor = Predictor(bundle, calibrated)
         self.classes = self.predictor.classes
-        if how.target is not None and how.target not in self.classes:
-            raise BadInputError(
-                f"--class {how.target!r} is not a class of {bundle.path} "
-                f"(its classes: {', '.join(self.classes)})"
-            )
+        self.multilabel = self.predictor.multilabel
+        # A multi-label head answers each label on its own: its own logit is the score.
+        self.logit = label_logit if self.multilabel else class_logit
+        for target in how.targets:
+            if target not in self.classes:
+                kind = "label" if self.multilabel else "class"
+                raise BadInputError(
+                    f"--class {target!r} is not a {kind} of {bundle.path} "
+                    f"(its {kind}{'es' if kind == 'class' else 's'}: {', '.join(self.classes)})"
+                )
         self.layer = None
         if how.method in GRADIENT_METHODS:
             from imgkit.infer.cam import find_layer
@@ -181,17 +217,25 @@ class Explainer:
 
     def heatmaps(self, arrays: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """(n, h, w) maps in [0, 1] of class ``targets[i]`` for uint8 image ``arrays[i]``."""
+        return np.stack([m[0] for m in self.maps(arrays, [[int(t)] for t in targets])])
+
+    def maps(self, arrays: np.ndarray, targets: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """For each uint8 image ``arrays[i]``, (len(targets[i]), h, w) maps in [0, 1] of
+        its classes ``targets[i]`` (occlusion runs an image's copies once for all)."""
         from imgkit.infer.heatmap import normalise
 
         if self.layer is None:
             raw = self.predictor.raw_proba
-            base = [class_logit(p[None], t)[0] for p, t in zip(raw(arrays), targets, strict=True)]
-            maps = [
-                occlusion_map(raw, a, int(t), float(b))
-                for a, t, b in zip(arrays, targets, base, strict=True)
-            ]
-            return np.stack([normalise(m) for m in maps])
-        return self._cam(arrays, targets)
+            out = []
+            for a, p, ts in zip(arrays, raw(arrays), targets, strict=True):
+                bases = [float(self.logit(p[None], t)[0]) for t in ts]
+                heat = occlusion_maps(raw, a, [int(t) for t in ts], bases, self.logit)
+                out.append(np.stack([normalise(m) for m in heat]))
+            return out
+        pairs = [(i, int(t)) for i, ts in enumerate(targets) for t in ts]
+        cams = self._cam(arrays[[i for i, _ in pairs]], np.array([t for _, t in pairs]))
+        bounds = np.cumsum([0, *[len(ts) for ts in targets]])
+        return [cams[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _cam(self, arrays: np.ndarray, targets: np.ndarray) -> np.ndarray:
         from imgkit.infer.cam import gradcam, layer_gradients, layercam
@@ -205,31 +249,48 @@ class Explainer:
         h, w = arrays.shape[1:3]
         return np.stack([normalise(resize_map(c, (w, h))) for c in cams])
 
-    def explain(self, items: list[Item], arrays: np.ndarray) -> list[Explained]:
-        """Predict a batch and explain each image's class (or the asked-for one)."""
-        from imgkit.infer.predict import prediction_frame
+    def decide(self, items: list[Item], proba: np.ndarray):
+        """Each image's label text, its confidence and the classes to explain (indices):
+        the predicted class; a multi-label bundle's decided labels (predict's rows), or
+        its most probable label when none is decided; ``how.targets`` when given."""
+        from imgkit.data.dataset import label_set
 
+        rows = self.predictor.rows([i.path for i in items], proba)
+        if self.multilabel:
+            labels = list(rows["labels"])
+            chosen = [[self.classes.index(c) for c in label_set(t)] for t in labels]
+            decided = np.zeros(proba.shape, dtype=bool)
+            for i, js in enumerate(chosen):
+                decided[i, js] = True
+            # The chance of exactly the decided set, each label its own yes/no.
+            confidence = np.where(decided, proba, 1.0 - proba).prod(axis=1)
+            chosen = [js or [int(p.argmax())] for js, p in zip(chosen, proba, strict=True)]
+        else:
+            labels = list(rows["label"])
+            chosen = [[self.classes.index(label)] for label in labels]
+            confidence = proba[np.arange(len(items)), [c[0] for c in chosen]]
+        if self.how.targets:
+            asked = [self.classes.index(t) for t in dict.fromkeys(self.how.targets)]
+            chosen = [asked] * len(items)
+        return labels, confidence, chosen
+
+    def explain(self, items: list[Item], arrays: np.ndarray) -> list[Explained]:
+        """Predict a batch and explain each image's class (or the asked-for ones): one
+        Explained per image and class, in image order."""
         proba = self.predictor.proba(arrays)
-        rows = prediction_frame(
-            [i.path for i in items], proba, self.classes, self.predictor.threshold
-        )
-        chosen = np.array([self.classes.index(label) for label in rows["label"]])
-        targets = (
-            chosen
-            if self.how.target is None
-            else np.full(len(items), self.classes.index(self.how.target))
-        )
-        heat = self.heatmaps(arrays, targets)
+        labels, confidence, chosen = self.decide(items, proba)
+        maps = self.maps(arrays, chosen)
         return [
             Explained(
                 item,
-                self.classes[c],
-                float(proba[i, c]),
+                labels[i],
+                float(confidence[i]),
                 self.classes[t],
                 float(proba[i, t]),
-                heat[i],
+                maps[i][j],
             )
-            for i, (item, c, t) in enumerate(zip(items, chosen, targets, strict=True))
+            for i, item in enumerate(items)
+            for j, t in enumerate(chosen[i])
         ]
 
 
