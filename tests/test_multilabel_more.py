@@ -213,9 +213,6 @@ def test_blend_and_class_weights_say_what_they_need_in_one_line(world, tmp_path)
     args = ("--model", "small-cnn", "--size", "24", "--epochs", "1")
     one_line_error(invoke("train", data, "-o", tmp_path / "t", *args, "--class-weight",
                           "balanced"), "--class-weight", "multi-label")  # fmt: skip
-    # A multi-label bundle's model does not train further (yet): said so, not "no model".
-    one_line_error(invoke("train", data, "-o", tmp_path / "w", "--weights", run / "model.keras"),
-                   "a multilabel bundle", "--weights")  # fmt: skip
     preds = _predict(run, data, tmp_path / "a.csv", "--runtime", "keras")
     assert len(preds)
     one_line_error(invoke("blend", tmp_path / "a.csv", tmp_path / "a.csv"), "multi-label", "--fit")

@@ -1,12 +1,15 @@
-"""A finished classification bundle as the start of a new run: its model, trained further.
+"""A finished classifier bundle as the start of a new run: its model, trained further.
 
 ``imgkit train DATA --weights RUN/model.keras`` (no ``--model``) starts from the
-model in RUN, imported or trained by imgkit: :func:`bundle_beside` finds the bundle's
-imgkit.json, :func:`bundle_spec` gives the run its input, pixels and defaults, and
-:func:`start_model` loads the model (refusing code unless trusted, as
-:func:`imgkit.bundle.load_bundle` does) and, when DATA's classes are not the bundle's,
-replaces its last Dense layer with a new one for DATA's classes. Every layer keeps the
-``trainable`` flag it was saved with (a fixed preprocessing layer stays fixed).
+model in RUN, a classification or multi-label bundle imported or trained by imgkit:
+:func:`bundle_beside` finds the bundle's imgkit.json, :func:`bundle_spec` gives the run
+its input, pixels and defaults, and :func:`start_model` loads the model (refusing code
+unless trusted, as :func:`imgkit.bundle.load_bundle` does). The bundle's last Dense
+layer stays when DATA is of the bundle's task with the bundle's classes
+(:func:`keeps_head`); otherwise a new one replaces it: softmax (or one sigmoid unit
+for two classes) for a classification dataset, one sigmoid unit per label for a
+multi-label one. Every layer keeps the ``trainable`` flag it was saved with (a fixed
+preprocessing layer stays fixed).
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from imgkit.models import ModelSpec, Recipe, get_spec, list_models
 # is fine-tuned, so the learning rate is a tenth of the registry's usual 1e-3.
 BATCH_SIZE = 32
 LR = 1e-4
+# The bundles whose model trains further: those that end in a Dense layer over classes.
+TASKS = ("classification", "multilabel")
 
 
 def bundle_beside(weights) -> dict | None:
-    """The imgkit.json of the classification bundle whose model.keras ``weights`` is.
+    """The imgkit.json of the classification or multi-label bundle whose model.keras
+    ``weights`` is.
 
     None for anything else (no path, a plain weights file, a segmentation bundle).
     """
@@ -35,20 +41,32 @@ def bundle_beside(weights) -> dict | None:
     if path.name != MODEL_FILE or not path.is_file() or not (path.parent / BUNDLE_META).is_file():
         return None
     meta = read_meta(path.parent)
-    return meta if meta["task"] == "classification" else None
+    return meta if meta["task"] in TASKS else None
 
 
-def bundle_spec(meta: dict, classes: list[str] | None = None) -> ModelSpec:
+def keeps_head(meta: dict, classes: list[str], task: str) -> bool:
+    """Whether a run on ``classes`` (a ``task`` dataset) keeps the bundle's last layer:
+    the same task (softmax and per-label sigmoids answer different questions) and the
+    same classes in the same order."""
+    return meta["task"] == task and list(classes) == list(meta["classes"])
+
+
+def bundle_spec(meta: dict, classes: list[str] | None = None, task: str | None = None) -> ModelSpec:
     """What the registry would say about the bundle's model, trained on ``classes``.
 
-    The bundle's input, channels and pixels; its output for its own classes, else the
-    registry's for the model (softmax for an imported one); the registry's batch size,
-    learning rate, schedule and patience where it knows the model. No augmentation: a
-    model trained with it carries its augmentation layers.
+    The bundle's input, channels and pixels; its output when it keeps its head
+    (:func:`keeps_head`; ``task`` None: the bundle's own), else "multilabel" for a
+    multi-label ``task`` and the registry's output for the model (softmax for an
+    imported one) for a classification one; the registry's batch size, learning rate,
+    schedule and patience where it knows the model. No augmentation: a model trained
+    with it carries its augmentation layers.
     """
     known = get_spec(meta["model"]) if meta["model"] in list_models() else None
-    if classes is None or list(classes) == list(meta["classes"]):
+    task = task or meta["task"]
+    if classes is None or keeps_head(meta, classes, task):
         output = meta.get("output", "softmax")
+    elif task == "multilabel":
+        output = "multilabel"
     else:
         output = known.output if known is not None else "softmax"
     h, w = meta["input_size"]
@@ -68,29 +86,34 @@ def bundle_spec(meta: dict, classes: list[str] | None = None) -> ModelSpec:
     )  # fmt: skip
 
 
-def start_model(source, classes: list[str]):
-    """The model of ``source`` (a :class:`~imgkit.bundle.Bundle`) ready to train on ``classes``.
+def start_model(source, classes: list[str], task: str = "classification"):
+    """The model of ``source`` (a :class:`~imgkit.bundle.Bundle`) ready to train on
+    ``classes`` of a ``task`` dataset ("classification" or "multilabel").
 
     Returns:
         (the model, whether its last Dense layer was replaced).
 
     Raises:
-        BadInputError: the classes differ and the model has no Dense layer on flat
+        BadInputError: the head must change and the model has no Dense layer on flat
             features to replace.
     """
     import keras
 
     model = source.model
-    if list(classes) == source.classes:
+    if keeps_head(source.meta, classes, task):
         return model, False
     features = _features(model)
     if features is None or len(features.output.shape) != 2:
         raise BadInputError(
             f"{source.model_path}: no last Dense layer on flat features to replace, so it "
-            f"cannot learn the classes {', '.join(classes)} (its own: {', '.join(source.classes)})"
+            f"cannot learn the {'labels' if task == 'multilabel' else 'classes'} "
+            f"{', '.join(classes)} (its own: {', '.join(source.classes)})"
         )
-    kind = bundle_spec(source.meta, classes).output_for(len(classes))
-    units = 1 if kind == "sigmoid" else len(classes)
+    if task == "multilabel":
+        kind, units = "sigmoid", len(classes)  # one independent unit per label
+    else:
+        kind = bundle_spec(source.meta, classes, task).output_for(len(classes))
+        units = 1 if kind == "sigmoid" else len(classes)
     out = keras.layers.Dense(units, activation=kind, dtype="float32", name="probs")
     return keras.Model(features.inputs, out(features.output), name=model.name), True
 

@@ -95,7 +95,8 @@ def fit_run(
         segmentation: image and mask are mirrored together instead of augmentation layers.
         source: the :class:`~imgkit.bundle.Bundle` whose model the run trains further
             (:mod:`imgkit.models.bundled`), or None to build the registry's model.
-        multilabel: build the model with one sigmoid unit per class.
+        multilabel: build the model with one sigmoid unit per class (a ``source``'s
+            last Dense layer becomes one unless the bundle is multi-label on these labels).
     """
     import keras
 
@@ -105,7 +106,9 @@ def fit_run(
     ckpt = out / ck.CHECKPOINT_DIR
     head_first = None
     if state is None and source is not None:
-        net = trainer = _from_bundle(source, dataset_state["classes"], settings, report.say)
+        net = trainer = _from_bundle(
+            source, dataset_state["classes"], settings, report.say, multilabel
+        )
         features_mode = False
     elif state is None:
         net, trainer, features_mode = _build(
@@ -216,16 +219,23 @@ def _build(settings: RunSettings, num_classes: int, cache_features, segmentation
     return net, head_model(net) if features_mode else net, features_mode
 
 
-def _from_bundle(source, classes: list[str], settings: RunSettings, say):
+def _from_bundle(source, classes: list[str], settings: RunSettings, say, multilabel: bool):
     from imgkit.models.bundled import start_model
     from imgkit.train.augment import with_augmentation
 
-    base, replaced = start_model(source, classes)
+    task = "multilabel" if multilabel else "classification"
+    base, replaced = start_model(source, classes, task)
     if replaced:
-        say(
-            f"{source.path}: its classes ({', '.join(source.classes)}) are not the data's: "
-            f"its last Dense layer is replaced by a new one for {len(classes)} classes"
-        )
+        n = len(classes)
+        new = f"{n} labels (a sigmoid unit each)" if multilabel else f"{n} classes"
+        if source.meta["task"] != task:
+            why = "a single-label bundle" if multilabel else "a multi-label bundle"
+            say(f"{source.path}: {why}: its last Dense layer is replaced by a new one for {new}")
+        else:
+            say(
+                f"{source.path}: its classes ({', '.join(source.classes)}) are not the data's: "
+                f"its last Dense layer is replaced by a new one for {new}"
+            )
     return with_augmentation(base, settings.augment, settings.seed)
 
 

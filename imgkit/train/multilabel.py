@@ -13,6 +13,11 @@ every label), the calibration and the decisions:
   that label's F1 (``--threshold auto`` or ``f1``) or F2 (``f2``), or one value for all;
 - scores on val and test: micro/macro F1 and F2, mAP, per-label AUC
   (:func:`imgkit.train.multilabel_scores.scores`).
+
+``--weights RUN/model.keras`` starts from a bundle's model, as for classification
+(:mod:`imgkit.models.bundled`): a multi-label bundle on the same labels keeps its head;
+any other (other labels, or a single-label classifier) gets one sigmoid unit per label
+in place of its last Dense layer, on the same body.
 """
 
 from __future__ import annotations
@@ -90,11 +95,9 @@ def train_multilabel(run, report, threshold) -> dict:
     """
     from imgkit.train.loop import FitData, fit_run
     from imgkit.train.recipe import compile_model, precision, use_mixed_precision
-    from imgkit.train.run import run_meta, transfer_info, write_bundle
+    from imgkit.train.run import run_meta, source_info, transfer_info, write_bundle
 
     s, ds, say = run.settings, run.ds, report.say
-    if run.source is not None:
-        raise BadInputError("--weights BUNDLE: not for multi-label datasets yet (use imagenet)")
     if s.class_weight != "none":
         # Each label is its own binary case; its threshold, fitted on val, already
         # moves with how rare it is.
@@ -120,7 +123,7 @@ def train_multilabel(run, report, threshold) -> dict:
     with precision(mixed):
         with run.strategy_scope():
             fit = fit_run(run.out, s, run.state, data, compile_fn, run.dataset_state, report,
-                          len(ds.classes), multilabel=True)  # fmt: skip
+                          len(ds.classes), source=run.source, multilabel=True)  # fmt: skip
         metrics, decision, notes = _decide(run, fit.net, val, threshold, say)
         meta = {
             "task": "multilabel",
@@ -141,4 +144,6 @@ def train_multilabel(run, report, threshold) -> dict:
             meta["notes"] = notes
         if run.spec.takes_weights:
             meta["transfer"] = transfer_info(fit.net, s, fit.features_mode, fit.head_first)
+        if run.source is not None:
+            meta["from_bundle"] = source_info(run.source, ds.classes, ds.task)
         return write_bundle(run.out, fit, meta, title=f"{s.model} on {ds.root.name} (multi-label)")

@@ -169,7 +169,7 @@ def _source_bundle(g: dict) -> dict | None:
 
 def _refuse_other_bundle(weights) -> None:
     """A clear line for ``--weights`` naming a bundle whose model cannot train further
-    (a multi-label or segmentation one), rather than "no model given"."""
+    (a segmentation one), rather than "no model given"."""
     from pathlib import Path
 
     from imgkit.bundle import BUNDLE_META, MODEL_FILE, read_meta
@@ -178,8 +178,8 @@ def _refuse_other_bundle(weights) -> None:
     if weights and path.name == MODEL_FILE and (path.parent / BUNDLE_META).is_file():
         task = read_meta(path.parent).get("task")
         raise BadInputError(
-            f"--weights {weights}: a {task} bundle; only a classification bundle's model "
-            "trains further (give --model to train a new one)"
+            f"--weights {weights}: a {task} bundle; only a classification or multi-label "
+            "bundle's model trains further (give --model to train a new one)"
         )
 
 

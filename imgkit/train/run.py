@@ -59,7 +59,7 @@ class Run:
         from imgkit.models.bundled import bundle_spec
 
         if self.source is not None:
-            return bundle_spec(self.source.meta, self.ds.classes)
+            return bundle_spec(self.source.meta, self.ds.classes, self.ds.task)
         return get_spec(self.settings.model)
 
     @property
@@ -104,8 +104,10 @@ def start_run(
 
 
 def _with_source(run: Run, trust) -> Run:
+    from imgkit.models.bundled import TASKS
+
     if run.settings.from_bundle:
-        run.source = load_bundle(Path(run.settings.weights).parent, "classification", trust)
+        run.source = load_bundle(Path(run.settings.weights).parent, TASKS, trust)
     return run
 
 
@@ -178,12 +180,15 @@ def transfer_info(net, settings: RunSettings, features_mode: bool, head_first=No
     return info
 
 
-def source_info(source: Bundle, classes: list[str]) -> dict:
-    """What imgkit.json says about the bundle a run started from."""
+def source_info(source: Bundle, classes: list[str], task: str) -> dict:
+    """What imgkit.json says about the bundle a run on ``classes`` (a ``task`` dataset)
+    started from: its model, its folder, and whether its last layer was kept."""
+    from imgkit.models.bundled import keeps_head
+
     return {
         "model": source.meta["model"],
         "path": str(source.path.resolve()),
-        "head": "kept" if list(classes) == source.classes else "replaced",
+        "head": "kept" if keeps_head(source.meta, classes, task) else "replaced",
     }
 
 

@@ -142,9 +142,10 @@ class RunSettings:
         "Pretrained models: start from ImageNet weights (Keras's cached file; downloaded "
         "if possible), none (random), or a weights file; vgg16 also takes an earlier "
         "vgg16 bundle's model.keras (a second, fine-tuning phase).  Any model: "
-        "RUN/model.keras of a classification bundle (imported or trained), without "
-        "--model, trains that model further at its input size, channels and pixels; its "
-        "last Dense layer is replaced when DATA's classes are not the bundle's.",
+        "RUN/model.keras of a classification or multi-label bundle (imported or trained), "
+        "without --model, trains that model further at its input size, channels and "
+        "pixels; its last Dense layer is replaced when DATA's classes, or its kind "
+        "(single- or multi-label), are not the bundle's.",
         metavar="imagenet|none|PATH",
         legacy=None,
         builder=True,

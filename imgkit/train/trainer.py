@@ -195,7 +195,7 @@ def _classification_meta(run: Run, fit, output_kind: str, polarity, per_class) -
     if spec.takes_weights:
         meta["transfer"] = transfer_info(fit.net, s, fit.features_mode, fit.head_first)
     if run.source is not None:
-        meta["from_bundle"] = source_info(run.source, ds.classes)
+        meta["from_bundle"] = source_info(run.source, ds.classes, ds.task)
     if per_class is not None:
         meta["class_weights"] = {
             c: round(float(w), 6) for c, w in zip(ds.classes, per_class, strict=True)
