@@ -18,8 +18,13 @@ MASK_GATES = (*MASK_METRICS, "median_iou")
 CLASS_GATES = (*CLASS_METRICS, "median_iou")  # multi-class masks
 
 
-def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float]) -> None:
+def eval_masks(
+    preds: str, truth: str, output: str | None, bars: dict[str, float], table=None
+) -> None:
     """Score ``preds`` (mask folder) against ``truth``; write or print; apply the bars.
+
+    ``table``: the :class:`~imgkit.data.classmasks.MaskClasses` of --mask-classes or
+    --mask-colors (None: binary masks, or a dataset's recorded classes).
 
     Raises:
         click.BadParameter: a bar names a metric masks do not have.
@@ -30,7 +35,7 @@ def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float
     from imgkit.evaluate.metrics import check_gates
     from imgkit.fileio import write_csv, write_text
 
-    multiclass = bool(truth_classes(truth))
+    multiclass = bool(truth_classes(truth, table))
     gates = CLASS_GATES if multiclass else MASK_GATES
     for name in bars:
         if name not in gates:
@@ -39,7 +44,7 @@ def eval_masks(preds: str, truth: str, output: str | None, bars: dict[str, float
                 f"unknown metric {name!r} for {kind}; choose from {', '.join(gates)}",
                 param_hint="--fail-under",
             )
-    report = evaluate_masks(preds, truth)
+    report = evaluate_masks(preds, truth, table)
     if report.unmatched:
         first = ", ".join(report.unmatched[:SHOW_UNMATCHED])
         more = " ..." if len(report.unmatched) > SHOW_UNMATCHED else ""

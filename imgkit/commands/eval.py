@@ -34,7 +34,26 @@ SHOW_UNMATCHED = 3
     "balanced_accuracy, roc_auc, pr_auc, ...) is below VALUE, for any of the PREDS. "
     "Repeatable.",
 )
-def command(preds, truth, output, fail_under):
+@click.option(
+    "--mask-classes",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="For a folder of masks whose --truth is a plain folder of multi-class masks "
+    "(index or palette PNGs): the file prep --mask-classes takes, one class name per line "
+    "for the values 0, 1, ... (background first); a line '255 ignore' leaves those pixels "
+    "out of every score.",
+)
+@click.option(
+    "--mask-colors",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="As --mask-classes for colour masks: the file prep --mask-colors takes, lines "
+    "'NAME R G B' (background first; 'ignore R G B' for unlabelled pixels). True RGB and "
+    "palette masks are read by colour, and so are RGB predictions.",
+)
+def command(preds, truth, output, fail_under, mask_classes, mask_colors):
     """Score the predictions CSV PREDS (- for stdin) against the truth.
 
     Rows are matched by path: the file each path names, or the path as written
@@ -56,7 +75,11 @@ def command(preds, truth, output, fail_under):
     --fail-under takes iou, dice, pixel_accuracy or median_iou. Against a dataset of
     multi-class masks (prep --mask-classes) each class's IoU is listed, with the mean
     IoU over the classes; --fail-under then takes mean_iou, pixel_accuracy or
-    median_iou.
+    median_iou. A plain folder of multi-class true masks (PASCAL VOC's
+    SegmentationClass, say) is scored so given its classes: --mask-classes FILE or
+    --mask-colors FILE, the files prep takes. Without one, a mask that is not binary
+    (values other than 0/1 or 0/255, more than two colours) is refused, never
+    thresholded.
 
     With a multi-label dataset as --truth, PREDS is one CSV path,labels,p_<label>...
     (predict or tta on a multi-label bundle): the labels column gives micro and macro
@@ -72,6 +95,7 @@ def command(preds, truth, output, fail_under):
         imgkit eval preds.csv tta.csv --truth data/dvc -o eval/
         imgkit eval masks_out/ --truth data/seg --fail-under iou=0.7
         imgkit eval masks/ --truth data/scenes --fail-under mean_iou=0.6   # per class
+        imgkit eval masks/ --truth VOC2012/SegmentationClass --mask-classes voc.txt
         imgkit eval planet.csv --truth data/planet --fail-under mean_f2=0.85
     """
     from imgkit.errors import GateFailedError
@@ -79,8 +103,14 @@ def command(preds, truth, output, fail_under):
     from imgkit.evaluate.metrics import GATE_METRICS, check_gates
 
     bars = parse_key_values(fail_under, "--fail-under")
-    if _scored_elsewhere(preds, truth, output, bars):
+    table = _mask_table(mask_classes, mask_colors)
+    if _scored_elsewhere(preds, truth, output, bars, table):
         return
+    if table is not None:
+        raise click.UsageError(
+            "--mask-classes and --mask-colors are for a folder of predicted masks (imgkit "
+            "segment -o), not a predictions CSV"
+        )
     _check_bars(bars, GATE_METRICS)
     if list(preds).count("-") > 1:
         raise click.BadParameter("- (stdin) can be given only once", param_hint="PREDS")
@@ -114,7 +144,16 @@ def command(preds, truth, output, fail_under):
         raise GateFailedError("quality gate failed: " + "; ".join(failures))
 
 
-def _scored_elsewhere(preds, truth, output, bars) -> bool:
+def _mask_table(classes_file, colors_file):
+    """The class table of multi-class true masks (None: no class file given)."""
+    if classes_file is None and colors_file is None:
+        return None
+    from imgkit.data.classfiles import mask_classes_from
+
+    return mask_classes_from(classes_file, colors_file)
+
+
+def _scored_elsewhere(preds, truth, output, bars, table=None) -> bool:
     """Multi-label predictions and folders of masks have scores of their own: score them
     and say so; False for classification predictions."""
     from imgkit.evaluate.multilabel_eval import is_multilabel_truth
@@ -125,6 +164,8 @@ def _scored_elsewhere(preds, truth, output, bars) -> bool:
 
         if len(preds) > 1:
             raise click.UsageError("multi-label predictions are scored one file at a time")
+        if table is not None:
+            raise click.UsageError("--mask-classes and --mask-colors are for masks")
         eval_multilabel(preds[0], truth, output, bars)
         return True
     if len(preds) == 1 and preds[0] != "-":
@@ -134,7 +175,7 @@ def _scored_elsewhere(preds, truth, output, bars) -> bool:
             # A folder of mask PNGs (imgkit segment): segmentation scores instead.
             from imgkit.commands._mask_eval import eval_masks
 
-            eval_masks(preds[0], truth, output, bars)
+            eval_masks(preds[0], truth, output, bars, table)
             return True
     return False
 

@@ -131,12 +131,15 @@ def _by_colour(rgb: np.ndarray, table: MaskClasses, path: Path) -> np.ndarray:
     return value_of[order[at]]
 
 
-def read_class_mask(path: str | os.PathLike, table: MaskClasses) -> np.ndarray:
+def read_class_mask(
+    path: str | os.PathLike, table: MaskClasses, palette_by_index: bool = False
+) -> np.ndarray:
     """A multi-class mask file as uint8 class values (height, width).
 
     Index (grayscale) files give their values; palette files their palette indices,
-    or, with a colour table, their pixels' colours; RGB files need the colour table.
-    An ignored value or colour reads as :data:`IGNORE`.
+    or, with a colour table, their pixels' colours (unless ``palette_by_index``: a
+    predicted mask from ``segment``, whose palette indices are the values); RGB files
+    need the colour table. An ignored value or colour reads as :data:`IGNORE`.
 
     Raises:
         BadImageError: unreadable, an RGB mask without --mask-colors, a colour not in
@@ -148,7 +151,7 @@ def read_class_mask(path: str | os.PathLike, table: MaskClasses) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode in ("P", "PA") and not table.by_colour:
+            if mode in ("P", "PA") and (palette_by_index or not table.by_colour):
                 values = np.asarray(img.getchannel(0), dtype=np.int64)
             elif mode in ("P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
                 if not table.by_colour:

@@ -10,6 +10,11 @@ PNGs) and scored by class: each class's IoU and the mean IoU over the classes fr
 the pixels of all images pooled, with each image's own mean IoU and pixel accuracy.
 A true mask's ignored pixels (dataset.json's ``mask_ignore``, stored as 255) are left
 out of every score, whatever was predicted there.
+
+A plain folder of multi-class masks (PASCAL VOC's SegmentationClass, say) is scored
+the same way given its class table (``eval --mask-classes`` / ``--mask-colors``,
+:mod:`imgkit.evaluate.maskread`); without one, a mask that is not binary is refused
+rather than thresholded. Masks are read and scored one pair at a time.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgkit.data.classmasks import MaskClasses
 from imgkit.data.dataset import Dataset
 from imgkit.data.images import list_images
 from imgkit.data.masks import mask_scores, mean_scores, read_mask, resize_mask
 from imgkit.errors import BadDatasetError, BadImageError, BadInputError
+from imgkit.evaluate.maskread import check_binary, read_predicted_classes
 from imgkit.infer.inputs import is_dataset_folder
 
 MASK_METRICS = ("iou", "dice", "pixel_accuracy")
@@ -54,11 +61,30 @@ def is_mask_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and not is_dataset_folder(path)
 
 
-def truth_classes(source: str | os.PathLike) -> list[str]:
-    """The class names of a multi-class segmentation dataset; [] for anything else."""
-    if is_dataset_folder(source):
-        return Dataset.load(source).mask_classes
-    return []
+def truth_classes(source: str | os.PathLike, table: MaskClasses | None = None) -> list[str]:
+    """The class names the true masks are scored by; [] for binary masks.
+
+    A dataset's recorded ``mask_classes``; a plain folder's from ``table`` (eval's
+    --mask-classes or --mask-colors). A dataset given a table too must record the same
+    names: the file then only says how to read colour predictions.
+
+    Raises:
+        BadInputError: a table for a dataset of binary masks, or naming other classes.
+    """
+    if not is_dataset_folder(source):
+        return list(table.names) if table is not None else []
+    recorded = Dataset.load(source).mask_classes
+    if table is None or list(table.names) == list(recorded):
+        return recorded
+    if not recorded:
+        raise BadInputError(
+            f"{source}: a dataset of binary masks; --mask-classes and --mask-colors are for "
+            "multi-class masks (leave them out)"
+        )
+    raise BadInputError(
+        f"{source} records the classes {', '.join(recorded)}; the class file names "
+        f"{', '.join(table.names)}: give the dataset's own classes, or leave the file out"
+    )
 
 
 def mask_truth(source: str | os.PathLike) -> dict[str, tuple[Path, str]]:
@@ -92,17 +118,26 @@ def mask_truth(source: str | os.PathLike) -> dict[str, tuple[Path, str]]:
     raise BadInputError(f"{path}: the truth for masks is a segmentation dataset or a masks folder")
 
 
-def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskReport:
+def evaluate_masks(
+    preds: str | os.PathLike, truth: str | os.PathLike, table: MaskClasses | None = None
+) -> MaskReport:
     """Score every predicted mask in ``preds`` that has a true mask.
 
     A prediction of another size than its truth (a mask written at the model's size,
     say) is resized to the truth's size by nearest neighbour and flagged ``resized``.
+    ``table``: the classes of a plain folder of multi-class masks (None: binary, unless
+    ``truth`` is a dataset of multi-class masks).
+
+    Raises:
+        BadInputError: no pair could be scored, a table the dataset disagrees with, or
+            (binary) a mask that is not binary.
     """
-    names = truth_classes(truth)
+    names = truth_classes(truth, table)
     if names:
-        return evaluate_class_masks(preds, truth, names)
-    pairs, unmatched, unreadable = _matched(
-        preds, truth, read_mask_or_empty, _read_true_mask, _resize_binary
+        return evaluate_class_masks(preds, truth, names, table)
+    unmatched, unreadable = [], []
+    pairs = _matched(
+        preds, truth, read_mask_or_empty, _read_true_mask, _resize_binary, unmatched, unreadable
     )
     rows = [
         {"path": str(f), "truth": str(true_path), "split": split,
@@ -125,29 +160,45 @@ def evaluate_masks(preds: str | os.PathLike, truth: str | os.PathLike) -> MaskRe
 
 
 def evaluate_class_masks(
-    preds: str | os.PathLike, truth: str | os.PathLike, names: list[str]
+    preds: str | os.PathLike,
+    truth: str | os.PathLike,
+    names: list[str],
+    table: MaskClasses | None = None,
 ) -> MaskReport:
-    """Score multi-class predicted masks against a dataset's: per-class and mean IoU.
+    """Score multi-class predicted masks against the true ones: per-class and mean IoU.
+
+    The truth is a dataset's stored masks, or, with ``table``, a plain folder's masks
+    read as ``prep`` reads them; with ``table`` colour predictions are read by its
+    colours.
 
     The summary's ``mean_iou``, ``pixel_accuracy`` and ``per_class_iou`` come from
     every scored pixel at once (a class neither true nor predicted anywhere is None and
     left out of the mean); ``median_iou`` is the median of the images' own mean IoUs;
     ``ignored_pixels`` counts the true masks' ignored pixels, scored nowhere.
     """
-    from imgkit.data.classmasks import confusion, iou_summary, read_index_png, resize_index
+    from imgkit.data.classmasks import (
+        confusion,
+        iou_summary,
+        read_class_mask,
+        read_index_png,
+        resize_index,
+    )
 
     k = len(names)
     total = np.zeros((k, k), dtype=np.int64)
 
     def read_pred(path) -> np.ndarray:
         """A predicted mask's class values, each checked to be under ``k``."""
-        return read_index_png(path, k)
+        return read_index_png(path, k) if table is None else read_predicted_classes(path, table)
 
     def read_true(path) -> np.ndarray:
         """A true mask's class values, under ``k`` or the ignore value."""
-        return read_index_png(path, k, ignore=True)
+        if table is None or is_dataset_folder(truth):
+            return read_index_png(path, k, ignore=True)  # a dataset's stored masks
+        return read_class_mask(path, table)
 
-    pairs, unmatched, unreadable = _matched(preds, truth, read_pred, read_true, resize_index)
+    unmatched, unreadable = [], []
+    pairs = _matched(preds, truth, read_pred, read_true, resize_index, unmatched, unreadable)
     rows = []
     ignored = 0
     for f, true_path, split, pred, true, resized in pairs:
@@ -181,20 +232,20 @@ def evaluate_class_masks(
     return MaskReport(per_image, summary, unmatched, unreadable)
 
 
-def _matched(preds, truth, read_pred, read_true, resize):
-    """Each predicted mask in ``preds`` with the true mask of the same file name, both
-    read, the prediction resized (``resize(pred, shape)``) where its shape differs.
+def _matched(preds, truth, read_pred, read_true, resize, unmatched, unreadable):
+    """Yield each predicted mask in ``preds`` with the true mask of the same file name,
+    both read, the prediction resized (``resize(pred, shape)``) where its shape differs:
+    ``(file, true path, split, pred, true, resized)``, one pair in memory at a time.
 
-    Returns:
-        ([(file, true path, split, pred, true, resized)], unmatched files,
-        unreadable (path, reason) pairs).
+    Predictions with no true mask are added to ``unmatched``; (path, reason) of masks
+    that cannot be read to ``unreadable``.
 
     Raises:
         BadInputError: no prediction could be matched and read.
     """
     truths = mask_truth(truth)
     files, _ = list_images(preds)
-    pairs, unmatched, unreadable = [], [], []
+    scored = 0
     for f in files:
         stem = Path(f).stem
         if stem not in truths:
@@ -207,18 +258,26 @@ def _matched(preds, truth, read_pred, read_true, resize):
             unreadable.append((e.path, e.reason))
             continue
         resized = pred.shape != true.shape
-        pairs.append((f, true_path, split, resize(pred, true.shape) if resized else pred,
-                      true, resized))  # fmt: skip
-    if not pairs:
+        scored += 1
+        yield (f, true_path, split, resize(pred, true.shape) if resized else pred,
+               true, resized)  # fmt: skip
+    if scored:
+        return
+    if unreadable:
+        path, reason = unreadable[0]
         raise BadInputError(
-            f"no predicted mask in {preds} matches a true mask in {truth} by file name "
-            f"({len(files)} predicted, {len(truths)} true)"
+            f"no mask pair in {preds} and {truth} could be read ({len(unreadable)} "
+            f"unreadable); the first: {path}: {reason}"
         )
-    return pairs, unmatched, unreadable
+    raise BadInputError(
+        f"no predicted mask in {preds} matches a true mask in {truth} by file name "
+        f"({len(files)} predicted, {len(truths)} true)"
+    )
 
 
 def _read_true_mask(path: str | os.PathLike) -> np.ndarray:
-    """A true binary mask's pixels, bool."""
+    """A true binary mask's pixels, bool (refused if it holds class values)."""
+    check_binary(path)
     return read_mask(path).mask
 
 
@@ -228,7 +287,13 @@ def _resize_binary(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def read_mask_or_empty(path: str | os.PathLike) -> np.ndarray:
-    """A predicted mask as bool; one all background or all object is a valid answer too."""
+    """A predicted mask as bool; one all background or all object is a valid answer too.
+
+    Raises:
+        BadInputError: it holds class values, not object/background.
+        BadImageError: it cannot be read as a mask.
+    """
+    check_binary(path)
     try:
         return read_mask(path).mask
     except BadImageError as e:
