@@ -149,6 +149,23 @@ def test_binary_folders_still_score_as_binary(tmp_path):
     assert "per_class_iou" not in metrics
 
 
+def test_an_anti_aliased_binary_png_is_repaired_not_refused(tmp_path):
+    """A lossless mask downscaled from a sharper one: grey levels on the disc's edge
+    only, each a few pixels; scored as binary (repaired as prep repairs it)."""
+    truth, preds = tmp_path / "truth", tmp_path / "preds"
+    truth.mkdir()
+    preds.mkdir()
+    yy, xx = np.mgrid[:1024, :1024]
+    disc = ((yy - 512) ** 2 + (xx - 512) ** 2 < 300**2).astype(np.uint8) * 255
+    smooth = Image.fromarray(disc).resize((256, 256), Image.Resampling.BOX)
+    assert len(np.unique(np.asarray(smooth))) > 10
+    smooth.save(truth / "d.png")
+    Image.fromarray((np.asarray(smooth) > 127).astype(np.uint8) * 255).save(preds / "d.png")
+    result = run("eval", preds, "--truth", truth)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["iou"] == pytest.approx(1.0)
+
+
 def test_a_dataset_and_a_class_file_must_agree(tmp_path):
     images, masks, root = write_shape_pairs(tmp_path / "src", n=2, size=(16, 16))
     data = tmp_path / "data"

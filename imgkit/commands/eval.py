@@ -79,7 +79,8 @@ def command(preds, truth, output, fail_under, mask_classes, mask_colors):
     SegmentationClass, say) is scored so given its classes: --mask-classes FILE or
     --mask-colors FILE, the files prep takes. Without one, a mask that is not binary
     (values other than 0/1 or 0/255, more than two colours) is refused, never
-    thresholded.
+    thresholded, unless its other values are compression noise or an anti-aliased
+    edge's grey levels, which prep repairs too.
 
     With a multi-label dataset as --truth, PREDS is one CSV path,labels,p_<label>...
     (predict or tta on a multi-label bundle): the labels column gives micro and macro

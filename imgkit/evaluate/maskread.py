@@ -27,6 +27,10 @@ OBJECT_LEVELS = (1, 255, 65535)
 # Lossy files carry compression noise at edges: their grey levels are thresholded as
 # before (a class-index mask cannot be stored lossily anyway).
 LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
+# A value between a mask's lowest and highest covering this share of its pixels, and
+# this share of its smaller extreme's, is a class, not an anti-aliased edge's grey level.
+EDGE_SHARE = 0.005
+EDGE_OF_SMALLER = 0.25
 COLOUR_MODES = frozenset({"RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"})
 _SHOW = 6  # how many values or colours the refusal names
 
@@ -48,11 +52,34 @@ def _shown(values: np.ndarray, colour: bool) -> str:
     return text + (f", ... ({len(values)} in all)" if len(values) > _SHOW else "")
 
 
+def _grey(img: Image.Image) -> np.ndarray:
+    """A grayscale or palette mask's values (palette indices as they are)."""
+    if img.mode in ("LA", "PA"):
+        return np.asarray(img.getchannel(0), dtype=np.int64)
+    return np.asarray(img).astype(np.int64)
+
+
+def _edge_levels(values: np.ndarray) -> bool:
+    """Whether a many-valued mask is a binary one with anti-aliased edges: no value
+    between its lowest and highest covers both :data:`EDGE_SHARE` of the pixels and
+    :data:`EDGE_OF_SMALLER` of the smaller extreme's, as the grey levels of smoothed
+    edges do not, where a class value (VOC's 15 between 0 and the 255 border) covers a
+    whole object. :func:`~imgkit.data.masks.read_mask` then repairs it as ``prep``
+    does, or refuses it."""
+    levels, counts = np.unique(values, return_counts=True)
+    inside = (levels != levels[0]) & (levels != levels[-1])
+    if not inside.any():
+        return False
+    bar = max(EDGE_SHARE * values.size, EDGE_OF_SMALLER * min(counts[0], counts[-1]))
+    return bool((counts[inside] < bar).all())
+
+
 def check_binary(path: str | os.PathLike) -> None:
     """Refuse a mask that is not binary before it is read as one.
 
     A grayscale or palette mask is binary when its values are 0 and at most one of 1,
-    255 (or 65535); a colour mask when it has at most two colours. Lossy (JPEG, WebP)
+    255 (or 65535), or when its other values are an anti-aliased edge's grey levels
+    (:func:`_edge_levels`); a colour mask when it has at most two colours. Lossy (JPEG, WebP)
     files are left to :func:`~imgkit.data.masks.read_mask`'s repair, and unreadable
     ones to its reason.
 
@@ -66,6 +93,7 @@ def check_binary(path: str | os.PathLike) -> None:
                 return
             img.load()
             values, colour = _keys(img)
+            img_values = None if colour else _grey(img)
     except (OSError, ValueError, Image.DecompressionBombError):
         return  # read_mask says why it cannot be read
     if colour:
@@ -76,7 +104,7 @@ def check_binary(path: str | os.PathLike) -> None:
             "mask; score multi-class colour masks with --mask-colors FILE (lines NAME R G B)"
         )
     found = set(values.tolist())
-    if any(found <= {0, level} for level in OBJECT_LEVELS):
+    if any(found <= {0, level} for level in OBJECT_LEVELS) or _edge_levels(img_values):
         return
     raise BadInputError(
         f"{Path(path)}: mask values {_shown(values, False)}: not a binary mask (0/1 or "
