@@ -32,9 +32,9 @@ def world(tmp_path_factory):
     predictions of 16 new images (predict's CSV: path,labels,p_<label>...)."""
     root = tmp_path_factory.mktemp("mlpseudo")
     items = make_images(root / "img", 30, seed=5)
-    csv = write_csv(
-        root / "t.csv", "path,labels", [(f"img/{n}.png", " ".join(t)) for n, t in items]
-    )
+    rows = [(f"img/{n}.png", " ".join(t)) for n, t in items]
+    rows[3] = (rows[3][0], "")  # an image with no label (--allow-empty)
+    csv = write_csv(root / "t.csv", "path,labels", rows)
     data = root / "data"
     result = invoke("prep", csv, "-o", data, "--val", "0.2", "--test", "0.2", "--allow-empty")
     assert result.exit_code == 0, result.output
@@ -132,6 +132,7 @@ def test_pseudo_labels_keep_the_folds_and_never_validate(world, tmp_path):
     before = Dataset.load(folded).manifest
     # The image with no label (--allow-empty) is labelled, with none: it gets a fold.
     assert (before[before["split"] != "test"]["fold"] != "").all()
+    assert (before["label"] == "").sum() == 1
     out = tmp_path / "fp"
     result = invoke("prep", folded, csv, "--pseudo", "--allow-empty", "-o", out)
     assert result.exit_code == 0, result.output
@@ -228,6 +229,8 @@ def test_report_draws_the_pooled_reliability_diagram(world, tmp_path, monkeypatc
     m = Dataset.load(data).manifest
     labels = {Path(p).name: label_set(t) for p, t in zip(m["path"], m["label"], strict=True)}
     truth = np.array([[c in labels[Path(p).name] for c in CLASSES] for p in df["path"]])
+    # An image with no label (--allow-empty) is scored, as a negative for every label.
+    assert not truth.any(axis=1).all()
     proba = df[[f"p_{c}" for c in CLASSES]].to_numpy()
     before, after = seen["before the temperature"], seen["after (T = 1.300)"]
     for bins, p in ((after, proba), (before, _tempered_back(proba, 1.3))):
