@@ -207,6 +207,7 @@ def _calibration(curves: dict, gallery: Gallery) -> dict:
     from imgkit.evaluate.plots import plot_reliability
 
     axes = ("predicted probability (every image and label)", "fraction of labels present")
-    plot_reliability(curves, gallery.folder / "images/calibration.png", axes, "labels")
+    path = gallery.folder / "images/calibration.png"
+    plot_reliability(curves, path, axes, "(image, label) pairs")
     eces = [(name, curve.ece()) for name, curve in curves.items()]
     return {"calibration": "images/calibration.png", "calibration_ece": eces}
