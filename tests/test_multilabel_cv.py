@@ -67,10 +67,12 @@ def test_prep_folds_a_multilabel_dataset_per_label(tmp_path):
     sets = [frozenset(label_set(s)) for s in m["label"]]
     units = [f"\0{i}" for i in range(len(sets))]
     assert m["fold"].astype(int).tolist() == iterative_folds(sets, 3, 0, units)
+    # Single-label predictions cannot pseudo-label it (multi-label ones can:
+    # test_multilabel_pseudo.py).
     preds = tmp_path / "p.csv"
-    preds.write_text("path,labels,p_blue,p_green,p_red\nimg/x.png,red,0.1,0.1,0.9\n")
+    preds.write_text("path,label,confidence\nimg/train_0.png,red,0.99\n")
     pseudo = invoke("prep", data, preds, "--pseudo", "-o", tmp_path / "ps")
-    one_line_error(pseudo, "multilabel", "pseudo-labels")
+    one_line_error(pseudo, "classification predictions", "multilabel")
 
 
 @pytest.fixture(scope="module")

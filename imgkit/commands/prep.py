@@ -178,7 +178,8 @@ def _summary(info: dict) -> None:
     "--allow-empty",
     is_flag=True,
     help="Multi-label CSVs: keep a row with no label as an image that has none (a "
-    "negative for every label); without it such a row goes to rejects.csv.",
+    "negative for every label); without it such a row goes to rejects.csv. With "
+    "--pseudo: take an image whose every label is surely absent.",
 )
 @click.option(
     "--folds",
@@ -195,7 +196,9 @@ def _summary(info: dict) -> None:
     is_flag=True,
     help="SOURCES are predictions CSVs (imgkit predict), with at most one dataset folder "
     "to add them to: each prediction at least --min-confidence sure becomes a training "
-    "image labelled with its predicted class, marked pseudo (never validated on).",
+    "image labelled with its predicted class, marked pseudo (never validated on). A "
+    "multi-label prediction is taken only when every label is sure (p >= P or p <= 1-P), "
+    "labelled with the labels at p >= P.",
 )
 @click.option(
     "--min-confidence",
@@ -271,7 +274,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     except Exception as e:
         raise click.BadParameter(str(e), param_hint="--max-bad") from None
     lock_output(output)
-    derived = _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite)
+    derived = _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite, allow_empty)
     if derived is not None:
         _summary(derived)
         click.echo(derived["path"])
@@ -305,7 +308,7 @@ def command(sources, output, val, test, seed, max_bad, overwrite, idx_dir, limit
     click.echo(info["path"])
 
 
-def _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite):
+def _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite, allow_empty):
     """A dataset made from a dataset folder and predictions (--folds, --pseudo) without
     reading the images, or None when SOURCES are images to read."""
     from imgkit.data.derive import Derivation, derive, is_dataset
@@ -322,5 +325,6 @@ def _derived(sources, output, folds, seed, pseudo, min_confidence, overwrite):
     predictions = tuple(s for s in sources if s not in bases)
     if not predictions:
         raise click.UsageError("--pseudo needs a predictions CSV among SOURCES")
-    how = Derivation(folds, seed, predictions, 0.9 if min_confidence is None else min_confidence)
+    confidence = 0.9 if min_confidence is None else min_confidence
+    how = Derivation(folds, seed, predictions, confidence, allow_empty)
     return derive(bases[0] if bases else None, output, how, overwrite=overwrite)

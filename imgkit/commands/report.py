@@ -43,7 +43,9 @@ def command(run, output, predictions, truth, split, trust_code):
     classes, precision and recall against the decision threshold; for a multi-label
     classifier a per-label precision/recall/F1 table, the top losses (largest summed
     per-label log loss) with their missed and extra labels and a heatmap of the worst
-    wrong one, and the most confused label pairs; for a segmenter the worst images as
+    wrong one, the most confused label pairs and a reliability diagram of every
+    (image, label) probability pooled, before and after the temperature; for a
+    segmenter the worst images as
     image / true mask / predicted mask / overlay panels.
 
     The page needs no server, no network and no JavaScript: open it from the file, or

@@ -8,7 +8,8 @@ Two things ``imgkit prep`` does to what it already has:
 - **Pseudo-labels** (``prep PREDICTIONS.csv --pseudo --min-confidence P``, alone or
   with DATA): each prediction at least P confident becomes a training row labelled
   with the predicted class and marked ``pseudo`` in the manifest, so training uses it
-  and nothing validates or scores on it.
+  and nothing validates or scores on it. Multi-label predictions are taken only when
+  every label is decided (:mod:`imgkit.data.pseudo_multilabel`).
 
 The new manifest points at the images where they are (paths relative to the new
 folder). Given DATA itself as the output (with ``overwrite``), the folder is changed in
@@ -39,12 +40,14 @@ from imgkit.fileio import atomic_dir
 
 @dataclass(frozen=True)
 class Derivation:
-    """What to do to the rows: folds (K, or None to keep DATA's), pseudo-labels."""
+    """What to do to the rows: folds (K, or None to keep DATA's), pseudo-labels
+    (``allow_empty``: take a multi-label image whose every label is decided absent)."""
 
     folds: int | None = None
     seed: int = 0
     predictions: tuple[str, ...] = ()
     min_confidence: float = 0.9
+    allow_empty: bool = False
 
 
 def is_dataset(path: str | os.PathLike) -> bool:
@@ -56,6 +59,7 @@ def is_dataset(path: str | os.PathLike) -> bool:
 def _records(ds: Dataset) -> list[Record]:
     """DATA's manifest rows as records with absolute paths."""
     m = ds.manifest
+    multilabel = ds.task == "multilabel"
     out = []
     for i in range(len(m)):
         row = m.iloc[i]
@@ -64,10 +68,12 @@ def _records(ds: Dataset) -> list[Record]:
             return row[name] if name in m.columns and row[name] != "" else None
 
         mask = cell("mask")
+        # A multi-label image with no label (--allow-empty) is labelled, with none.
+        labelled = multilabel and row["split"] != "unlabeled"
         out.append(
             Record(
                 str(ds.abspath(row["path"]).resolve()),
-                label=cell("label"),
+                label=row["label"] if labelled else cell("label"),
                 group=cell("group"),
                 split=row["split"],
                 mask=str(ds.abspath(mask).resolve()) if mask else None,
@@ -87,6 +93,13 @@ def _resolve_listed(path: str, csv_path: Path) -> Path | None:
     return None
 
 
+def _read_predictions(csv_path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"{csv_path}: cannot read the predictions ({e})") from e
+
+
 def pseudo_records(
     csv_path: str | os.PathLike, min_confidence: float, classes: list[str] | None
 ) -> tuple[list[Record], list[Reject]]:
@@ -96,10 +109,10 @@ def pseudo_records(
         BadInputError: not a predictions CSV, or a label outside ``classes``.
     """
     csv_path = Path(csv_path)
-    try:
-        df = pd.read_csv(csv_path, dtype={"path": str, "label": str}, keep_default_na=False)
-    except (OSError, ValueError) as e:
-        raise BadInputError(f"{csv_path}: cannot read the predictions ({e})") from e
+    return _single_label(_read_predictions(csv_path), csv_path, min_confidence, classes)
+
+
+def _single_label(df: pd.DataFrame, csv_path: Path, min_confidence: float, classes):
     missing = {"path", "label", "confidence"} - set(df.columns)
     if missing:
         raise BadInputError(
@@ -111,8 +124,11 @@ def pseudo_records(
         raise BadInputError(
             f"{csv_path}: predicted labels {unknown[:5]} are not classes of the dataset {classes}"
         )
+    confidences = pd.to_numeric(df["confidence"], errors="coerce")
+    if confidences.isna().any():
+        raise BadInputError(f"{csv_path}: the confidence column holds something not a number")
     records, rejects = [], []
-    for path, label, confidence in zip(df["path"], df["label"], df["confidence"], strict=True):
+    for path, label, confidence in zip(df["path"], df["label"], confidences, strict=True):
         found = _resolve_listed(path, csv_path)
         if found is None:
             rejects.append(Reject(path, "pseudo-label: file not found"))
@@ -166,18 +182,16 @@ def derive(
     if ds is not None and (ds.root / REJECTS).is_file():
         old = pd.read_csv(ds.root / REJECTS, dtype=str, keep_default_na=False)
         rejects = [Reject(p, r) for p, r in zip(old["path"], old["reason"], strict=True)]
-    if ds is not None and ds.task == "multilabel" and how.predictions:
-        raise BadInputError(
-            f"{base}: a multilabel dataset; pseudo-labels are for classification datasets"
-        )
-    for csv_path in how.predictions:
-        classes = ds.classes if ds is not None else None
-        pseudo, skipped = pseudo_records(csv_path, how.min_confidence, classes)
+    task = ds.task if ds is not None else None
+    classes = ds.classes if ds is not None else None
+    for csv_path in map(Path, how.predictions):
+        pseudo, skipped, task, classes = _pseudo(csv_path, how, task, classes, base)
         records, duplicates = _merge(records, pseudo)
         rejects += skipped + duplicates
+    task = task or "classification"
     if how.folds is not None:
-        segmentation = ds is not None and ds.task == "segmentation"
-        multilabel = ds is not None and ds.task == "multilabel"
+        segmentation = task == "segmentation"
+        multilabel = task == "multilabel"
         records = fold_records(records, how.folds, how.seed, segmentation, multilabel)
     if not records:
         raise BadInputError(
@@ -187,11 +201,11 @@ def derive(
     _check_target(output, overwrite)
     sources = [str(base)] if base is not None else []
     info_args = dict(
-        task=ds.task if ds is not None else "classification",
+        task=task,
         source=sources + list(how.predictions),
         seed=how.seed,
         final_folder=output,
-        extra={"derived_from": sources, **_balance(ds, records), **_mask_info(ds)},
+        extra={"derived_from": sources, **_balance(task, records), **_mask_info(ds)},
     )
     if in_place:
         info = _write_in_place(ds, records, rejects, info_args)
@@ -210,9 +224,34 @@ def _mask_info(ds: Dataset | None) -> dict:
     return {key: ds.info[key] for key in MASK_INFO_KEYS if key in ds.info}
 
 
-def _balance(ds: Dataset | None, records: list[Record]) -> dict:
+def _pseudo(csv_path: Path, how: Derivation, task, classes, base):
+    """One predictions CSV's pseudo-labels for a dataset of ``task`` and ``classes``
+    (None: as the CSV's): (records, rejects, the task, the classes)."""
+    from imgkit.data.pseudo_multilabel import is_multilabel_predictions, multilabel_pseudo_records
+
+    df = _read_predictions(csv_path)
+    kind = "multilabel" if is_multilabel_predictions(df) else "classification"
+    if task not in (None, kind):
+        where = base if base is not None else "the other predictions"
+        raise BadInputError(
+            f"{csv_path}: {kind} predictions cannot add pseudo-labels to {where} ({task})"
+        )
+    if kind == "classification":
+        records, rejects = _single_label(df, csv_path, how.min_confidence, classes)
+        return records, rejects, kind, classes
+
+    def resolve(path):
+        return _resolve_listed(path, csv_path)
+
+    records, rejects, labels = multilabel_pseudo_records(
+        df, csv_path, how.min_confidence, classes, how.allow_empty, resolve
+    )
+    return records, rejects, kind, classes if classes is not None else labels
+
+
+def _balance(task: str, records: list[Record]) -> dict:
     """dataset.json's split (and label) counts, as prep writes them for the task."""
-    if ds is not None and ds.task == "multilabel":
+    if task == "multilabel":
         from imgkit.data.multisplit import label_balance
 
         return label_balance(records)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgkit.data.dataset import Dataset, label_set
+from imgkit.data.dataset import LABEL_SEP, Dataset, label_set
 from imgkit.errors import BadDatasetError, BadInputError
 from imgkit.evaluate.matching import Truth, _truth_from_pairs, prob_columns
 from imgkit.train.multilabel_scores import scores
@@ -39,7 +39,10 @@ def load_multilabel_truth(source: str | os.PathLike) -> Truth:
     if ds.task != "multilabel":
         raise BadDatasetError(f"{source}: a {ds.task} dataset, not a multi-label one")
     m = ds.manifest
-    return _truth_from_pairs(m["path"], m["label"], ds.classes, str(source), [ds.root], True)
+    # An image with no label (--allow-empty) is a negative for every label, not an
+    # unlabeled one: a lone separator keeps it (an empty entry would be skipped).
+    labels = m["label"].where((m["label"] != "") | (m["split"] == "unlabeled"), LABEL_SEP)
+    return _truth_from_pairs(m["path"], labels, ds.classes, str(source), [ds.root], True)
 
 
 def evaluate_multilabel(preds: pd.DataFrame, truth: Truth, name: str = "predictions"):

@@ -89,6 +89,44 @@ def plot_confusion(
     return _save(fig, path)
 
 
+class ReliabilityBins:
+    """Reliability bins filled as predictions stream past, a chunk at a time.
+
+    Each bin (of ``bins`` equal widths over 0..1) keeps three numbers: how many
+    probabilities fell in it, their sum, and how many of them were right (for a top
+    class) or positive (for a label), so the memory does not grow with the predictions.
+    """
+
+    def __init__(self, bins: int = 10):
+        self.edges = np.linspace(0, 1, bins + 1)
+        self.count = np.zeros(bins, dtype=np.int64)
+        self.total = np.zeros(bins)  # summed probabilities
+        self.hits = np.zeros(bins)  # right or positive
+
+    def add(self, conf, hit) -> None:
+        """Add probabilities ``conf`` (any shape) and whether each was right, alike."""
+        conf = np.asarray(conf, dtype=np.float64).reshape(-1)
+        hit = np.asarray(hit, dtype=np.float64).reshape(-1)
+        bins = len(self.count)
+        which = np.clip(np.digitize(conf, self.edges[1:-1]), 0, bins - 1)
+        self.count += np.bincount(which, minlength=bins)
+        self.total += np.bincount(which, weights=conf, minlength=bins)
+        self.hits += np.bincount(which, weights=hit, minlength=bins)
+
+    def rows(self) -> list[tuple[float, float, int]]:
+        """``[(mean probability, fraction right, how many)]`` of each non-empty bin."""
+        return [
+            (float(t / n), float(h / n), int(n))
+            for n, t, h in zip(self.count, self.total, self.hits, strict=True)
+            if n
+        ]
+
+    def ece(self) -> float:
+        """The expected calibration error: the count-weighted mean gap between a bin's
+        mean probability and its fraction right."""
+        return float(np.abs(self.total - self.hits).sum() / max(int(self.count.sum()), 1))
+
+
 def reliability(proba: np.ndarray, y_true: np.ndarray, bins: int = 10) -> tuple[list, float]:
     """Reliability bins of the top class's confidence, and the expected calibration error.
 
@@ -96,38 +134,45 @@ def reliability(proba: np.ndarray, y_true: np.ndarray, bins: int = 10) -> tuple[
         ``[(mean confidence, accuracy, images)]`` for each non-empty bin, and the ECE
         (the images-weighted mean gap between confidence and accuracy).
     """
-    conf = proba.max(axis=1)
-    right = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            rows.append((float(conf[sel].mean()), float(right[sel].mean()), int(sel.sum())))
-            ece += sel.sum() * abs(conf[sel].mean() - right[sel].mean())
-    return rows, float(ece / max(len(conf), 1))
+    tally = top_class_bins(proba, y_true, bins)
+    return tally.rows(), tally.ece()
 
 
-def plot_reliability(curves: dict, path: str | os.PathLike) -> Path:
-    """Reliability diagram: one curve per name in ``curves`` (name -> (proba, y_true)),
-    confidence against accuracy, the diagonal being perfect calibration."""
+def top_class_bins(proba: np.ndarray, y_true: np.ndarray, bins: int = 10) -> ReliabilityBins:
+    """A classifier's top-class confidences and whether each was right, binned."""
+    tally = ReliabilityBins(bins)
+    tally.add(proba.max(axis=1), proba.argmax(axis=1) == y_true)
+    return tally
+
+
+def plot_reliability(
+    curves: dict,
+    path: str | os.PathLike,
+    axes: tuple[str, str] = ("confidence (top class)", "accuracy"),
+    unit: str = "images",
+) -> Path:
+    """Reliability diagram: one curve per name in ``curves`` (name -> (proba, y_true) of
+    a classifier, or a filled :class:`ReliabilityBins`), probability against how often
+    it was right, the diagonal being perfect calibration; ``axes`` names the two, and
+    ``unit`` what a bin counts."""
     fig = _figure(5.2, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    for k, (name, (proba, y_true)) in enumerate(curves.items()):
-        rows, ece = reliability(proba, y_true)
+    for k, (name, curve) in enumerate(curves.items()):
+        if not isinstance(curve, ReliabilityBins):
+            curve = top_class_bins(*curve)
+        rows, ece = curve.rows(), curve.ece()
         xs, ys, ns = zip(*rows, strict=True) if rows else ((), (), ())
         ax.plot(xs, ys, "o-", color=f"C{k}", label=f"{name} (ECE {ece:.3f})")
         for x, y, n in zip(xs, ys, ns, strict=True):
             ax.annotate(str(n), (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    ax.set_xlabel("confidence (top class)")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left")
-    ax.set_title("reliability (numbers: images per bin)")
+    ax.set_title(f"reliability (numbers: {unit} per bin)")
     return _save(fig, path)
 
 

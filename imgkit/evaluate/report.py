@@ -5,8 +5,9 @@ metrics) and, given the truth, what its predictions show: for a classifier the
 confusion matrix with each cell's images, the top losses with their heatmaps
 (:mod:`imgkit.infer.explain`), the most confused pairs, a reliability diagram before
 and after the temperature and, for two classes, the threshold's precision/recall
-curve; for a multi-label classifier the per-label scores, top losses and most
-confused labels (:mod:`imgkit.evaluate.report_multilabel`); for a segmenter its worst
+curve; for a multi-label classifier the per-label scores, top losses, most confused
+labels and a reliability diagram of all its (image, label) probabilities pooled
+(:mod:`imgkit.evaluate.report_multilabel`); for a segmenter its worst
 images as image / true mask / predicted mask / overlay panels. The page
 (``index.html``) and its images go into one folder; the template escapes every text
 (:mod:`imgkit.evaluate.gallery`).
@@ -248,7 +249,7 @@ def build_report(
         shutil.copyfile(curves, folder / "images/curves.png")
     context["curves"] = "images/curves.png" if curves.is_file() else None
     context.update(g=None, evaluation=None, calibration=None, threshold=None, panels=None)
-    context.update(ml=None)
+    context.update(ml=None, calibration_ece=None)
     context.update(predictions=predictions, truth=truth)
     if truth and bundle.task == "segmentation":
         context.update(_segmentation(bundle, truth, split, gallery))

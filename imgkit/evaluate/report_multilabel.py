@@ -1,4 +1,5 @@
-"""``report --truth`` for a multi-label bundle: per-label scores, top losses, confused labels.
+"""``report --truth`` for a multi-label bundle: per-label scores, top losses, confused
+labels and a reliability diagram.
 
 Predictions (a CSV of ``imgkit predict``, read a chunk at a time, or the bundle
 predicting the truth's split batch by batch) stream past: each image is matched to its
@@ -8,6 +9,13 @@ loss decides whether it stays among the worst :data:`TOP_LOSSES` (a heap: no oth
 image is kept), and its missed and extra labels add to a label-by-label count. The
 worst images get a heatmap (``explain``'s default method) of their worst-wrong label:
 the wrong label (missed or extra) with the largest log loss.
+
+The reliability diagram pools every (image, label) probability: in each tenth of 0..1,
+the mean probability against the fraction of those labels truly present, before the
+bundle's temperature (the probabilities given back: ``sigmoid(T * logit(p))``, as the
+predictions are tempered) and after it, with the expected calibration error of each.
+Each curve is three numbers a bin, added to chunk by chunk
+(:class:`imgkit.evaluate.plots.ReliabilityBins`).
 """
 
 from __future__ import annotations
@@ -65,17 +73,23 @@ def _worst_label(y: np.ndarray, pred: np.ndarray, loss: np.ndarray) -> int:
 
 def _scan(bundle, predictions, truth: str, split, name: str):
     """Stream the predictions: (tally, worst images as dicts worst first, confusion counts
-    missed x extra)."""
+    missed x extra, reliability bins before and after the temperature)."""
     from imgkit.evaluate.matching import _image_file
     from imgkit.evaluate.multilabel_eval import MultilabelTally, load_multilabel_truth
+    from imgkit.evaluate.plots import ReliabilityBins
+    from imgkit.train.multilabel_scores import temper
 
     tally = MultilabelTally(load_multilabel_truth(truth), name)
+    temperature = float(bundle.temperature)
+    before, after = ReliabilityBins(), ReliabilityBins()
     k = len(tally.classes)
     confused = np.zeros((k, k), dtype=np.int64)  # [missed label, extra label]: images
     kept: list = []  # a heap of (summed loss, -order, image): the worst stay
     order = 0
     for chunk in _chunks(bundle, predictions, truth, split):
         m = tally.add(chunk)
+        after.add(m.proba, m.y)
+        before.add(temper(m.proba, 1.0 / temperature), m.y)
         losses = label_losses(m.y, m.proba)
         missed, extra = m.y & ~m.pred, m.pred & ~m.y
         confused += missed.T.astype(np.int64) @ extra.astype(np.int64)
@@ -95,7 +109,8 @@ def _scan(bundle, predictions, truth: str, split, name: str):
     worst = [image for _, _, image in sorted(kept, key=lambda e: (e[0], e[1]), reverse=True)]
     for image in worst:
         image["file"] = _image_file(image["name"], image.pop("truth_row"), tally.truth)
-    return tally, worst, confused
+    calibration = {"before the temperature": before, f"after (T = {temperature:.3f})": after}
+    return tally, worst, confused, calibration
 
 
 def _overlays(bundle, worst: list[dict], gallery: Gallery) -> list[str | None]:
@@ -141,14 +156,16 @@ def multilabel_sections(
 ) -> dict:
     """What the page shows of a multi-label bundle against ``truth`` (a multi-label
     dataset folder): the scores, a per-label table, the top losses (each with its true,
-    predicted, missed and extra labels and a heatmap of its worst-wrong label) and the
-    most confused label pairs (a label predicted where another was true and missed).
+    predicted, missed and extra labels and a heatmap of its worst-wrong label), the
+    most confused label pairs (a label predicted where another was true and missed) and
+    the reliability diagram of every (image, label) probability, before and after the
+    temperature.
 
     Raises:
         BadInputError: the predictions do not fit the truth, or none matched it.
     """
     name = str(predictions) if predictions else "predictions"
-    tally, worst, confused = _scan(bundle, predictions, truth, split, name)
+    tally, worst, confused, calibration = _scan(bundle, predictions, truth, split, name)
     summary, per_label, unmatched = tally.result()
     classes = tally.classes
 
@@ -181,4 +198,16 @@ def multilabel_sections(
     evaluation = [(k, v) for k, v in summary.items() if isinstance(v, float | int)]
     if unmatched:
         evaluation.append(("predicted images not in the truth", len(unmatched)))
-    return {"ml": {"labels": table, "losses": losses, "pairs": pairs}, "evaluation": evaluation}
+    ml = {"labels": table, "losses": losses, "pairs": pairs}
+    return {"ml": ml, "evaluation": evaluation, **_calibration(calibration, gallery)}
+
+
+def _calibration(curves: dict, gallery: Gallery) -> dict:
+    """The reliability diagram's link and each curve's expected calibration error."""
+    from imgkit.evaluate.plots import plot_reliability
+
+    axes = ("predicted probability (every image and label)", "fraction of labels present")
+    path = gallery.folder / "images/calibration.png"
+    plot_reliability(curves, path, axes, "(image, label) pairs")
+    eces = [(name, curve.ece()) for name, curve in curves.items()]
+    return {"calibration": "images/calibration.png", "calibration_ece": eces}
