@@ -125,6 +125,12 @@ def _kaggle_zips(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "train.zip", folder / "test.zip", sample
 
 
+# Slow: nine commands, seven of them loading a MobileNetV2 bundle (70 s on a quiet 2-core
+# machine, the default run's longest test). Its parts each have a default test: Kaggle
+# zips (test_archives), MobileNetV2 on a weights file, head first (test_transfer),
+# --uncalibrated (test_predict), eval's comparison (test_eval), submit --sample --clip
+# (test_submit), and the script's kin, cli/cross_validation.sh, is slow too.
+@pytest.mark.slow
 def test_cats_vs_dogs_script_end_to_end(tmp_path):
     train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
     work = tmp_path / "work"
