@@ -68,6 +68,10 @@ def test_fashion_mnist_script_end_to_end(tmp_path):
     assert proc.stdout.strip().splitlines()[-1].endswith("photo_preds.csv")
 
 
+# Slow: two trainings and compare, each a command starting Keras (23 s on a quiet 2-core
+# machine). test_compare.py is its fast twin: the same two runs (dropout 0.5 and 0)
+# trained in-process, compare's summary and curves checked figure by figure.
+@pytest.mark.slow
 def test_dropout_study_script(tmp_path):
     idx = write_idx(tmp_path / "idx", train=300, test=100)
     work = tmp_path / "study"
