@@ -64,13 +64,13 @@ def shared_model(name: str, classes: int, side: int, channels: int):
 # The workflow scripts (cli/*.sh end to end on tiny data) are the longest tests, and
 # three of them share a file: each is an xdist group of its own, so both workers take
 # them. Every other test stays in its file's group (``--dist loadgroup``), so that a
-# module fixture is built on one worker only.
+# module fixture is built on one worker only (test_segmentation's script run is one:
+# the tests of its bundle share it).
 WORKFLOW_TESTS = frozenset({
     "test_fashion_mnist_script_end_to_end",
     "test_dropout_study_script",
     "test_cats_vs_dogs_script_end_to_end",
     "test_histopathology_script_end_to_end",
-    "test_segmentation_script_on_discs",
 })  # fmt: skip
 
 

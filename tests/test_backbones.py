@@ -23,7 +23,7 @@ from conftest import shared_model
 from seg_data import write_disc_pairs
 from tiny_data import make_dataset
 
-from imgkit.bundle import load_bundle
+from imgkit.bundle import code_layers, load_bundle
 from imgkit.commands import cli
 from imgkit.errors import OfflineError
 from imgkit.models import create_model, get_spec, list_models
@@ -133,7 +133,8 @@ def test_frozen_bn_keras_preprocessing_and_one_training_step(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_round_trips_in_safe_mode(name, tmp_path):
-    """The backbones' share of test_models' round trip, on the build shared above."""
+    """The backbones' share of test_models' round trip, on the build shared above, and
+    of test_trust's scan: no layer carries code, so a bundle loads without --trust-code."""
     import keras
 
     model = shared_model(name, 3, SIDE, 3)
@@ -142,6 +143,7 @@ def test_round_trips_in_safe_mode(name, tmp_path):
     probs = keras.ops.convert_to_numpy(model(x, training=False))
     assert probs.shape == (4, 3)
     model.save(tmp_path / "m.keras")
+    assert code_layers(tmp_path / "m.keras") == []
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     got = keras.ops.convert_to_numpy(loaded(x, training=False))
     np.testing.assert_allclose(got, probs, rtol=1e-5, atol=1e-6)

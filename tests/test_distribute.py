@@ -245,7 +245,7 @@ def test_a_worker_that_never_starts_ends_the_other_with_one_line(data, tmp_path)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     run = tmp_path / "alone"
     started = time.monotonic()
-    proc = _train(data, run, env=_worker_env(cluster, 0, IMGKIT_WORKER_WAIT="3"))
+    proc = _train(data, run, env=_worker_env(cluster, 0, IMGKIT_WORKER_WAIT="1"))
     try:
         code = proc.wait(timeout=120)  # without the bound: forever (SIGTERM is ignored too)
     finally:
@@ -255,7 +255,7 @@ def test_a_worker_that_never_starts_ends_the_other_with_one_line(data, tmp_path)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1, err
     assert len(lines) == 1 and lines[0].startswith("Error: TF_CONFIG:"), err
-    assert "within 3 s" in lines[0] and cluster["worker"][1] in lines[0]
+    assert "within 1 s" in lines[0] and cluster["worker"][1] in lines[0]
     assert "IMGKIT_WORKER_WAIT" in lines[0]
     assert took < 60 and not run.exists()
 

@@ -286,25 +286,36 @@ def test_vgg16_fine_tune_last_and_weights_from_a_bundle(tmp_path):
         create_model("vgg16", 2, (32, 32), 3, weights=str(tmp_path / "three.keras"))
 
 
-def test_vgg16_trains_with_a_threshold_and_predict_uses_it(tmp_path):
-    from imgkit.bundle import load_bundle
-    from imgkit.infer.predict import Predictor
-    from imgkit.train.trainer import train
-
-    make_dataset(tmp_path / "data", n_train=24, n_val=12, n_test=8, size=32)
-    # Build a 3-channel variant is not needed: vgg16 takes 1 channel (grey -> BGR).
-    meta = train(
-        tmp_path / "data", tmp_path / "run", model="vgg16", weights="none", channels=1,
-        input_size=(32, 32), epochs=1, batch_size=8, class_weight="balanced", threshold="auto",
+@pytest.fixture(scope="module")
+def vgg16_run(tmp_path_factory):
+    """One VGG16 run (1 channel, 32 px, an epoch) with a threshold and a 24-unit head."""
+    root = tmp_path_factory.mktemp("vgg16")
+    make_dataset(root / "data", n_train=24, n_val=12, n_test=8, size=32)
+    # vgg16 takes 1 channel (grey -> BGR): no 3-channel variant is needed.
+    result = CliRunner().invoke(
+        cli,
+        ["train", str(root / "data"), "-o", str(root / "run"), "--model", "vgg16", "--weights",
+         "none", "--channels", "1", "--size", "32", "--epochs", "1", "--batch-size", "8",
+         "--class-weight", "balanced", "--threshold", "auto", "--head-units", "24"],
     )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root / "data", root / "run"
+
+
+def test_vgg16_trains_with_a_threshold_and_predict_uses_it(vgg16_run):
+    from imgkit.bundle import load_bundle, read_meta
+    from imgkit.infer.predict import Predictor
+
+    data, run = vgg16_run
+    meta = read_meta(run)
     assert meta["output"] == "sigmoid" and meta["threshold_metric"] == "f1"
     assert 0 < meta["threshold"] < 1 and "f1_at_threshold" in meta["metrics"]["val"]
     assert meta["transfer"]["features_cached"] is True
     assert meta["pixels"]["mode"] == "caffe"
-    bundle = load_bundle(tmp_path / "run")
+    bundle = load_bundle(run)
     predictor = Predictor(bundle)
     assert predictor.threshold == pytest.approx(meta["threshold"])
-    x = Dataset.load(tmp_path / "data").arrays("test", (32, 32), 1, "stretch")
+    x = Dataset.load(data).arrays("test", (32, 32), 1, "stretch")
     frame = predictor.frame([str(i) for i in range(len(x))], np.asarray(x))
     p1 = frame["p_dim"].to_numpy()
     assert (frame["label"] == np.where(p1 >= meta["threshold"], "dim", "bright")).all()
@@ -416,19 +427,11 @@ def test_histopathology_script_end_to_end(tmp_path):
     assert p1.max() < 0.5 and (said == "1").any()  # argmax alone would call every patch 0
 
 
-def test_dense_units_are_a_tunable_head_setting(tmp_path):
+def test_dense_units_are_a_tunable_head_setting(vgg16_run, tmp_path):
     from imgkit.train.tune import parse_grid
 
     assert parse_grid(["dense_units=8,16"]) == {"head_units": [8, 16]}
-    make_dataset(tmp_path / "data", n_train=16, n_val=8, n_test=0, size=32)
-    run = tmp_path / "run"
-    result = CliRunner().invoke(
-        cli,
-        ["train", str(tmp_path / "data"), "-o", str(run), "--model", "vgg16", "--weights",
-         "none", "--size", "32", "--channels", "1", "--epochs", "1", "--batch-size", "8",
-         "--head-units", "24"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    data, run = vgg16_run
     meta = json.loads((run / "imgkit.json").read_text())
     assert meta["train_args"]["head_units"] == 24
     import keras
@@ -437,7 +440,7 @@ def test_dense_units_are_a_tunable_head_setting(tmp_path):
     assert model.get_layer("head_dense").units == 24
     bad = CliRunner().invoke(
         cli,
-        ["train", str(tmp_path / "data"), "-o", str(tmp_path / "r2"), "--model", "small-cnn",
+        ["train", str(data), "-o", str(tmp_path / "r2"), "--model", "small-cnn",
          "--head-units", "24"],
     )  # fmt: skip
     assert bad.exit_code == 1 and "no --head-units option" in bad.output

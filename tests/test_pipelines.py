@@ -68,6 +68,10 @@ def test_fashion_mnist_script_end_to_end(tmp_path):
     assert proc.stdout.strip().splitlines()[-1].endswith("photo_preds.csv")
 
 
+# Slow: two trainings and compare, each a command starting Keras (23 s on a quiet 2-core
+# machine). test_compare.py is its fast twin: the same two runs (dropout 0.5 and 0)
+# trained in-process, compare's summary and curves checked figure by figure.
+@pytest.mark.slow
 def test_dropout_study_script(tmp_path):
     idx = write_idx(tmp_path / "idx", train=300, test=100)
     work = tmp_path / "study"
@@ -125,6 +129,12 @@ def _kaggle_zips(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "train.zip", folder / "test.zip", sample
 
 
+# Slow: nine commands, seven of them loading a MobileNetV2 bundle (70 s on a quiet 2-core
+# machine, the default run's longest test). Its parts each have a default test: Kaggle
+# zips (test_archives), MobileNetV2 on a weights file, head first (test_transfer),
+# --uncalibrated (test_predict), eval's comparison (test_eval), submit --sample --clip
+# (test_submit), and the script's kin, cli/cross_validation.sh, is slow too.
+@pytest.mark.slow
 def test_cats_vs_dogs_script_end_to_end(tmp_path):
     train_zip, test_zip, sample = _kaggle_zips(tmp_path / "kaggle")
     work = tmp_path / "work"

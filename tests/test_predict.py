@@ -324,6 +324,11 @@ def test_temperature_from_the_bundle_is_applied(tmp_path, images):
     assert result.exit_code == 0, result.output
     df = pd.read_csv(io.StringIO(result.stdout))
     assert df.loc[0, "p_dim"] == pytest.approx(0.5, abs=1e-3)
+    # --uncalibrated: the model's own softmax(5, -5) for a black image, no temperature.
+    result = _run("predict", run, "imgs/a_black.png", "--uncalibrated")
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(io.StringIO(result.stdout))
+    assert df.loc[0, "p_dim"] == pytest.approx(1 / (1 + np.exp(-10)), rel=1e-5)
 
 
 # --- datasets -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from imgkit.data.dataset import Dataset
 from imgkit.data.masks import mask_scores, read_mask
 from imgkit.errors import BadImageError, BadInputError
 from imgkit.infer.segment import flip_tta
+from imgkit.train.resolve import resolve_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from seg_data import disc_pair, write_disc_pairs  # noqa: E402
@@ -259,23 +260,43 @@ def test_flip_tta_with_an_identity_like_keras_model():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A small disc dataset and a U-Net trained on it (weights none, 64 px)."""
+    """cli/segmentation.sh run once on tiny discs: (work folder, dataset, bundle, truth).
+
+    The script trains the one U-Net of this file (weights none, 64 px); the tests below
+    check its gate, its bundle, and segment and eval on its dataset's val split.
+    """
     root = tmp_path_factory.mktemp("seg")
-    images, masks = write_disc_pairs(root / "src", n=24, size=(64, 64))
-    data = root / "data"
-    result = run("prep", images, "--masks", masks, "-o", data, "--val", "0.25", "--test", "0")
-    assert result.exit_code == 0, result.output
-    result = run(
-        "train", data, "-o", root / "run", "--model", "unet-mobilenetv2", "--weights", "none",
-        "--fine-tune-last", "all", "--size", "64", "--epochs", "12", "--batch-size", "6",
-        "--lr", "3e-3",  # the rate decays to 0 over the 12 epochs: a higher peak
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return root, data, root / "run"
+    images, masks = write_disc_pairs(root / "src", n=16, size=(64, 64))
+    # Held-out pairs (another seed): the gate scores masks the model never trained on.
+    new, new_masks = write_disc_pairs(root / "new", n=8, size=(64, 64), seed=1)
+    # The script's own gate must pass: IoU 0.75 on the held-out masks. All background
+    # scores 0 and all object about 0.2; this recipe reaches 0.83 there (0.96 on its
+    # training images). With the script's default LR, 3 epochs learned nothing (IoU 0).
+    work = root / "work"
+    env = {
+        **os.environ,
+        "WORK": str(work),
+        "IMAGES": str(images),
+        "MASKS": str(masks),
+        "NEW": str(new),
+        "NEW_MASKS": str(new_masks),
+        "WEIGHTS": "none",
+        "SIZE": "64",
+        "EPOCHS": "6",
+        "LR": "8e-3",
+        "FAIL_UNDER": "0.75",
+        "TRAIN_ARGS": "--fine-tune-last all --batch-size 4",
+        "IMGKIT": f"{sys.executable} -m imgkit",
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "cli" / "segmentation.sh")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work, work / "data", work / "run", new_masks
 
 
 def test_training_learns_discs(trained):
-    _, _, bundle = trained
+    _, _, bundle, _ = trained
     meta = json.loads((bundle / "imgkit.json").read_text())
     assert meta["task"] == "segmentation" and meta["pixels"]["offset"] == -1.0
     assert meta["train_args"]["loss"] == "bce+dice"
@@ -284,8 +305,14 @@ def test_training_learns_discs(trained):
     assert "val_iou" in pd.read_csv(bundle / "history.csv").columns
 
 
+def test_segmentation_loss_defaults_to_bce_plus_dice():
+    # The script passes --loss; a segmentation run without one gets bce+dice.
+    settings = resolve_settings({"model": "unet-mobilenetv2"}, task="segmentation")
+    assert settings.loss == "bce+dice"
+
+
 def test_segment_own_size_overlay_and_eval(trained, tmp_path):
-    root, data, bundle = trained
+    _, data, bundle, _ = trained
     new = tmp_path / "new"
     new.mkdir()
     img, _ = disc_pair(np.random.default_rng(9), (50, 90))  # not square, not 64
@@ -317,41 +344,17 @@ def test_segment_own_size_overlay_and_eval(trained, tmp_path):
     assert result.exit_code == 3
 
 
-def test_segmentation_script_on_discs(tmp_path):
-    images, masks = write_disc_pairs(tmp_path / "src", n=16, size=(64, 64))
-    # Held-out pairs (another seed): the gate scores masks the model never trained on.
-    new, new_masks = write_disc_pairs(tmp_path / "new", n=8, size=(64, 64), seed=1)
-    # The script's own gate must pass: IoU 0.75 on the held-out masks. All background
-    # scores 0 and all object about 0.2; this recipe reaches 0.83 there (0.96 on its
-    # training images). With the script's default LR, 3 epochs learned nothing (IoU 0).
-    env = {
-        **os.environ,
-        "WORK": str(tmp_path / "work"),
-        "IMAGES": str(images),
-        "MASKS": str(masks),
-        "NEW": str(new),
-        "NEW_MASKS": str(new_masks),
-        "WEIGHTS": "none",
-        "SIZE": "64",
-        "EPOCHS": "6",
-        "LR": "8e-3",
-        "FAIL_UNDER": "0.75",
-        "TRAIN_ARGS": "--fine-tune-last all --batch-size 4",
-        "IMGKIT": f"{sys.executable} -m imgkit",
-    }
-    done = subprocess.run(
-        ["bash", str(ROOT / "cli" / "segmentation.sh")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "work" / "eval" / "metrics.json").read_text())
+def test_segmentation_script_on_discs(trained):
+    work, _, _, new_masks = trained
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 8 and metrics["unmatched"] == 0
     assert metrics["iou"] >= 0.75 and metrics["dice"] >= 0.85
-    assert len(list((tmp_path / "work" / "overlays").glob("*.png"))) == 8
+    assert len(list((work / "overlays").glob("*.png"))) == 8
     # The scores are of the held-out masks: recomputed from the written masks.
-    per_image = pd.read_csv(tmp_path / "work" / "eval" / "per_image.csv")
+    per_image = pd.read_csv(work / "eval" / "per_image.csv")
     assert len(per_image) == 8
     for name in (f"s{i:03d}.png" for i in range(8)):
-        said = np.asarray(Image.open(tmp_path / "work" / "masks" / name)) > 127
+        said = np.asarray(Image.open(work / "masks" / name)) > 127
         truth = np.asarray(Image.open(new_masks / name)) > 127
         iou = (said & truth).sum() / (said | truth).sum()
         row = per_image[per_image.iloc[:, 0].astype(str).str.endswith(name)]
