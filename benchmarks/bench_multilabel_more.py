@@ -2,24 +2,24 @@
 
 The Planet-format set of :mod:`bench_multilabel` (Fashion-MNIST garments in 2x2
 canvases, tags the garment classes on each, test answers kept apart), with a SMALL
-labelled set, all scored by the hidden test's mean F2 per image (Planet's score)
-against the same recipe started fresh on the labelled set alone (the baseline, same
-run):
+labelled set, all scored by the hidden test's mean F2 per image (Planet's score) and
+mAP (the ranking, free of the thresholds fitted on a small val split) against the same
+recipe started fresh on the labelled set alone (the baseline, same run):
 
 1. Pseudo-labels: a large unlabelled pool of canvases (its answers kept apart too) is
    predicted by the baseline, ``prep DATA POOL-PREDS --pseudo`` takes the images whose
-   every label is sure (p >= P or p <= 1 - P), and the recipe is trained again on the
-   labelled set plus those. Also: how many pool images were taken, and how right their
-   label sets were against the pool's hidden answers (beside the baseline's decided
-   labels on the whole pool).
+   every label is sure (p >= P or p <= 1 - P; a round for each P given), and the
+   recipe is trained again on the labelled set plus those. Also: how many pool images
+   were taken, and how right their label sets were against the pool's hidden answers
+   (beside the baseline's decided labels on the whole pool).
 2. From a bundle: a single-label small-cnn trained on single garments, each in a random
    cell of a blank canvas (the canvases' size and scale: a bundle trains further only
    at its own input size), then ``train DATA --weights PRE/model.keras`` on the
    labelled canvases (its body kept, a new sigmoid head), same epochs as the baseline.
 
 Usage: nice -n 10 python benchmarks/bench_multilabel_more.py [--labelled 600]
-    [--pool 3000] [--test 1000] [--pretrain 3000] [--epochs 10] [--batch-size 64]
-    [--min-confidence 0.9] [--keep DIR]
+    [--pool 3000] [--test 1000] [--pretrain 10000] [--epochs 15] [--batch-size 64]
+    [--seed 0] [--min-confidence 0.9 0.7] [--keep DIR]
 """
 
 from __future__ import annotations
