@@ -51,3 +51,4 @@ bench:
 	python3 benchmarks/bench_audit.py     # needs the audit extra
 	python3 benchmarks/bench_audit_join.py
 	python3 benchmarks/bench_explain.py
+	python3 benchmarks/bench_multilabel_more.py   # pseudo-labels, start from a bundle
