@@ -184,3 +184,41 @@ def test_a_dataset_and_a_class_file_must_agree(tmp_path):
         "cat, dog" in result.output  # fmt: skip
     result = run("eval", tmp_path / "p.csv", "--truth", data, "--mask-classes", other)
     assert result.exit_code == 2 and "not a predictions CSV" in result.output
+
+
+def _grey_mask(counts: dict[int, int]) -> np.ndarray:
+    """A one-row mask holding each value its number of times."""
+    return np.concatenate([np.full(n, v, np.int64) for v, n in counts.items()])
+
+
+def test_edge_levels_boundary():
+    """A middle value is an edge's grey level below both bars, a class at either."""
+    from imgkit.evaluate.maskread import _edge_levels
+
+    # 1,000 pixels: the bar is a quarter of the smaller extreme's 200, i.e. 50.
+    assert _edge_levels(_grey_mask({0: 700, 128: 49, 255: 200}))
+    assert not _edge_levels(_grey_mask({0: 700, 128: 50, 255: 200}))
+    # 100,000 pixels: the bar is 0.5% of them, 500 (a quarter of 900 is less).
+    assert _edge_levels(_grey_mask({0: 98_700, 40: 400, 255: 900}))
+    assert not _edge_levels(_grey_mask({0: 98_600, 40: 500, 255: 900}))
+    # Two values and no middle: not an anti-aliased binary mask (0/2 is VOC's class 2).
+    assert not _edge_levels(_grey_mask({0: 900, 2: 100}))
+
+
+def test_binary_check_reads_alpha_and_16_bit_masks_and_shows_values(tmp_path):
+    from imgkit.errors import BadInputError
+    from imgkit.evaluate.maskread import _shown, check_binary
+
+    obj = np.zeros((8, 8), np.uint8)
+    obj[2:6, 2:6] = 255
+    alpha = Image.fromarray(np.full_like(obj, 128))  # LA: the alpha is not a value
+    Image.merge("LA", (Image.fromarray(obj), alpha)).save(tmp_path / "la.png")
+    check_binary(tmp_path / "la.png")
+    Image.fromarray(obj.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 0/65535
+    check_binary(tmp_path / "deep.png")
+    Image.fromarray((obj > 0).astype(np.uint8) * 2).save(tmp_path / "two.png")
+    with pytest.raises(BadInputError, match="mask values 0, 2: not a binary"):
+        check_binary(tmp_path / "two.png")
+    assert _shown(np.arange(6), False) == "0, 1, 2, 3, 4, 5"
+    assert _shown(np.arange(8), False) == "0, 1, 2, 3, 4, 5, ... (8 in all)"
+    assert _shown(np.array([(224 << 16) | (224 << 8) | 192]), True) == "224,224,192"

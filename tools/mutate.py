@@ -122,6 +122,10 @@ TARGETS = {
         ),
         ("parse_shard", "shard_bounds", "Tally"),
     ),
+    "maskread": Target(
+        "imgkit/evaluate/maskread.py",
+        ("tests/test_eval_mask_folders.py", "tests/test_mask_ignore.py"),
+    ),
 }
 
 # --- mutants ---------------------------------------------------------------------------

@@ -41,9 +41,7 @@ def _keys(img: Image.Image) -> tuple[np.ndarray, bool]:
     if img.mode in COLOUR_MODES:
         rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
         return np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]), True
-    if img.mode in ("LA", "PA"):
-        return np.unique(np.asarray(img.getchannel(0), dtype=np.int64)), False
-    return np.unique(np.asarray(img).astype(np.int64)), False
+    return np.unique(_grey(img)), False
 
 
 def _shown(values: np.ndarray, colour: bool) -> str:
@@ -91,7 +89,6 @@ def check_binary(path: str | os.PathLike) -> None:
         with Image.open(path) as img:
             if img.format in LOSSY_FORMATS:
                 return
-            img.load()
             values, colour = _keys(img)
             img_values = None if colour else _grey(img)
     except (OSError, ValueError, Image.DecompressionBombError):
