@@ -85,6 +85,18 @@ class Gallery:
             image.save(tmp, format="PNG")
         return rel
 
+    def overlay(self, file: str | os.PathLike, heat, resize: str, caption: str) -> str:
+        """``file`` with the heatmap ``heat`` (at the model's input size, brought to the
+        image's own as ``resize`` framed it) drawn over it and ``caption``; its link."""
+        from imgkit.data.images import open_image
+        from imgkit.infer.heatmap import overlay_panel, to_own_size
+
+        with open_image(file) as img:
+            image = img.convert("RGB")
+        panel = overlay_panel(image, to_own_size(heat, image.size, resize), caption)
+        panel.thumbnail((336, 336))
+        return self.save(panel)
+
     def thumbnail(self, file: str | os.PathLike) -> str | None:
         """A thumbnail of ``file`` (its link), or None when the file cannot be read."""
         from imgkit.data.images import open_image

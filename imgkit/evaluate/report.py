@@ -105,10 +105,8 @@ def _predict(bundle, truth: str, split: str | None) -> pd.DataFrame:
 
 def _overlays(bundle, scored: Scored, gallery: Gallery) -> dict[int, str]:
     """Heatmap overlays (the default explain method) of the worst mistakes."""
-    from imgkit.data.images import open_image
     from imgkit.infer.engine import Decoder
     from imgkit.infer.explain import DEFAULT_METHOD, Explainer
-    from imgkit.infer.heatmap import overlay_panel, to_own_size
     from imgkit.infer.plan import Item
 
     chosen = worst(scored, OVERLAYS)
@@ -119,12 +117,8 @@ def _overlays(bundle, scored: Scored, gallery: Gallery) -> dict[int, str]:
     heat = Explainer(bundle).heatmaps(arrays, scored.y_pred[chosen])
     links = {}
     for i, h in zip(chosen, heat, strict=True):
-        with open_image(scored.files[i]) as img:
-            image = img.convert("RGB")
         caption = f"{scored.classes[scored.y_pred[i]]} ({DEFAULT_METHOD})"
-        panel = overlay_panel(image, to_own_size(h, image.size, bundle.resize), caption)
-        panel.thumbnail((336, 336))
-        links[i] = gallery.save(panel)
+        links[i] = gallery.overlay(scored.files[i], h, bundle.resize, caption)
     return links
 
 

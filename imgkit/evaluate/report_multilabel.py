@@ -115,11 +115,9 @@ def _scan(bundle, predictions, truth: str, split, name: str):
 
 def _overlays(bundle, worst: list[dict], gallery: Gallery) -> list[str | None]:
     """Heatmap overlays (explain's default method) of each worst image's worst label."""
-    from imgkit.data.images import open_image
     from imgkit.errors import BadImageError
     from imgkit.infer.engine import Decoder
     from imgkit.infer.explain import DEFAULT_METHOD, Explainer
-    from imgkit.infer.heatmap import overlay_panel, to_own_size
     from imgkit.infer.plan import Item
 
     decoder = Decoder(bundle)
@@ -136,12 +134,8 @@ def _overlays(bundle, worst: list[dict], gallery: Gallery) -> list[str | None]:
     targets = [worst[i]["explained"] for i in chosen]
     heat = Explainer(bundle).heatmaps(np.stack(arrays), np.array(targets))
     for i, h, t in zip(chosen, heat, targets, strict=True):
-        with open_image(worst[i]["file"]) as img:
-            image = img.convert("RGB")
         caption = f"{bundle.classes[t]} {worst[i]['proba'][t]:.2f} ({DEFAULT_METHOD})"
-        panel = overlay_panel(image, to_own_size(h, image.size, bundle.resize), caption)
-        panel.thumbnail((336, 336))
-        links[i] = gallery.save(panel)
+        links[i] = gallery.overlay(worst[i]["file"], h, bundle.resize, caption)
     return links
 
 
