@@ -89,7 +89,7 @@ def test_the_join_copies_in_chunks(tmp_path, monkeypatch):
 
 
 def test_an_unreadable_against_set_keeps_the_embeddings(tmp_path):
-    # Its vectors are a 1-wide placeholder; the data set's still get searched.
+    # Its vectors are a 1-wide zero array; the data set's still get searched.
     d, o = sets(tmp_path, 12, 0, broken=2)
     emb = PixelEmbedder()
     sd, vd = run._scan(d, emb, quiet, tmp_path / "s" / "data")

@@ -35,13 +35,10 @@ COLOUR_MODES = frozenset({"RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"})
 _SHOW = 6  # how many values or colours the refusal names
 
 
-def _keys(img: Image.Image) -> tuple[np.ndarray, bool]:
-    """The distinct pixel values (palette indices, grey levels or packed RGB colours),
-    and whether they are colours."""
-    if img.mode in COLOUR_MODES:
-        rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
-        return np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]), True
-    return np.unique(_grey(img)), False
+def _colours(img: Image.Image) -> np.ndarray:
+    """A colour mask's distinct colours, each packed as R << 16 | G << 8 | B."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
+    return np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
 
 
 def _shown(values: np.ndarray, colour: bool) -> str:
@@ -89,8 +86,9 @@ def check_binary(path: str | os.PathLike) -> None:
         with Image.open(path) as img:
             if img.format in LOSSY_FORMATS:
                 return
-            values, colour = _keys(img)
+            colour = img.mode in COLOUR_MODES
             img_values = None if colour else _grey(img)
+            values = _colours(img) if colour else np.unique(img_values)
     except (OSError, ValueError, Image.DecompressionBombError):
         return  # read_mask says why it cannot be read
     if colour:

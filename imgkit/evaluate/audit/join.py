@@ -30,7 +30,7 @@ def stack_on_disk(path: Path, parts: list[np.ndarray], width: tuple[int, ...]) -
 
     Each part is copied in chunks of :data:`COPY_ROWS` rows, from its memory map to
     the file's, so no part is ever read into memory whole. A part whose rows are not
-    ``width`` wide (the 1-wide placeholder of a set with no readable image) is left
+    ``width`` wide (the 1-wide zero array a set with no readable image gets) is left
     as zeros: its rows are never searched.
     """
     rows = sum(len(p) for p in parts)
